@@ -1,0 +1,1 @@
+"""Generated code for the pushreach.v1 protos (scripts/gen_protos.py)."""

@@ -1,0 +1,1 @@
+"""pushreachd: the pushreach service (push notifications with supplementary SMS)."""
