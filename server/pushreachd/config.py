@@ -1,0 +1,510 @@
+"""Settings: parsed once, from flags > PUSHREACH_* environment > TOML file > defaults.
+
+`load_settings` returns a frozen `Settings` or raises `ConfigError` naming the setting and
+where its value came from, e.g.
+"min_delay_seconds=0 (from PUSHREACH_MIN_DELAY_SECONDS): must be between 1 and 259200".
+Secret values (admin_token, master_key) never appear in repr() or in error messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import math
+import os
+import tomllib
+import urllib.parse
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushreachd.secrets import SecretError, decode_master_key
+
+__all__ = [
+    "ConfigError",
+    "ENV_PREFIX",
+    "Settings",
+    "add_serve_arguments",
+    "is_loopback",
+    "load_settings",
+    "parse_host_port",
+]
+
+ENV_PREFIX = "PUSHREACH_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+TOML_TABLE = "pushreach"
+
+SMS_PROVIDERS = ("console", "tencent")
+PUSH_CHANNELS = ("log",)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_DELAY_SECONDS = 259200  # 3 days, TPNS's upper bound for delay_trigger_time
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range; the message says which and from where."""
+
+
+def _help(text: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"help": text, "secret": secret, "choices": choices}
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = field(
+        default="127.0.0.1:50051",
+        metadata=_help("gRPC listen address host:port (IPv6 as [::1]:50051)"),
+    )
+    db: str = field(default="./pushreach.db", metadata=_help("SQLite database path"))
+    metrics_listen: str = field(
+        default="", metadata=_help("Prometheus metrics address host:port; empty = off")
+    )
+    sms_provider: str = field(
+        default="console", metadata=_help("SMS provider", choices=SMS_PROVIDERS)
+    )
+    tencent_sms_region: str = field(
+        default="ap-guangzhou", metadata=_help("Tencent Cloud SMS region")
+    )
+    tencent_sms_endpoint: str = field(
+        default="",
+        metadata=_help("Tencent SMS endpoint, host or http(s)://host:port; empty = Tencent's default"),
+    )
+    sms_receipt_listen: str = field(
+        default="",
+        metadata=_help("delivery-receipt HTTP callback address host:port; empty = off"),
+    )
+    sms_receipt_poll_seconds: float = field(
+        default=0.0, metadata=_help("PullSmsSendStatus poll interval in seconds; 0 = off")
+    )
+    push_channel: str = field(
+        default="log", metadata=_help("push channel", choices=PUSH_CHANNELS)
+    )
+    min_delay_seconds: int = field(
+        default=300,
+        metadata=_help(f"smallest allowed delay_trigger_time in seconds, 1..{MAX_DELAY_SECONDS}"),
+    )
+    rate_limit_time_zone: str = field(
+        default="Asia/Shanghai",
+        metadata=_help("IANA time zone that defines the calendar day for SMS daily limits"),
+    )
+    admin_token: str = field(
+        default="",
+        repr=False,
+        metadata=_help(
+            "AdminService token, at least 16 characters; empty = AdminService disabled",
+            secret=True,
+        ),
+    )
+    master_key: str = field(
+        default="",
+        repr=False,
+        metadata=_help(
+            "base64 of the 32-byte key that encrypts stored credentials; "
+            "empty = use master_key_file",
+            secret=True,
+        ),
+    )
+    master_key_file: str = field(
+        default="",
+        metadata=_help("master key file, created with mode 0600 on first start; empty = <db>.key"),
+    )
+    tick_ms: int = field(
+        default=100, metadata=_help("timer wheel tick in milliseconds, 10..1000")
+    )
+    shutdown_grace_seconds: float = field(
+        default=10.0, metadata=_help("seconds in-flight RPCs get to finish on shutdown, 0..300")
+    )
+    log_level: str = field(default="INFO", metadata=_help("log level", choices=LOG_LEVELS))
+    tls_cert: str = field(
+        default="", metadata=_help("TLS certificate chain file (PEM); needs tls_key")
+    )
+    tls_key: str = field(default="", metadata=_help("TLS private key file (PEM); needs tls_cert"))
+    tls_client_ca: str = field(
+        default="",
+        metadata=_help("CA file (PEM) to require and verify client certificates (mutual TLS); "
+                       "needs tls_cert and tls_key"),
+    )
+    insecure: bool = field(
+        default=False, metadata=_help("allow plaintext gRPC on a non-loopback listen address")
+    )
+
+    @property
+    def resolved_master_key_file(self) -> str:
+        """The master key file actually used: master_key_file, or "<db>.key" beside the database."""
+        return self.master_key_file or f"{self.db}.key"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+_DEFAULTS = Settings()
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --- address helpers --------------------------------------------------------------------------
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port" into (host, port); host without brackets. Port 0..65535."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not [host]:port")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{text!r} is not host:port")
+        if ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:50051")
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    if not port_text.isascii() or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} has no valid port (0..65535)")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback IP addresses. Wildcards (0.0.0.0, ::) are not loopback."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other host name may resolve anywhere
+
+
+# --- argparse ---------------------------------------------------------------------------------
+
+
+def _python_type(f: dataclasses.Field[Any]) -> type:
+    return type(getattr(_DEFAULTS, f.name))
+
+
+def _describe_default(name: str) -> str:
+    value = getattr(_DEFAULTS, name)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return _num(value)
+    return str(value) if value != "" else "empty"
+
+
+def _metavar(name: str) -> str | None:
+    if name == "listen" or name.endswith("_listen"):
+        return "HOST:PORT"
+    if name == "db" or name.endswith("_file") or name.startswith("tls_"):
+        return "PATH"
+    if name.endswith("_endpoint"):
+        return "URL"
+    if name.endswith("_time_zone"):
+        return "ZONE"
+    return None
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --config and one flag per Settings field; every default is None (= not given)."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help=(
+            f"TOML settings file; keys are setting names, optionally under [{TOML_TABLE}] "
+            f"(env {CONFIG_ENV})"
+        ),
+    )
+    for name, f in _FIELDS.items():
+        meta = f.metadata
+        help_text = f"{meta['help']} (default: {_describe_default(name)}; env {env_name(name)})"
+        kind = _python_type(f)
+        if kind is bool:
+            parser.add_argument(flag_name(name), action="store_true", default=None, help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"default": None, "dest": name, "help": help_text}
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+            if name == "log_level":
+                kwargs["type"] = str.upper  # accept --log-level debug
+        elif kind is int:
+            kwargs["type"] = int
+            kwargs["metavar"] = "N"
+        elif kind is float:
+            kwargs["type"] = float
+            kwargs["metavar"] = "SECONDS"
+        elif meta["secret"]:
+            kwargs["metavar"] = "SECRET"
+            # Command lines are visible to every local user (ps, /proc).
+            kwargs["help"] = help_text + "; prefer the env variable, flags show up in ps"
+        elif _metavar(name):
+            kwargs["metavar"] = _metavar(name)
+        parser.add_argument(flag_name(name), **kwargs)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def _shown(name: str, value: Any) -> str:
+    if _FIELDS[name].metadata["secret"]:
+        return "<redacted>"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _fail(name: str, value: Any, source: str, problem: str) -> ConfigError:
+    return ConfigError(f"{name}={_shown(name, value)} (from {source}): {problem}")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    """Turn a raw value (a string from env, or a typed value from TOML/flags) into the field's type."""
+    kind = _python_type(_FIELDS[name])
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise _fail(name, raw, source, "must be a boolean (1/0, true/false, yes/no)")
+    if kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                pass
+        raise _fail(name, raw, source, "must be an integer")
+    if kind is float:
+        value: float | None = None
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                pass
+        if value is None or not math.isfinite(value):
+            raise _fail(name, raw, source, "must be a number")
+        return value
+    if not isinstance(raw, str):
+        raise _fail(name, raw, source, "must be a string")
+    return raw
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    # Both layouts are accepted, flat keys or keys under [pushreach]; a key given in both
+    # places is ambiguous, so it is an error rather than a silent pick.
+    values = {k: v for k, v in doc.items() if k != TOML_TABLE}
+    table = doc.get(TOML_TABLE, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: {TOML_TABLE!r} must be a table")
+    for key, value in table.items():
+        if key in values:
+            raise ConfigError(
+                f"config file {path}: {key!r} is set both at top level and in [{TOML_TABLE}]"
+            )
+        values[key] = value
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
+        )
+    return values
+
+
+def load_settings(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge flags > environment > TOML file > defaults, convert and validate."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    config_path = getattr(args, "config", None) if args is not None else None
+    if config_path is None:
+        config_path = env.get(CONFIG_ENV) or None
+    if config_path:
+        label = f"config file {config_path}"
+        for name, raw in _read_toml(config_path).items():
+            values[name], sources[name] = _convert(name, raw, label), label
+
+    for name in _FIELDS:
+        if env_name(name) in env:
+            raw = env[env_name(name)]
+            values[name], sources[name] = _convert(name, raw, env_name(name)), env_name(name)
+
+    if args is not None:
+        for name in _FIELDS:
+            raw = getattr(args, name, None)
+            if raw is not None:
+                values[name], sources[name] = _convert(name, raw, flag_name(name)), flag_name(name)
+
+    for name in _FIELDS:
+        sources.setdefault(name, "default")
+    # Case-insensitive names for the enumerations, so "Tencent" or "debug" work from env/TOML.
+    if "log_level" in values:
+        values["log_level"] = values["log_level"].upper()
+    for name in ("sms_provider", "push_channel"):
+        if name in values:
+            values[name] = values[name].lower()
+
+    settings = Settings(**values)
+    _validate(settings, sources)
+    return settings
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _check_range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if lo <= value <= hi else f"must be between {_num(lo)} and {_num(hi)}"
+
+    return check
+
+
+def _check_choice(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _check_address(optional: bool) -> Callable[[Any], str | None]:
+    def check(value: str) -> str | None:
+        if optional and value == "":
+            return None
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            return f"must be host:port: {exc}"
+        return None
+
+    return check
+
+
+def _check_endpoint(value: str) -> str | None:
+    if value == "":
+        return None
+    text = value if "://" in value else f"https://{value}"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        return f"must be a host or http(s)://host:port: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return "must be a host or http(s)://host:port"
+    if parts.query or parts.fragment or parts.username:
+        return "must be a host or http(s)://host:port"
+    return None
+
+
+def _check_time_zone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "must be an IANA time zone name such as Asia/Shanghai or UTC"
+    return None
+
+
+def _check_admin_token(value: str) -> str | None:
+    if value and len(value) < 16:
+        return "must be empty (AdminService disabled) or at least 16 characters"
+    return None
+
+
+def _check_master_key(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        decode_master_key(value)
+    except SecretError as exc:
+        return str(exc)
+    return None
+
+
+def _check_nonempty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _check_readable_file(value: str) -> str | None:
+    if value and not os.path.isfile(value):
+        return "file does not exist"
+    if value and not os.access(value, os.R_OK):
+        return "file is not readable"
+    return None
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "listen": _check_address(optional=False),
+    "db": _check_nonempty,
+    "metrics_listen": _check_address(optional=True),
+    "sms_provider": _check_choice(SMS_PROVIDERS),
+    "tencent_sms_region": _check_nonempty,
+    "tencent_sms_endpoint": _check_endpoint,
+    "sms_receipt_listen": _check_address(optional=True),
+    "sms_receipt_poll_seconds": _check_range(0, 86400),
+    "push_channel": _check_choice(PUSH_CHANNELS),
+    "min_delay_seconds": _check_range(1, MAX_DELAY_SECONDS),
+    "rate_limit_time_zone": _check_time_zone,
+    "admin_token": _check_admin_token,
+    "master_key": _check_master_key,
+    "tick_ms": _check_range(10, 1000),
+    "shutdown_grace_seconds": _check_range(0, 300),
+    "log_level": _check_choice(LOG_LEVELS),
+    "tls_cert": _check_readable_file,
+    "tls_key": _check_readable_file,
+    "tls_client_ca": _check_readable_file,
+}
+
+
+def _validate(s: Settings, sources: Mapping[str, str]) -> None:
+    for name, check in _CHECKS.items():
+        value = getattr(s, name)
+        problem = check(value)
+        if problem:
+            raise _fail(name, value, sources[name], problem)
+
+    # Rules that involve several settings.
+    if bool(s.tls_cert) != bool(s.tls_key):
+        given = "tls_cert" if s.tls_cert else "tls_key"
+        missing = "tls_key" if s.tls_cert else "tls_cert"
+        problem = f"needs {missing} too (give both or neither)"
+        raise _fail(given, getattr(s, given), sources[given], problem)
+    if s.tls_client_ca and not s.tls_enabled:
+        problem = "needs tls_cert and tls_key (mutual TLS)"
+        raise _fail("tls_client_ca", s.tls_client_ca, sources["tls_client_ca"], problem)
+    host, _ = parse_host_port(s.listen)
+    if not s.tls_enabled and not s.insecure and not is_loopback(host):
+        raise _fail(
+            "listen",
+            s.listen,
+            sources["listen"],
+            "is not a loopback address and TLS is off: give tls_cert and tls_key, "
+            "or set insecure=true (--insecure) to serve plaintext gRPC on the network",
+        )
