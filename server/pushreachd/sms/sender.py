@@ -1,0 +1,125 @@
+"""SmsSender: the retry and concurrency policy around an SmsProvider.
+
+The provider translates one call; the sender decides what a failure means for each
+number. It never raises, so the caller can always write one final record per number:
+- TRANSIENT errors are retried with capped exponential backoff and full jitter (AWS's
+  "full jitter": sleep uniform(0, min(cap, base * 2**n))), on the injected clock;
+- RATE_LIMITED marks every number RATE_LIMITED, PERMANENT marks them FAILED, no retry;
+- a number the provider did not answer for is FAILED "MissingResult".
+Concurrency is bounded per app (one semaphore per app_access_id), so a slow or failing
+app cannot hold the slots of another app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from pushreachd.clock import Clock
+from pushreachd.sms.provider import (
+    SendOutcome,
+    SmsBatch,
+    SmsErrorKind,
+    SmsProvider,
+    SmsProviderError,
+    SmsResult,
+)
+
+log = logging.getLogger(__name__)
+
+MISSING_RESULT = "MissingResult"
+_KIND_OUTCOME = {
+    SmsErrorKind.TRANSIENT: SendOutcome.FAILED,  # only after the last attempt
+    SmsErrorKind.PERMANENT: SendOutcome.FAILED,
+    SmsErrorKind.RATE_LIMITED: SendOutcome.RATE_LIMITED,
+}
+
+
+class SmsSender:
+    def __init__(
+        self,
+        provider: SmsProvider,
+        clock: Clock,
+        *,
+        max_attempts: int = 4,
+        base_delay: float = 0.5,
+        max_delay: float = 8.0,
+        per_app_concurrency: int = 4,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1 or per_app_concurrency < 1:
+            raise ValueError("max_attempts and per_app_concurrency must be at least 1")
+        self._provider = provider
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._per_app = per_app_concurrency
+        self._rng = rng if rng is not None else random.Random()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        # Counters for metrics (read by the metrics module; plain ints are enough).
+        self.batches = 0
+        self.attempts = 0
+        self.retries = 0
+        self.exhausted = 0  # batches that failed TRANSIENT on every attempt
+
+    @property
+    def provider(self) -> SmsProvider:
+        return self._provider
+
+    def backoff(self, retry: int) -> float:
+        """Delay before retry number `retry` (0 for the first retry): full jitter, capped."""
+        return self._rng.uniform(0.0, min(self._max_delay, self._base_delay * (2**retry)))
+
+    async def send(self, batch: SmsBatch) -> list[SmsResult]:
+        """One SmsResult per number of the batch, in batch order. Never raises."""
+        self.batches += 1
+        try:
+            results = await self._send_with_retries(batch)
+        except SmsProviderError as exc:
+            return self._all(batch, _KIND_OUTCOME[exc.kind], exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise  # shutting down: the records stay SENDING and become UNKNOWN
+        except Exception as exc:  # a provider bug must not lose the whole batch's records
+            log.exception("sms provider %s raised unexpectedly", self._provider.name)
+            return self._all(batch, SendOutcome.FAILED, "ProviderError", type(exc).__name__)
+        return _align(batch, results)
+
+    async def _send_with_retries(self, batch: SmsBatch) -> list[SmsResult]:
+        slots = self._slots.setdefault(batch.app_access_id, asyncio.Semaphore(self._per_app))
+        for attempt in range(self._max_attempts):
+            try:
+                # The slot is held for the call only, not for the backoff sleep, so an
+                # app's retrying batch does not starve its other batches.
+                async with slots:
+                    self.attempts += 1
+                    return await self._provider.send(batch)
+            except SmsProviderError as exc:
+                last = attempt + 1 == self._max_attempts
+                if exc.kind is not SmsErrorKind.TRANSIENT or last:
+                    if exc.kind is SmsErrorKind.TRANSIENT:
+                        self.exhausted += 1
+                    raise
+                delay = self.backoff(attempt)
+                self.retries += 1
+                log.info(
+                    "sms app=%s attempt %d/%d failed (%s), retrying in %.2fs",
+                    batch.app_access_id, attempt + 1, self._max_attempts, exc.code, delay,
+                )
+                await self._clock.sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    @staticmethod
+    def _all(batch: SmsBatch, outcome: SendOutcome, code: str, message: str) -> list[SmsResult]:
+        return [SmsResult(n, outcome, code=code, message=message) for n in batch.phone_numbers]
+
+
+def _align(batch: SmsBatch, results: list[SmsResult]) -> list[SmsResult]:
+    """Exactly one result per batch number, in batch order; unanswered numbers FAILED."""
+    by_number = {r.phone_number: r for r in results}
+    return [
+        by_number.get(n)
+        or SmsResult(n, SendOutcome.FAILED, code=MISSING_RESULT, message="provider returned no status")
+        for n in batch.phone_numbers
+    ]
