@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import grpc
+from pushreach.v1 import admin_pb2, admin_pb2_grpc
+
+from ..apps import AppService
+from ..model import RateLimitPolicy
+from ..pagination import decode_token, encode_token
+from ..validation import Violations, page_size
+from . import convert
+from .auth import Authenticator
+from .rpc import admin_rpc
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, auth: Authenticator, apps: AppService) -> None:
+        self.auth = auth
+        self._apps = apps
+
+    @admin_rpc
+    async def CreateApp(self, request: admin_pb2.CreateAppRequest, context: grpc.aio.ServicerContext):
+        app, secret = await self._apps.create_app(request.name)
+        return admin_pb2.CreateAppResponse(app=convert.app(app), secret_key=secret)
+
+    @admin_rpc
+    async def GetApp(self, request: admin_pb2.GetAppRequest, context: grpc.aio.ServicerContext):
+        return admin_pb2.GetAppResponse(app=convert.app(await self._apps.get_app(request.access_id)))
+
+    @admin_rpc
+    async def ListApps(self, request: admin_pb2.ListAppsRequest, context: grpc.aio.ServicerContext):
+        v = Violations()
+        limit = page_size(v, request.page_size)
+        after = decode_token(v, "page_token", request.page_token, scope="apps") or 0
+        if not isinstance(after, int):
+            v.add("page_token", "not a page token from this service")
+        v.raise_if_any()
+        apps = await self._apps.list_apps(after, limit + 1)
+        more = len(apps) > limit
+        apps = apps[:limit]
+        return admin_pb2.ListAppsResponse(
+            apps=[convert.app(a) for a in apps],
+            next_page_token=encode_token(apps[-1].id, scope="apps") if more else "",
+        )
+
+    @admin_rpc
+    async def RotateAppSecret(self, request: admin_pb2.RotateAppSecretRequest, context: grpc.aio.ServicerContext):
+        return admin_pb2.RotateAppSecretResponse(secret_key=await self._apps.rotate_secret(request.access_id))
+
+    @admin_rpc
+    async def SetSmsCredentials(
+        self, request: admin_pb2.SetSmsCredentialsRequest, context: grpc.aio.ServicerContext
+    ):
+        app = await self._apps.set_sms_credentials(request.access_id, request.secret_id, request.secret_key)
+        return admin_pb2.SetSmsCredentialsResponse(app=convert.app(app))
+
+    @admin_rpc
+    async def SetRateLimitPolicy(
+        self, request: admin_pb2.SetRateLimitPolicyRequest, context: grpc.aio.ServicerContext
+    ):
+        p = request.policy
+        policy = RateLimitPolicy(p.same_content_interval_seconds, p.daily_limit, p.time_zone)
+        return admin_pb2.SetRateLimitPolicyResponse(app=convert.app(await self._apps.set_rate_limit_policy(request.access_id, policy)))

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import grpc
+from pushreach.v1 import device_pb2, device_pb2_grpc
+
+from ..devices import DeviceService
+from ..model import App
+from . import convert
+from .auth import Authenticator
+from .rpc import app_rpc
+
+
+class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
+    def __init__(self, auth: Authenticator, devices: DeviceService) -> None:
+        self.auth = auth
+        self._devices = devices
+
+    @app_rpc
+    async def BindPhone(self, request: device_pb2.BindPhoneRequest, app: App, context: grpc.aio.ServicerContext):
+        device = await self._devices.bind_phone(app, request.token, request.phone_number, request.request_id)
+        return device_pb2.BindPhoneResponse(device=convert.device(device))
+
+    @app_rpc
+    async def UnbindPhone(self, request: device_pb2.UnbindPhoneRequest, app: App, context: grpc.aio.ServicerContext):
+        device = await self._devices.unbind_phone(app, request.token, request.request_id)
+        return device_pb2.UnbindPhoneResponse(device=convert.device(device))
+
+    @app_rpc
+    async def BindAccount(self, request: device_pb2.BindAccountRequest, app: App, context: grpc.aio.ServicerContext):
+        device = await self._devices.bind_account(app, request.token, request.account, request.request_id)
+        return device_pb2.BindAccountResponse(device=convert.device(device))
+
+    @app_rpc
+    async def UnbindAccount(
+        self, request: device_pb2.UnbindAccountRequest, app: App, context: grpc.aio.ServicerContext
+    ):
+        device = await self._devices.unbind_account(app, request.token, request.account, request.request_id)
+        return device_pb2.UnbindAccountResponse(device=convert.device(device))
+
+    @app_rpc
+    async def GetDevice(self, request: device_pb2.GetDeviceRequest, app: App, context: grpc.aio.ServicerContext):
+        return device_pb2.GetDeviceResponse(device=convert.device(await self._devices.get_device(app, request.token)))

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import grpc
+from pushreach.v1 import event_pb2, event_pb2_grpc
+
+from ..events import EventService, EventTally
+from ..model import App
+from ..validation import EventDraft
+from . import convert
+from .auth import Authenticator
+from .rpc import app_rpc
+
+
+def _draft(e: event_pb2.ReportEventRequest | event_pb2.Event) -> EventDraft:
+    return EventDraft(
+        push_id=e.push_id,
+        token=e.token,
+        event_type=e.event_type,
+        event_time=convert.seconds(e.event_time) if e.HasField("event_time") else None,
+    )
+
+
+class EventServicer(event_pb2_grpc.EventServiceServicer):
+    def __init__(self, auth: Authenticator, events: EventService) -> None:
+        self.auth = auth
+        self._events = events
+
+    @app_rpc
+    async def ReportEvent(self, request: event_pb2.ReportEventRequest, app: App, context: grpc.aio.ServicerContext):
+        return event_pb2.ReportEventResponse(outcome=int(await self._events.report(app, _draft(request))))
+
+    @app_rpc
+    async def ReportEvents(self, request_iterator, app: App, context: grpc.aio.ServicerContext):
+        tally = EventTally()
+        async for message in request_iterator:
+            await self._events.report_many(app, [_draft(e) for e in message.events], tally)
+        return event_pb2.ReportEventsResponse(
+            accepted_count=tally.accepted,
+            duplicate_count=tally.duplicate,
+            unknown_push_count=tally.unknown_push,
+            unknown_token_count=tally.unknown_token,
+            invalid_count=tally.invalid,
+            rejected=[
+                event_pb2.RejectedEvent(index=r.index, outcome=int(r.outcome), reason=r.reason) for r in tally.rejected
+            ],
+        )

@@ -1,0 +1,80 @@
+"""The gRPC server factory: every servicer, health (overall and per service) and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from pushreach.v1 import admin_pb2, admin_pb2_grpc, device_pb2, device_pb2_grpc, event_pb2, event_pb2_grpc
+from pushreach.v1 import push_pb2, push_pb2_grpc, sms_pb2, sms_pb2_grpc
+
+from .admin import AdminServicer
+from .device import DeviceServicer
+from .event import EventServicer
+from .push import PushServicer
+from .sms import SmsServicer
+
+SERVICE_NAMES = (
+    push_pb2.DESCRIPTOR.services_by_name["PushService"].full_name,
+    device_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
+    event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    sms_pb2.DESCRIPTOR.services_by_name["SmsService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class GrpcServer:
+    """A started-or-not grpc.aio server with its health servicer."""
+
+    def __init__(
+        self,
+        push: PushServicer,
+        device: DeviceServicer,
+        event: EventServicer,
+        sms: SmsServicer,
+        admin: AdminServicer,
+    ) -> None:
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),  # two servers never share a port (parallel tests)
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+        )
+        push_pb2_grpc.add_PushServiceServicer_to_server(push, self.server)
+        device_pb2_grpc.add_DeviceServiceServicer_to_server(device, self.server)
+        event_pb2_grpc.add_EventServiceServicer_to_server(event, self.server)
+        sms_pb2_grpc.add_SmsServiceServicer_to_server(sms, self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = 0
+
+    def bind(self, listen: str, credentials: grpc.ServerCredentials | None = None) -> int:
+        if credentials is None:
+            self.port = self.server.add_insecure_port(listen)
+        else:
+            self.port = self.server.add_secure_port(listen, credentials)
+        if not self.port:
+            raise OSError(f"cannot listen on {listen}")
+        return self.port
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        # Health first, so load balancers stop routing here while calls in flight finish.
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+    async def _set_all(self, status: int) -> None:
+        await self.health.set("", status)
+        for name in SERVICE_NAMES:
+            await self.health.set(name, status)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import grpc
+from pushreach.v1 import sms_pb2, sms_pb2_grpc
+
+from ..model import App, SmsRecordFilter, SmsStatus
+from ..reporting import ReportingService
+from ..validation import Violations
+from . import convert
+from .auth import Authenticator
+from .rpc import app_rpc
+
+
+class SmsServicer(sms_pb2_grpc.SmsServiceServicer):
+    def __init__(self, auth: Authenticator, reporting: ReportingService) -> None:
+        self.auth = auth
+        self._reporting = reporting
+
+    @app_rpc
+    async def ListSmsRecords(
+        self, request: sms_pb2.ListSmsRecordsRequest, app: App, context: grpc.aio.ServicerContext
+    ):
+        v = Violations()
+        statuses = []
+        for i, s in enumerate(request.statuses):
+            try:
+                statuses.append(SmsStatus(s))
+            except ValueError:
+                v.add(f"statuses[{i}]", f"unknown value {s}")
+        v.raise_if_any()
+        flt = SmsRecordFilter(
+            push_id=request.push_id,
+            phone_number=request.phone_number,
+            statuses=tuple(sorted(set(statuses))),
+            start_time=convert.seconds(request.start_time) if request.HasField("start_time") else None,
+            end_time=convert.seconds(request.end_time) if request.HasField("end_time") else None,
+        )
+        records, next_token = await self._reporting.list_sms_records(
+            app, flt, request.page_size, request.page_token
+        )
+        return sms_pb2.ListSmsRecordsResponse(
+            records=[convert.sms_record(r, request.show_full_phone_number) for r in records],
+            next_page_token=next_token,
+        )
+
+    @app_rpc
+    async def GetStatistics(self, request: sms_pb2.GetStatisticsRequest, app: App, context: grpc.aio.ServicerContext):
+        s = await self._reporting.statistics(
+            app,
+            convert.seconds(request.start_time) if request.HasField("start_time") else None,
+            convert.seconds(request.end_time) if request.HasField("end_time") else None,
+        )
+        by = s.sms_by_status
+        return sms_pb2.GetStatisticsResponse(
+            start_time=convert.ts(s.start_time),
+            end_time=convert.ts(s.end_time),
+            push_count=s.push_count,
+            target_count=s.target_count,
+            arrived_count=s.arrived_count,
+            clicked_count=s.clicked_count,
+            arrival_rate=s.arrived_count / s.target_count if s.target_count else 0.0,
+            click_rate=s.clicked_count / s.target_count if s.target_count else 0.0,
+            sms=sms_pb2.SmsOutcomeCounts(
+                sent=by.get(SmsStatus.SENT, 0) + by.get(SmsStatus.DELIVERED, 0) + by.get(SmsStatus.UNDELIVERED, 0),
+                delivered=by.get(SmsStatus.DELIVERED, 0),
+                undelivered=by.get(SmsStatus.UNDELIVERED, 0),
+                failed=by.get(SmsStatus.FAILED, 0),
+                rate_limited=by.get(SmsStatus.RATE_LIMITED, 0),
+                unknown=by.get(SmsStatus.UNKNOWN, 0) + by.get(SmsStatus.SENDING, 0),
+            ),
+            sms_fee=s.sms_fee,
+            pending_fallback_count=s.pending_fallback_count,
+        )

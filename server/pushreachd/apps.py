@@ -1,0 +1,115 @@
+"""Apps: credentials, authentication, SMS credentials kept encrypted, rate-limit policy."""
+
+from __future__ import annotations
+
+import asyncio
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import limits
+from .clock import Clock
+from .errors import AlreadyExists, NotFound, Unauthenticated
+from .model import App, RateLimitPolicy
+from .secrets import SecretBox, SecretError, VerifierCache, make_verifier, new_access_id, new_secret_key
+from .sms.provider import SmsCredentials
+from .store.base import Store
+from .validation import Violations, check_text
+
+MAX_SAME_CONTENT_INTERVAL = 86400
+MAX_DAILY_LIMIT = 1000
+
+
+def _credentials_ad(access_id: str) -> bytes:
+    # Binds the sealed blob to its app: a blob copied onto another app's row will not open.
+    return b"sms_credentials:" + access_id.encode()
+
+
+class AppService:
+    def __init__(self, store: Store, box: SecretBox, clock: Clock) -> None:
+        self._store = store
+        self._box = box
+        self._clock = clock
+        self._verified = VerifierCache()
+
+    async def create_app(self, name: str) -> tuple[App, str]:
+        v = Violations()
+        check_text(v, "name", name, limits.MAX_APP_NAME_LENGTH)
+        v.raise_if_any()
+        secret = new_secret_key()
+        verifier = await asyncio.to_thread(make_verifier, secret)  # scrypt: keep it off the loop
+        for _ in range(5):  # access ids are random; a collision just draws again
+            try:
+                app = await self._store.create_app(new_access_id(), name, verifier, self._clock.time())
+                return app, secret
+            except AlreadyExists:
+                continue
+        raise RuntimeError("could not draw a free access id")
+
+    async def authenticate(self, access_id: str, secret: str) -> App:
+        """The app whose credentials these are; Unauthenticated otherwise (one message for
+        every failure, so a caller cannot tell an unknown app from a wrong secret)."""
+        app = await self._store.get_app(access_id) if access_id else None
+        verifier = app.secret_verifier if app is not None else _DUMMY_VERIFIER
+        ok = await asyncio.to_thread(self._verified.check, access_id, secret, verifier)
+        if app is None or not ok:
+            raise Unauthenticated("invalid app credentials")
+        return app
+
+    async def get_app(self, access_id: str) -> App:
+        app = await self._store.get_app(access_id) if access_id else None
+        if app is None:
+            raise NotFound(f"app {access_id!r} not found")
+        return app
+
+    async def list_apps(self, after_id: int, limit: int) -> list[App]:
+        return await self._store.list_apps(after_id, limit)
+
+    async def rotate_secret(self, access_id: str) -> str:
+        app = await self.get_app(access_id)
+        secret = new_secret_key()
+        await self._store.set_app_secret(app.id, await asyncio.to_thread(make_verifier, secret))
+        return secret
+
+    async def set_sms_credentials(self, access_id: str, secret_id: str, secret_key: str) -> App:
+        v = Violations()
+        check_text(v, "secret_id", secret_id, limits.MAX_CREDENTIAL_LENGTH)
+        check_text(v, "secret_key", secret_key, limits.MAX_CREDENTIAL_LENGTH)
+        v.raise_if_any()
+        app = await self.get_app(access_id)
+        plain = f"{secret_id}\n{secret_key}".encode()
+        return await self._store.set_sms_credentials(app.id, self._box.seal(plain, _credentials_ad(access_id)))
+
+    def sms_credentials(self, access_id: str, blob: bytes | None) -> SmsCredentials | None:
+        """Open an app's sealed SMS credentials; None when unset or unreadable."""
+        if blob is None:
+            return None
+        try:
+            secret_id, secret_key = self._box.open(blob, _credentials_ad(access_id)).decode().split("\n", 1)
+        except (SecretError, ValueError):
+            return None
+        return SmsCredentials(secret_id, secret_key)
+
+    async def set_rate_limit_policy(self, access_id: str, policy: RateLimitPolicy) -> App:
+        v = Violations()
+        if not 0 <= policy.same_content_interval_seconds <= MAX_SAME_CONTENT_INTERVAL:
+            v.add("policy.same_content_interval_seconds", f"between 0 and {MAX_SAME_CONTENT_INTERVAL}")
+        if not 0 <= policy.daily_limit <= MAX_DAILY_LIMIT:
+            v.add("policy.daily_limit", f"between 0 and {MAX_DAILY_LIMIT}")
+        if policy.time_zone:
+            try:
+                ZoneInfo(policy.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                v.add("policy.time_zone", "not an IANA time zone")
+        v.raise_if_any()
+        app = await self.get_app(access_id)
+        defaults = RateLimitPolicy()
+        effective = RateLimitPolicy(
+            same_content_interval_seconds=policy.same_content_interval_seconds
+            or defaults.same_content_interval_seconds,
+            daily_limit=policy.daily_limit or defaults.daily_limit,
+            time_zone=policy.time_zone,
+        )
+        return await self._store.set_rate_limit_policy(app.id, effective)
+
+
+# Checked against when the app does not exist, so both failures cost the same scrypt time.
+_DUMMY_VERIFIER = make_verifier("pushreach-no-such-app")

@@ -1,0 +1,1 @@
+"""Push channels: how a push reaches devices. The engine sees only PushChannel."""

@@ -1,0 +1,287 @@
+"""Domain types. Enum values equal the proto enum numbers, so conversion is int(x)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+class AudienceType(enum.IntEnum):
+    TOKEN = 1
+    TOKEN_LIST = 2
+    ACCOUNT = 3
+    ACCOUNT_LIST = 4
+
+    @property
+    def by_account(self) -> bool:
+        return self in (AudienceType.ACCOUNT, AudienceType.ACCOUNT_LIST)
+
+
+class MessageType(enum.IntEnum):
+    NOTIFY = 1
+    MESSAGE = 2
+
+
+class Environment(enum.IntEnum):
+    PRODUCT = 1
+    DEV = 2
+
+
+class TriggerCondition(enum.IntEnum):
+    NOTIFICATION_DISABLED = 1
+    NOT_ARRIVED = 2
+    NOT_CLICKED = 3
+
+
+class FallbackState(enum.IntEnum):
+    NONE = 1
+    PENDING = 2
+    FIRING = 3
+    DONE = 4
+    CANCELLED = 5
+
+
+class SmsStatus(enum.IntEnum):
+    SENDING = 1
+    SENT = 2
+    DELIVERED = 3
+    FAILED = 4
+    RATE_LIMITED = 5
+    UNKNOWN = 6
+    UNDELIVERED = 7
+
+
+class EventType(enum.IntEnum):
+    ARRIVED = 1
+    CLICKED = 2
+    NOTIFICATION_DISABLED = 3
+    NOTIFICATION_ENABLED = 4
+
+    @property
+    def about_push(self) -> bool:
+        return self in (EventType.ARRIVED, EventType.CLICKED)
+
+
+class EventOutcome(enum.IntEnum):
+    ACCEPTED = 1
+    DUPLICATE = 2
+    UNKNOWN_PUSH = 3
+    UNKNOWN_TOKEN = 4
+    INVALID = 5
+
+
+class UnusedTargetReason(enum.IntEnum):
+    DUPLICATE = 1
+    ACCOUNT_HAS_NO_DEVICE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPolicy:
+    same_content_interval_seconds: int = 30
+    daily_limit: int = 10
+    time_zone: str = ""  # empty: the server's rate_limit_time_zone
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    id: int  # internal row id; never shown
+    access_id: str
+    name: str
+    secret_verifier: str
+    created_at: float
+    policy: RateLimitPolicy
+    sms_credentials_blob: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsInfo:
+    delay_trigger_time: int
+    trigger_condition: TriggerCondition
+    sms_sign_name: str
+    sms_template_id: str
+    sms_app_id: str
+    sms_template_params: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpec:
+    """A push body as the caller sent it (TPNS field names), after defaults are applied."""
+
+    audience_type: AudienceType
+    token_list: tuple[str, ...]
+    account_list: tuple[str, ...]
+    title: str
+    content: str
+    message_type: MessageType = MessageType.NOTIFY
+    expire_time: int = 259200
+    multi_pkg: bool = False
+    environment: Environment = Environment.PRODUCT
+    resend_by_sms: bool = False
+    sms_info: SmsInfo | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> PushSpec:
+        d = json.loads(text)
+        info = d.pop("sms_info")
+        return cls(
+            audience_type=AudienceType(d.pop("audience_type")),
+            token_list=tuple(d.pop("token_list")),
+            account_list=tuple(d.pop("account_list")),
+            message_type=MessageType(d.pop("message_type")),
+            environment=Environment(d.pop("environment")),
+            sms_info=None
+            if info is None
+            else SmsInfo(
+                delay_trigger_time=info["delay_trigger_time"],
+                trigger_condition=TriggerCondition(info["trigger_condition"]),
+                sms_sign_name=info["sms_sign_name"],
+                sms_template_id=info["sms_template_id"],
+                sms_app_id=info["sms_app_id"],
+                sms_template_params=tuple(info["sms_template_params"]),
+            ),
+            **d,
+        )
+
+    def fingerprint(self) -> str:
+        """Stable digest of the body, to tell an idempotent retry from a reused request_id."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    token: str
+    account: str = ""  # the account through which the token was reached, if any
+
+
+@dataclass(frozen=True, slots=True)
+class UnusedTarget:
+    value: str
+    reason: UnusedTargetReason
+
+
+@dataclass(frozen=True, slots=True)
+class PushReceipt:
+    """What Push answers; also what an idempotent retry gets back."""
+
+    push_id: str
+    target_count: int
+    unused_targets: tuple[UnusedTarget, ...]
+    accepted_at: float
+    fallback_due_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewPush:
+    push_id: str
+    app_id: int
+    spec: PushSpec
+    targets: tuple[Target, ...]
+    accepted_at: float
+    fallback_due_at: float | None
+    request_id: str
+    receipt: PushReceipt
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    id: int  # internal row id: the wheel's key
+    push_id: str
+    app_id: int
+    spec: PushSpec
+    request_id: str
+    accepted_at: float
+    fallback_state: FallbackState
+    fallback_due_at: float | None
+    fallback_ended_at: float | None
+    target_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    token: str
+    phone_number: str = ""
+    accounts: tuple[str, ...] = ()
+    notifications_enabled: bool | None = None  # None: never reported
+    notification_state_time: float | None = None
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    push_id: str
+    token: str
+    event_type: EventType
+    event_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    token: str
+    account: str
+    phone_number: str
+    arrived_at: float | None
+    clicked_at: float | None
+    sms_status: SmsStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class Funnel:
+    target_count: int = 0
+    arrived_count: int = 0
+    clicked_count: int = 0
+    sms_sent_count: int = 0
+    sms_delivered_count: int = 0
+    sms_failed_count: int = 0
+    sms_rate_limited_count: int = 0
+    no_phone_count: int = 0
+    arrived_after_sms_count: int = 0
+    sms_unknown_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SmsRecord:
+    push_id: str
+    phone_number: str
+    status: SmsStatus
+    sms_app_id: str
+    sms_template_id: str
+    sms_sign_name: str
+    sms_template_params: tuple[str, ...]
+    created_at: float
+    serial_no: str = ""
+    provider_code: str = ""
+    provider_message: str = ""
+    fee: int = 0
+    rate_limit_rule: str = ""
+    sent_at: float | None = None
+    received_at: float | None = None
+    report_code: str = ""
+    report_description: str = ""
+    id: int = 0  # internal, for paging
+
+
+@dataclass(frozen=True, slots=True)
+class SmsRecordFilter:
+    push_id: str = ""
+    phone_number: str = ""
+    statuses: tuple[SmsStatus, ...] = ()
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    start_time: float
+    end_time: float
+    push_count: int = 0
+    target_count: int = 0
+    arrived_count: int = 0
+    clicked_count: int = 0
+    sms_by_status: dict[SmsStatus, int] = field(default_factory=dict)
+    sms_fee: int = 0
+    pending_fallback_count: int = 0

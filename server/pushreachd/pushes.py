@@ -1,0 +1,163 @@
+"""Accepting pushes: validate, resolve targets, store durably, deliver, arm the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Protocol
+
+from .channel.base import PushChannel, PushDelivery
+from .clock import Clock
+from .errors import InvalidArgument, NotFound
+from .model import (
+    App,
+    FallbackState,
+    Funnel,
+    NewPush,
+    Push,
+    PushReceipt,
+    PushSpec,
+    Target,
+    TargetView,
+    UnusedTarget,
+    UnusedTargetReason,
+)
+from .pagination import decode_offset_token, encode_offset_token
+from .store.base import Store
+from .validation import PushDraft, Violations, page_size, validate_push
+
+log = logging.getLogger(__name__)
+
+
+class FallbackArming(Protocol):
+    """What the push side needs of the scheduler."""
+
+    def arm(self, push: int, due_at: float) -> None: ...
+    def disarm(self, push: int) -> None: ...
+
+
+class PushService:
+    def __init__(
+        self,
+        store: Store,
+        channel: PushChannel,
+        fallbacks: FallbackArming,
+        clock: Clock,
+        *,
+        min_delay_seconds: int = 300,
+    ) -> None:
+        self._store = store
+        self._channel = channel
+        self._fallbacks = fallbacks
+        self._clock = clock
+        self._min_delay = min_delay_seconds
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    async def push(self, app: App, draft: PushDraft) -> PushReceipt:
+        spec = validate_push(draft, self._min_delay)
+        targets, unused = await self._resolve_targets(app, spec)
+        now = self._clock.time()
+        due = now + spec.sms_info.delay_trigger_time if spec.sms_info is not None else None
+        push_id = secrets.token_hex(10)
+        receipt = PushReceipt(
+            push_id=push_id,
+            target_count=len(targets),
+            unused_targets=tuple(unused),
+            accepted_at=now,
+            fallback_due_at=due,
+        )
+        new = NewPush(
+            push_id=push_id,
+            app_id=app.id,
+            spec=spec,
+            targets=tuple(targets),
+            accepted_at=now,
+            fallback_due_at=due,
+            request_id=draft.request_id,
+            receipt=receipt,
+        )
+        stored, row_id = await self._store.create_push(new, spec.fingerprint())
+        if row_id is None:  # an idempotent retry: the first call did the work
+            return stored
+        if due is not None:
+            self._fallbacks.arm(row_id, due)
+        self._deliver(PushDelivery(app.access_id, push_id, spec, tuple(t.token for t in targets)))
+        return stored
+
+    async def _resolve_targets(self, app: App, spec: PushSpec) -> tuple[list[Target], list[UnusedTarget]]:
+        seen: set[str] = set()
+        targets: list[Target] = []
+        unused: list[UnusedTarget] = []
+        if not spec.audience_type.by_account:
+            for token in spec.token_list:
+                if token in seen:
+                    unused.append(UnusedTarget(token, UnusedTargetReason.DUPLICATE))
+                else:
+                    seen.add(token)
+                    targets.append(Target(token))
+            return targets, unused
+        seen_accounts: set[str] = set()
+        accounts = [a for a in spec.account_list if not (a in seen_accounts or seen_accounts.add(a))]
+        tokens_of = await self._store.tokens_of_accounts(app.id, accounts)
+        for account in spec.account_list:
+            if account not in seen_accounts:
+                unused.append(UnusedTarget(account, UnusedTargetReason.DUPLICATE))
+                continue
+            seen_accounts.discard(account)  # later repeats of it are duplicates
+            tokens = tokens_of.get(account, [])
+            if not tokens:
+                unused.append(UnusedTarget(account, UnusedTargetReason.ACCOUNT_HAS_NO_DEVICE))
+            for token in tokens:
+                if token not in seen:  # a token shared by two accounts is one target
+                    seen.add(token)
+                    targets.append(Target(token, account))
+        return targets, unused
+
+    def _deliver(self, delivery: PushDelivery) -> None:
+        """Hand the push to the channel after it is durable; the caller does not wait for it."""
+
+        async def run() -> None:
+            try:
+                await self._channel.deliver(delivery)
+            except Exception:
+                log.exception("push channel failed for push %s", delivery.push_id)
+
+        task = asyncio.create_task(run())
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def drain(self) -> None:
+        """Wait for deliveries under way (on shutdown)."""
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    async def get_push(
+        self, app: App, push_id: str, size: int = 0, token: str = ""
+    ) -> tuple[Push, Funnel, list[TargetView], str]:
+        v = Violations()
+        if not push_id:
+            v.add("push_id", "required")
+        limit = page_size(v, size)
+        offset = decode_offset_token(v, "page_token", token, scope=push_id)
+        v.raise_if_any()
+        push = await self._store.get_push(app.id, push_id)
+        if push is None:
+            raise NotFound(f"push {push_id!r} not found")
+        funnel = await self._store.push_funnel(push.id)
+        targets = await self._store.push_targets(push.id, offset, limit)
+        next_token = encode_offset_token(offset + limit, scope=push_id) if offset + limit < push.target_count else ""
+        return push, funnel, targets, next_token
+
+    async def cancel_fallback(self, app: App, push_id: str) -> FallbackState:
+        if not push_id:
+            raise InvalidArgument.one("push_id", "required")
+        push = await self._store.get_push(app.id, push_id)
+        if push is None:
+            raise NotFound(f"push {push_id!r} not found")
+        state = await self._store.cancel_fallback(app.id, push_id, self._clock.time())
+        if state is None:
+            raise NotFound(f"push {push_id!r} not found")
+        if state is FallbackState.CANCELLED:
+            self._fallbacks.disarm(push.id)
+        return state

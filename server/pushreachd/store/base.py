@@ -1,0 +1,131 @@
+"""The Store protocol: everything the engine keeps, behind one interface.
+
+SQLite (sqlite.py) is the embedded implementation. Nothing here assumes one process: state
+changes are guarded transitions (states.py), SMS records are unique per (push, phone), and
+rate-limit decisions are taken inside the transaction that writes the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..fallback import Recipient
+from ..model import (
+    App,
+    Device,
+    EventIn,
+    EventOutcome,
+    FallbackState,
+    Funnel,
+    NewPush,
+    Push,
+    PushReceipt,
+    RateLimitPolicy,
+    SmsInfo,
+    SmsRecord,
+    SmsRecordFilter,
+    SmsStatus,
+    Statistics,
+    TargetView,
+)
+from ..ratelimit import Window
+from ..sms.provider import DeliveryReceipt
+
+
+@dataclass(frozen=True, slots=True)
+class FireJob:
+    """A claimed fallback: what the scheduler needs to judge and send it."""
+
+    push: int  # internal push row id
+    push_id: str
+    app_id: int
+    access_id: str
+    sms_info: SmsInfo
+    policy: RateLimitPolicy
+    sms_credentials_blob: bytes | None
+    due_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SmsOutcome:
+    """The provider's answer for one phone of a fired push."""
+
+    phone_number: str
+    status: SmsStatus  # SENT, FAILED or RATE_LIMITED
+    code: str = ""
+    message: str = ""
+    serial_no: str = ""
+    fee: int = 0
+    rate_limit_rule: str = ""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None:
+        """Finish queued writes, then release the database."""
+
+    # apps
+    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App: ...
+    async def get_app(self, access_id: str) -> App | None: ...
+    async def list_apps(self, after_id: int, limit: int) -> list[App]: ...
+    async def set_app_secret(self, app_id: int, verifier: str) -> None: ...
+    async def set_sms_credentials(self, app_id: int, blob: bytes) -> App: ...
+    async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App: ...
+
+    # pushes
+    async def tokens_of_accounts(self, app_id: int, accounts: list[str]) -> dict[str, list[str]]: ...
+    async def create_push(self, push: NewPush, fingerprint: str) -> tuple[PushReceipt, int | None]:
+        """Store push, targets and fallback in one transaction; return the receipt and the new
+        push's row id. With a request_id already used for the same fingerprint, return the
+        first receipt and None; for another fingerprint, raise AlreadyExists."""
+
+    async def get_push(self, app_id: int, push_id: str) -> Push | None: ...
+    async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]: ...
+    async def push_funnel(self, push: int) -> Funnel: ...
+    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> FallbackState | None:
+        """PENDING -> CANCELLED. Returns the state after the call; None for an unknown push."""
+
+    # devices
+    async def bind_phone(self, app_id: int, token: str, phone: str, now: float) -> Device: ...
+    async def unbind_phone(self, app_id: int, token: str, now: float) -> Device: ...
+    async def bind_account(
+        self, app_id: int, token: str, account: str, now: float, max_tokens: int
+    ) -> Device: ...
+    async def unbind_account(self, app_id: int, token: str, account: str, now: float) -> Device: ...
+    async def get_device(self, app_id: int, token: str) -> Device | None: ...
+
+    # events
+    async def record_events(self, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]: ...
+
+    # fallbacks
+    async def live_fallbacks(self) -> list[tuple[int, float]]:
+        """(push row id, due time) of every PENDING or FIRING fallback, for the wheel."""
+
+    async def recover_interrupted_sms(self, now: float) -> int:
+        """SENDING records left by a stopped process become UNKNOWN (never sent again)."""
+
+    async def claim_fallback(self, push: int, now: float) -> FireJob | None:
+        """PENDING (or interrupted FIRING) -> FIRING; None when there is nothing to fire."""
+
+    async def recipients(self, job: FireJob) -> list[Recipient]: ...
+    async def reserve_sms(
+        self, job: FireJob, phones: tuple[str, ...], window: Window, now: float
+    ) -> tuple[list[str], int]:
+        """For each phone without a record for this push: a SENDING record, or a
+        RATE_LIMITED one when `window` says so. Returns (phones to send, rate-limited count)."""
+
+    async def finish_sms(self, job: FireJob, outcomes: list[SmsOutcome], now: float) -> None: ...
+    async def finish_fallback(self, job: FireJob, no_phone_count: int, now: float) -> None: ...
+
+    # SMS records and receipts
+    async def list_sms_records(
+        self, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int
+    ) -> list[SmsRecord]: ...
+    async def apply_receipts(self, receipts: list[DeliveryReceipt]) -> int: ...
+    async def sms_sources(self) -> list[tuple[str, bytes, str]]:
+        """(access id, credentials blob, sms app id) pairs that sent recently, for polling."""
+
+    async def statistics(self, app_id: int, start: float, end: float) -> Statistics: ...
+
+

@@ -1,0 +1,124 @@
+"""Versioned schema for the SQLite store. Append a new entry; never edit an applied one."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE apps (
+        id INTEGER PRIMARY KEY,
+        access_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        secret_verifier TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sms_credentials BLOB,
+        same_content_interval INTEGER NOT NULL DEFAULT 30,
+        daily_limit INTEGER NOT NULL DEFAULT 10,
+        time_zone TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE pushes (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES apps(id),
+        push_id TEXT NOT NULL UNIQUE,
+        request_id TEXT NOT NULL DEFAULT '',
+        spec TEXT NOT NULL,
+        accepted_at REAL NOT NULL,
+        target_count INTEGER NOT NULL,
+        fallback_state INTEGER NOT NULL,
+        fallback_due_at REAL,
+        fallback_ended_at REAL,
+        no_phone_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX pushes_by_app_time ON pushes(app_id, accepted_at);
+    -- PENDING (2) and FIRING (3): what the wheel is loaded from on start.
+    CREATE INDEX pushes_live_fallbacks ON pushes(fallback_due_at) WHERE fallback_state IN (2, 3);
+    CREATE TABLE targets (
+        push INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        account TEXT NOT NULL DEFAULT '',
+        arrived_at REAL,
+        clicked_at REAL,
+        PRIMARY KEY (push, token)
+    ) WITHOUT ROWID;
+    CREATE INDEX targets_by_seq ON targets(push, seq);
+    CREATE TABLE devices (
+        app_id INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        phone TEXT NOT NULL DEFAULT '',
+        notifications_enabled INTEGER,
+        notification_time REAL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (app_id, token)
+    ) WITHOUT ROWID;
+    CREATE TABLE account_tokens (
+        app_id INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        token TEXT NOT NULL,
+        bound_at REAL NOT NULL,
+        PRIMARY KEY (app_id, account, token)
+    ) WITHOUT ROWID;
+    CREATE INDEX account_tokens_by_token ON account_tokens(app_id, token);
+    CREATE TABLE sms_records (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL,
+        push INTEGER NOT NULL,
+        phone TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        content_key TEXT NOT NULL,
+        sms_app_id TEXT NOT NULL,
+        template_id TEXT NOT NULL,
+        sign_name TEXT NOT NULL,
+        params TEXT NOT NULL,
+        serial_no TEXT NOT NULL DEFAULT '',
+        provider_code TEXT NOT NULL DEFAULT '',
+        provider_message TEXT NOT NULL DEFAULT '',
+        fee INTEGER NOT NULL DEFAULT 0,
+        rate_limit_rule TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        received_at REAL,
+        report_code TEXT NOT NULL DEFAULT '',
+        report_description TEXT NOT NULL DEFAULT '',
+        UNIQUE (push, phone)
+    );
+    CREATE INDEX sms_by_phone ON sms_records(app_id, phone, created_at);
+    CREATE INDEX sms_by_app_time ON sms_records(app_id, created_at);
+    CREATE INDEX sms_by_serial ON sms_records(serial_no) WHERE serial_no != '';
+    CREATE INDEX sms_sending ON sms_records(status) WHERE status = 1;
+    CREATE TABLE idempotency (
+        app_id INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (app_id, method, request_id)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations not yet applied, each in its own transaction; return the version."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {current} is newer than this pushreach ({len(MIGRATIONS)})"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

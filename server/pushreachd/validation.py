@@ -1,0 +1,232 @@
+"""Request validation. Every check names the field path of the request it judges, so the API
+can answer INVALID_ARGUMENT with a BadRequest that says exactly what to fix.
+
+Drafts are plain values as they arrive (enums as ints, 0 meaning "unspecified"); validation
+turns a draft into a domain object or raises InvalidArgument listing every violation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import limits
+from .errors import FieldViolation, InvalidArgument
+from .model import (
+    AudienceType,
+    Environment,
+    EventIn,
+    EventType,
+    MessageType,
+    PushSpec,
+    SmsInfo,
+    TriggerCondition,
+)
+from .phone import InvalidPhoneNumber, normalize_phone
+
+
+@dataclass
+class PushDraft:
+    request_id: str = ""
+    audience_type: int = 0
+    token_list: list[str] = field(default_factory=list)
+    account_list: list[str] = field(default_factory=list)
+    has_message: bool = False
+    title: str = ""
+    content: str = ""
+    message_type: int = 0
+    expire_time: int = 0
+    multi_pkg: bool = False
+    environment: int = 0
+    resend_by_sms: bool = False
+    has_sms_info: bool = False
+    delay_trigger_time: int = 0
+    trigger_condition: int = 0
+    sms_sign_name: str = ""
+    sms_template_id: str = ""
+    sms_app_id: str = ""
+    sms_template_params: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EventDraft:
+    push_id: str = ""
+    token: str = ""
+    event_type: int = 0
+    event_time: float | None = None  # None: when received
+
+
+class Violations:
+    """Collects violations; raise_if_any() at the end reports them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+def check_token(v: Violations, path: str, token: str) -> None:
+    if not token:
+        v.add(path, "required")
+    elif len(token) > limits.MAX_TOKEN_LENGTH:
+        v.add(path, f"at most {limits.MAX_TOKEN_LENGTH} characters")
+    elif not all("!" <= ch <= "~" for ch in token):
+        v.add(path, "printable ASCII without spaces only")
+
+
+def check_text(v: Violations, path: str, text: str, max_len: int, *, required: bool = True) -> None:
+    if not text.strip():
+        if required:
+            v.add(path, "required")
+    elif len(text) > max_len:
+        v.add(path, f"at most {max_len} characters")
+    elif any(ord(ch) < 0x20 and ch not in "\t\n\r" for ch in text):
+        v.add(path, "control characters are not allowed")
+
+
+def check_request_id(v: Violations, request_id: str) -> None:
+    if len(request_id) > limits.MAX_REQUEST_ID_LENGTH:
+        v.add("request_id", f"at most {limits.MAX_REQUEST_ID_LENGTH} characters")
+
+
+def _enum(v: Violations, path: str, value: int, enum_cls: type, default=None):  # type: ignore[no-untyped-def]
+    if value == 0:
+        if default is None:
+            v.add(path, "required")
+        return default
+    try:
+        return enum_cls(value)
+    except ValueError:
+        v.add(path, f"unknown value {value}")
+        return default
+
+
+def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
+    v = Violations()
+    check_request_id(v, d.request_id)
+    audience = _enum(v, "audience_type", d.audience_type, AudienceType)
+    if audience is not None:
+        _check_audience(v, audience, d)
+    if not d.has_message:
+        v.add("message", "required")
+    else:
+        check_text(v, "message.title", d.title, limits.MAX_TITLE_LENGTH)
+        check_text(v, "message.content", d.content, limits.MAX_CONTENT_LENGTH)
+        if len(d.title.encode()) + len(d.content.encode()) > limits.MAX_MESSAGE_BYTES:
+            v.add("message", f"title and content together at most {limits.MAX_MESSAGE_BYTES} bytes of UTF-8")
+    message_type = _enum(v, "message_type", d.message_type, MessageType, MessageType.NOTIFY)
+    environment = _enum(v, "environment", d.environment, Environment, Environment.PRODUCT)
+    if d.expire_time > limits.MAX_EXPIRE_SECONDS or d.expire_time < 0:
+        v.add("expire_time", f"between 0 and {limits.MAX_EXPIRE_SECONDS} seconds")
+    sms_info = _sms_info(v, d, min_delay_seconds) if d.resend_by_sms else None
+    v.raise_if_any()
+    return PushSpec(
+        audience_type=audience,
+        token_list=tuple(d.token_list),
+        account_list=tuple(d.account_list),
+        title=d.title,
+        content=d.content,
+        message_type=message_type,
+        expire_time=d.expire_time or limits.DEFAULT_EXPIRE_SECONDS,
+        multi_pkg=d.multi_pkg,
+        environment=environment,
+        resend_by_sms=d.resend_by_sms,
+        sms_info=sms_info,
+    )
+
+
+def _check_audience(v: Violations, audience: AudienceType, d: PushDraft) -> None:
+    used, other = ("account_list", "token_list") if audience.by_account else ("token_list", "account_list")
+    values = d.account_list if audience.by_account else d.token_list
+    if getattr(d, other):
+        v.add(other, f"must be empty for {audience.name}")
+    single = audience in (AudienceType.TOKEN, AudienceType.ACCOUNT)
+    if not values:
+        v.add(used, "required")
+    elif single and len(values) != 1:
+        v.add(used, f"exactly one entry for {audience.name}")
+    elif len(values) > limits.MAX_TARGETS:
+        v.add(used, f"at most {limits.MAX_TARGETS} entries")
+    else:
+        for i, value in enumerate(values):
+            if audience.by_account:
+                check_text(v, f"{used}[{i}]", value, limits.MAX_ACCOUNT_LENGTH)
+            else:
+                check_token(v, f"{used}[{i}]", value)
+
+
+def _sms_info(v: Violations, d: PushDraft, min_delay: int) -> SmsInfo | None:
+    if not d.has_sms_info:
+        v.add("sms_info", "required when resend_by_sms is true")
+        return None
+    if not min_delay <= d.delay_trigger_time <= limits.MAX_DELAY_SECONDS:
+        v.add(
+            "sms_info.delay_trigger_time",
+            f"between {min_delay} and {limits.MAX_DELAY_SECONDS} seconds",
+        )
+    condition = _enum(v, "sms_info.trigger_condition", d.trigger_condition, TriggerCondition)
+    check_text(v, "sms_info.sms_sign_name", d.sms_sign_name, limits.MAX_SIGN_NAME_LENGTH, required=False)
+    if not d.sms_template_id:
+        v.add("sms_info.sms_template_id", "required")
+    elif not d.sms_template_id.isascii() or not d.sms_template_id.isdigit():
+        v.add("sms_info.sms_template_id", "digits only")
+    elif len(d.sms_template_id) > limits.MAX_TEMPLATE_ID_LENGTH:
+        v.add("sms_info.sms_template_id", f"at most {limits.MAX_TEMPLATE_ID_LENGTH} characters")
+    check_text(v, "sms_info.sms_app_id", d.sms_app_id, limits.MAX_SMS_APP_ID_LENGTH)
+    if len(d.sms_template_params) > limits.MAX_TEMPLATE_PARAMS:
+        v.add("sms_info.sms_template_params", f"at most {limits.MAX_TEMPLATE_PARAMS} entries")
+    else:
+        for i, param in enumerate(d.sms_template_params):
+            if len(param) > limits.MAX_TEMPLATE_PARAM_LENGTH:
+                v.add(f"sms_info.sms_template_params[{i}]", f"at most {limits.MAX_TEMPLATE_PARAM_LENGTH} characters")
+    if condition is None:
+        return None
+    return SmsInfo(
+        delay_trigger_time=d.delay_trigger_time,
+        trigger_condition=condition,
+        sms_sign_name=d.sms_sign_name,
+        sms_template_id=d.sms_template_id,
+        sms_app_id=d.sms_app_id,
+        sms_template_params=tuple(d.sms_template_params),
+    )
+
+
+def validate_phone(v: Violations, path: str, raw: str) -> str:
+    if not raw.strip():
+        v.add(path, "required")
+        return ""
+    try:
+        return normalize_phone(raw)
+    except InvalidPhoneNumber as exc:
+        v.add(path, str(exc))
+        return ""
+
+
+def validate_event(v: Violations, prefix: str, d: EventDraft, now: float) -> EventIn | None:
+    """Check one event; violations go to `v` under `prefix` ("" or "events[3].")."""
+    before = len(v.items)
+    event_type = _enum(v, f"{prefix}event_type", d.event_type, EventType)
+    check_token(v, f"{prefix}token", d.token)
+    if event_type is not None and event_type.about_push and not d.push_id:
+        v.add(f"{prefix}push_id", f"required for {event_type.name}")
+    elif len(d.push_id) > 64:
+        v.add(f"{prefix}push_id", "at most 64 characters")
+    event_time = now if d.event_time is None else d.event_time
+    if event_time > now + limits.MAX_EVENT_FUTURE_SECONDS:
+        v.add(f"{prefix}event_time", "more than 5 minutes in the future")
+    elif event_time <= 0:
+        v.add(f"{prefix}event_time", "must be after 1970")
+    if len(v.items) > before or event_type is None:
+        return None
+    return EventIn(push_id=d.push_id, token=d.token, event_type=event_type, event_time=event_time)
+
+
+def page_size(v: Violations, value: int, path: str = "page_size") -> int:
+    if value < 0 or value > limits.MAX_PAGE_SIZE:
+        v.add(path, f"between 0 and {limits.MAX_PAGE_SIZE}")
+        return limits.DEFAULT_PAGE_SIZE
+    return value or limits.DEFAULT_PAGE_SIZE

@@ -1,0 +1,158 @@
+"""One function builds everything: settings in, a running service out. No singletons."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+
+from .api.admin import AdminServicer
+from .api.auth import Authenticator
+from .api.device import DeviceServicer
+from .api.event import EventServicer
+from .api.push import PushServicer
+from .api.server import GrpcServer
+from .api.sms import SmsServicer
+from .apps import AppService
+from .channel.base import PushChannel
+from .channel.log import LogPushChannel
+from .clock import Clock, SystemClock
+from .config import Settings, parse_host_port
+from .devices import DeviceService
+from .events import EventService
+from .pushes import PushService
+from .ratelimit import RateLimiter
+from .reporting import ReportingService
+from .scheduler import Scheduler
+from .secrets import SecretBox, load_master_key
+from .sms.console import ConsoleSmsProvider
+from .sms.provider import SmsCredentials, SmsProvider
+from .sms.receipts import ReceiptPoller, ReceiptServer
+from .sms.sender import SmsSender
+from .sms.tencent import TencentSmsProvider
+from .store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Overrides:
+    """Parts a test may swap for fakes behind the same protocols."""
+
+    clock: Clock = field(default_factory=SystemClock)
+    sms_provider: SmsProvider | None = None
+    channel: PushChannel | None = None
+
+
+def make_sms_provider(settings: Settings) -> SmsProvider:
+    if settings.sms_provider == "tencent":
+        return TencentSmsProvider(
+            region=settings.tencent_sms_region, endpoint=settings.tencent_sms_endpoint or None
+        )
+    return ConsoleSmsProvider()
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_enabled:
+        return None
+    with open(settings.tls_key, "rb") as f:
+        key = f.read()
+    with open(settings.tls_cert, "rb") as f:
+        cert = f.read()
+    client_ca = None
+    if settings.tls_client_ca:
+        with open(settings.tls_client_ca, "rb") as f:
+            client_ca = f.read()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+class Service:
+    """The whole of pushreach in one process."""
+
+    def __init__(self, settings: Settings, overrides: Overrides | None = None) -> None:
+        o = overrides or Overrides()
+        self.settings = settings
+        self.clock = o.clock
+        self.store = SqliteStore(settings.db)
+        self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
+        self.apps = AppService(self.store, self.box, self.clock)
+        self.provider = o.sms_provider or make_sms_provider(settings)
+        self.sender = SmsSender(self.provider, self.clock)
+        self.scheduler = Scheduler(
+            self.store,
+            self.sender,
+            self.clock,
+            limiter=RateLimiter(settings.rate_limit_time_zone),
+            credentials=self.apps.sms_credentials,
+            tick_ms=settings.tick_ms,
+        )
+        self.channel = o.channel or LogPushChannel()
+        self.pushes = PushService(
+            self.store, self.channel, self.scheduler, self.clock, min_delay_seconds=settings.min_delay_seconds
+        )
+        self.devices = DeviceService(self.store, self.clock)
+        self.events = EventService(self.store, self.clock)
+        self.reporting = ReportingService(self.store, self.clock)
+        auth = Authenticator(self.apps, settings.admin_token)
+        self.grpc = GrpcServer(
+            PushServicer(auth, self.pushes),
+            DeviceServicer(auth, self.devices),
+            EventServicer(auth, self.events),
+            SmsServicer(auth, self.reporting),
+            AdminServicer(auth, self.apps),
+        )
+        self.receipt_server: ReceiptServer | None = None
+        self.receipt_poller: ReceiptPoller | None = None
+        self._poller_task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
+        await self.store.open()
+        await self.scheduler.start()
+        self.port = self.grpc.bind(self.settings.listen, server_credentials(self.settings))
+        await self.grpc.start()
+        await self._start_receipts()
+        log.info("pushreach listening on %s (port %d)", self.settings.listen, self.port)
+        return self.port
+
+    async def _start_receipts(self) -> None:
+        if self.settings.sms_receipt_listen:
+            host, port = parse_host_port(self.settings.sms_receipt_listen)
+            self.receipt_server = ReceiptServer(self.store.apply_receipts, host, port)
+            await self.receipt_server.start()
+            log.info("SMS delivery receipts accepted at %s", self.receipt_server.callback_url)
+        if self.settings.sms_receipt_poll_seconds > 0 and isinstance(self.provider, TencentSmsProvider):
+            self.receipt_poller = ReceiptPoller(
+                self.clock,
+                self.provider,
+                self._receipt_sources,
+                self.store.apply_receipts,
+                interval=self.settings.sms_receipt_poll_seconds,
+            )
+            self._poller_task = asyncio.create_task(self.receipt_poller.run())
+
+    async def _receipt_sources(self) -> list[tuple[SmsCredentials, str]]:
+        sources = []
+        for access_id, blob, sms_app_id in await self.store.sms_sources():
+            credentials = self.apps.sms_credentials(access_id, blob)
+            if credentials is not None:
+                sources.append((credentials, sms_app_id))
+        return sources
+
+    async def stop(self) -> None:
+        """Stop taking calls, finish those in flight, finish fires, flush the store."""
+        grace = self.settings.shutdown_grace_seconds
+        await self.grpc.stop(grace)
+        if self._poller_task is not None:
+            self._poller_task.cancel()
+        if self.receipt_server is not None:
+            await self.receipt_server.stop()
+        await self.scheduler.stop(grace)
+        await self.pushes.drain()
+        await self.provider.close()
+        await self.store.close()

@@ -1,0 +1,55 @@
+"""End to end on a real server: push, events, the wheel fires, SMS to exactly the right phones."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pushreach.v1 import event_pb2, push_pb2, sms_pb2
+
+from tests.harness import Caller, Running, sms_push
+
+PHONES = ["+8613800000001", "+8613800000002", "+8613800000003"]
+
+
+async def wait_done(caller: Caller, push_id: str, timeout: float = 10.0) -> push_pb2.GetPushResponse:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await caller.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=caller.metadata)
+        if got.push.fallback_state == push_pb2.FALLBACK_STATE_DONE:
+            return got
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.05)
+
+
+async def sms_phones(caller: Caller, push_id: str) -> list[str]:
+    records = await caller.sms.ListSmsRecords(
+        sms_pb2.ListSmsRecordsRequest(push_id=push_id, show_full_phone_number=True), metadata=caller.metadata
+    )
+    return sorted(r.phone_number for r in records.records if r.status == sms_pb2.SMS_STATUS_SENT)
+
+
+async def report(caller: Caller, push_id: str, token: str, event_type: int) -> int:
+    answer = await caller.event.ReportEvent(
+        event_pb2.ReportEventRequest(push_id=push_id, token=token, event_type=event_type), metadata=caller.metadata
+    )
+    return answer.outcome
+
+
+async def test_not_arrived_sends_to_the_phones_that_did_not_report(server: Running) -> None:
+    app = await server.new_app()
+    for i, phone in enumerate(PHONES):
+        await app.bind(f"tok{i}", phone)
+    pushed = await app.push.Push(sms_push(["tok0", "tok1", "tok2"], delay=2), metadata=app.metadata)
+    assert pushed.target_count == 3
+    assert await report(app, pushed.push_id, "tok0", event_pb2.EVENT_TYPE_ARRIVED) == event_pb2.EVENT_OUTCOME_ACCEPTED
+    done = await wait_done(app, pushed.push_id)
+    assert await sms_phones(app, pushed.push_id) == PHONES[1:]
+    assert done.funnel.sms_sent_count == 2 and done.funnel.arrived_count == 1
+    records = await app.sms.ListSmsRecords(
+        sms_pb2.ListSmsRecordsRequest(push_id=pushed.push_id), metadata=app.metadata
+    )
+    for r in records.records:
+        assert (r.sms_template_id, r.sms_sign_name, r.sms_app_id) == ("123456", "Pushreach", "1400000001")
+        assert list(r.sms_template_params) == ["42", "Alice"]
+        assert "****" in r.phone_number  # masked unless asked
+
