@@ -36,6 +36,9 @@ def test_settings(tmp_path: Path, **changes: object) -> Settings:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 def basic(access_id: str, secret: str) -> tuple[tuple[str, str], ...]:
     token = base64.b64encode(f"{access_id}:{secret}".encode()).decode()
     return (("authorization", f"Basic {token}"),)
