@@ -57,6 +57,8 @@ Global___RateLimitPolicy: _TypeAlias = RateLimitPolicy  # noqa: Y015
 
 @_typing.final
 class App(_message.Message):
+    """An app: the unit that owns pushes, devices and SMS, and authenticates callers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCESS_ID_FIELD_NUMBER: _builtins.int
@@ -97,6 +99,8 @@ Global___App: _TypeAlias = App  # noqa: Y015
 
 @_typing.final
 class CreateAppRequest(_message.Message):
+    """A new app."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -121,6 +125,8 @@ Global___CreateAppRequest: _TypeAlias = CreateAppRequest  # noqa: Y015
 
 @_typing.final
 class CreateAppResponse(_message.Message):
+    """The created app and its secret key."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APP_FIELD_NUMBER: _builtins.int
@@ -128,7 +134,9 @@ class CreateAppResponse(_message.Message):
     secret_key: _builtins.str
     """The app's secret key (TPNS SecretKey). Shown once; only a verifier is stored."""
     @_builtins.property
-    def app(self) -> Global___App: ...
+    def app(self) -> Global___App:
+        """The new app."""
+
     def __init__(
         self,
         *,
@@ -145,11 +153,13 @@ Global___CreateAppResponse: _TypeAlias = CreateAppResponse  # noqa: Y015
 
 @_typing.final
 class GetAppRequest(_message.Message):
+    """Which app to show. An unknown app answers NOT_FOUND."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCESS_ID_FIELD_NUMBER: _builtins.int
     access_id: _builtins.str
-    """Required."""
+    """The app's public id (TPNS AccessID). Required."""
     def __init__(
         self,
         *,
@@ -165,11 +175,15 @@ Global___GetAppRequest: _TypeAlias = GetAppRequest  # noqa: Y015
 
 @_typing.final
 class GetAppResponse(_message.Message):
+    """The app, without its secrets."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APP_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def app(self) -> Global___App: ...
+    def app(self) -> Global___App:
+        """The app."""
+
     def __init__(
         self,
         *,
@@ -185,6 +199,8 @@ Global___GetAppResponse: _TypeAlias = GetAppResponse  # noqa: Y015
 
 @_typing.final
 class ListAppsRequest(_message.Message):
+    """One page of apps, oldest first (AIP-158)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -209,6 +225,8 @@ Global___ListAppsRequest: _TypeAlias = ListAppsRequest  # noqa: Y015
 
 @_typing.final
 class ListAppsResponse(_message.Message):
+    """One page of apps."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPS_FIELD_NUMBER: _builtins.int
@@ -216,7 +234,9 @@ class ListAppsResponse(_message.Message):
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
     @_builtins.property
-    def apps(self) -> _containers.RepeatedCompositeFieldContainer[Global___App]: ...
+    def apps(self) -> _containers.RepeatedCompositeFieldContainer[Global___App]:
+        """Up to `page_size` apps, oldest first."""
+
     def __init__(
         self,
         *,
@@ -233,11 +253,13 @@ Global___ListAppsResponse: _TypeAlias = ListAppsResponse  # noqa: Y015
 
 @_typing.final
 class RotateAppSecretRequest(_message.Message):
+    """Which app gets a new secret key. An unknown app answers NOT_FOUND."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCESS_ID_FIELD_NUMBER: _builtins.int
     access_id: _builtins.str
-    """Required."""
+    """The app's public id (TPNS AccessID). Required."""
     def __init__(
         self,
         *,
@@ -253,6 +275,8 @@ Global___RotateAppSecretRequest: _TypeAlias = RotateAppSecretRequest  # noqa: Y0
 
 @_typing.final
 class RotateAppSecretResponse(_message.Message):
+    """The app's new secret key."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SECRET_KEY_FIELD_NUMBER: _builtins.int
@@ -273,6 +297,8 @@ Global___RotateAppSecretResponse: _TypeAlias = RotateAppSecretResponse  # noqa: 
 
 @_typing.final
 class SetSmsCredentialsRequest(_message.Message):
+    """An app's Tencent Cloud API credentials, used to send its SMS; they replace any set before."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCESS_ID_FIELD_NUMBER: _builtins.int
@@ -301,11 +327,15 @@ Global___SetSmsCredentialsRequest: _TypeAlias = SetSmsCredentialsRequest  # noqa
 
 @_typing.final
 class SetSmsCredentialsResponse(_message.Message):
+    """The app after the change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APP_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def app(self) -> Global___App: ...
+    def app(self) -> Global___App:
+        """The app; `sms_credentials_set` is true, the credentials are not shown."""
+
     def __init__(
         self,
         *,
@@ -321,6 +351,8 @@ Global___SetSmsCredentialsResponse: _TypeAlias = SetSmsCredentialsResponse  # no
 
 @_typing.final
 class SetRateLimitPolicyRequest(_message.Message):
+    """An app's new per-number SMS limits; they replace the whole policy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCESS_ID_FIELD_NUMBER: _builtins.int
@@ -347,11 +379,15 @@ Global___SetRateLimitPolicyRequest: _TypeAlias = SetRateLimitPolicyRequest  # no
 
 @_typing.final
 class SetRateLimitPolicyResponse(_message.Message):
+    """The app after the change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APP_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def app(self) -> Global___App: ...
+    def app(self) -> Global___App:
+        """The app, with the policy now in force (zero counts replaced by their defaults)."""
+
     def __init__(
         self,
         *,

@@ -29,7 +29,9 @@ class _NotificationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Not
     NOTIFICATION_STATE_UNSPECIFIED: _NotificationState.ValueType  # 0
     """Never reported."""
     NOTIFICATION_STATE_ENABLED: _NotificationState.ValueType  # 1
+    """The device last reported notifications on (EVENT_TYPE_NOTIFICATION_ENABLED)."""
     NOTIFICATION_STATE_DISABLED: _NotificationState.ValueType  # 2
+    """The device last reported notifications off (EVENT_TYPE_NOTIFICATION_DISABLED)."""
 
 class NotificationState(_NotificationState, metaclass=_NotificationStateEnumTypeWrapper):
     """Whether the device shows notifications, by its latest report."""
@@ -37,11 +39,15 @@ class NotificationState(_NotificationState, metaclass=_NotificationStateEnumType
 NOTIFICATION_STATE_UNSPECIFIED: NotificationState.ValueType  # 0
 """Never reported."""
 NOTIFICATION_STATE_ENABLED: NotificationState.ValueType  # 1
+"""The device last reported notifications on (EVENT_TYPE_NOTIFICATION_ENABLED)."""
 NOTIFICATION_STATE_DISABLED: NotificationState.ValueType  # 2
+"""The device last reported notifications off (EVENT_TYPE_NOTIFICATION_DISABLED)."""
 Global___NotificationState: _TypeAlias = NotificationState  # noqa: Y015
 
 @_typing.final
 class Device(_message.Message):
+    """A device token of the app, with what is bound to it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -88,6 +94,8 @@ Global___Device: _TypeAlias = Device  # noqa: Y015
 
 @_typing.final
 class BindPhoneRequest(_message.Message):
+    """Bind a phone number to a device token, for the SMS fallback."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -116,11 +124,15 @@ Global___BindPhoneRequest: _TypeAlias = BindPhoneRequest  # noqa: Y015
 
 @_typing.final
 class BindPhoneResponse(_message.Message):
+    """The device after the binding."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def device(self) -> Global___Device: ...
+    def device(self) -> Global___Device:
+        """The device, with its phone number normalised to E.164."""
+
     def __init__(
         self,
         *,
@@ -136,6 +148,8 @@ Global___BindPhoneResponse: _TypeAlias = BindPhoneResponse  # noqa: Y015
 
 @_typing.final
 class UnbindPhoneRequest(_message.Message):
+    """Remove the phone number bound to a device token."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -160,11 +174,15 @@ Global___UnbindPhoneRequest: _TypeAlias = UnbindPhoneRequest  # noqa: Y015
 
 @_typing.final
 class UnbindPhoneResponse(_message.Message):
+    """The device after the change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def device(self) -> Global___Device: ...
+    def device(self) -> Global___Device:
+        """The device; `phone_number` is empty."""
+
     def __init__(
         self,
         *,
@@ -180,6 +198,8 @@ Global___UnbindPhoneResponse: _TypeAlias = UnbindPhoneResponse  # noqa: Y015
 
 @_typing.final
 class BindAccountRequest(_message.Message):
+    """Add an account to a device token, for account audiences."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -208,11 +228,15 @@ Global___BindAccountRequest: _TypeAlias = BindAccountRequest  # noqa: Y015
 
 @_typing.final
 class BindAccountResponse(_message.Message):
+    """The device after the binding."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def device(self) -> Global___Device: ...
+    def device(self) -> Global___Device:
+        """The device, with the account among its `accounts`."""
+
     def __init__(
         self,
         *,
@@ -228,6 +252,8 @@ Global___BindAccountResponse: _TypeAlias = BindAccountResponse  # noqa: Y015
 
 @_typing.final
 class UnbindAccountRequest(_message.Message):
+    """Remove an account from a device token."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -256,11 +282,15 @@ Global___UnbindAccountRequest: _TypeAlias = UnbindAccountRequest  # noqa: Y015
 
 @_typing.final
 class UnbindAccountResponse(_message.Message):
+    """The device after the change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def device(self) -> Global___Device: ...
+    def device(self) -> Global___Device:
+        """The device, without the account."""
+
     def __init__(
         self,
         *,
@@ -276,6 +306,8 @@ Global___UnbindAccountResponse: _TypeAlias = UnbindAccountResponse  # noqa: Y015
 
 @_typing.final
 class GetDeviceRequest(_message.Message):
+    """Which device to show. An unknown token answers NOT_FOUND."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKEN_FIELD_NUMBER: _builtins.int
@@ -296,11 +328,15 @@ Global___GetDeviceRequest: _TypeAlias = GetDeviceRequest  # noqa: Y015
 
 @_typing.final
 class GetDeviceResponse(_message.Message):
+    """The device."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def device(self) -> Global___Device: ...
+    def device(self) -> Global___Device:
+        """The device, its bindings and notification state."""
+
     def __init__(
         self,
         *,

@@ -27,6 +27,9 @@ class _EventType:
 class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
+    """Not set; the event is refused (INVALID_ARGUMENT from ReportEvent, counted as
+    EVENT_OUTCOME_INVALID by ReportEvents).
+    """
     EVENT_TYPE_ARRIVED: _EventType.ValueType  # 1
     """The push arrived on the device. Needs `push_id`."""
     EVENT_TYPE_CLICKED: _EventType.ValueType  # 2
@@ -36,9 +39,13 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_NOTIFICATION_ENABLED: _EventType.ValueType  # 4
     """The device's notifications are on. `push_id` is ignored."""
 
-class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
+class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
+    """What a device observed."""
 
 EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
+"""Not set; the event is refused (INVALID_ARGUMENT from ReportEvent, counted as
+EVENT_OUTCOME_INVALID by ReportEvents).
+"""
 EVENT_TYPE_ARRIVED: EventType.ValueType  # 1
 """The push arrived on the device. Needs `push_id`."""
 EVENT_TYPE_CLICKED: EventType.ValueType  # 2
@@ -56,6 +63,7 @@ class _EventOutcome:
 class _EventOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EVENT_OUTCOME_UNSPECIFIED: _EventOutcome.ValueType  # 0
+    """Never returned by the service."""
     EVENT_OUTCOME_ACCEPTED: _EventOutcome.ValueType  # 1
     """Recorded."""
     EVENT_OUTCOME_DUPLICATE: _EventOutcome.ValueType  # 2
@@ -71,6 +79,7 @@ class EventOutcome(_EventOutcome, metaclass=_EventOutcomeEnumTypeWrapper):
     """What became of one event."""
 
 EVENT_OUTCOME_UNSPECIFIED: EventOutcome.ValueType  # 0
+"""Never returned by the service."""
 EVENT_OUTCOME_ACCEPTED: EventOutcome.ValueType  # 1
 """Recorded."""
 EVENT_OUTCOME_DUPLICATE: EventOutcome.ValueType  # 2
@@ -85,6 +94,10 @@ Global___EventOutcome: _TypeAlias = EventOutcome  # noqa: Y015
 
 @_typing.final
 class ReportEventRequest(_message.Message):
+    """One event. A malformed event answers INVALID_ARGUMENT; an unknown push or token does not
+    (see the outcome).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUSH_ID_FIELD_NUMBER: _builtins.int
@@ -121,10 +134,13 @@ Global___ReportEventRequest: _TypeAlias = ReportEventRequest  # noqa: Y015
 
 @_typing.final
 class ReportEventResponse(_message.Message):
+    """What became of the event."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     outcome: Global___EventOutcome.ValueType
+    """ACCEPTED, DUPLICATE, UNKNOWN_PUSH or UNKNOWN_TOKEN."""
     def __init__(
         self,
         *,
@@ -149,10 +165,17 @@ class Event(_message.Message):
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     push_id: _builtins.str
+    """The push the event is about. Required for ARRIVED and CLICKED, at most 64 characters."""
     token: _builtins.str
+    """The device token. Required, 1 to 256 printable ASCII characters."""
     event_type: Global___EventType.ValueType
+    """What happened. Required."""
     @_builtins.property
-    def event_time(self) -> _timestamp_pb2.Timestamp: ...
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened on the device; unset means when the server received it. At most 5
+        minutes in the future.
+        """
+
     def __init__(
         self,
         *,
@@ -171,6 +194,8 @@ Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class ReportEventsRequest(_message.Message):
+    """One message of the ReportEvents stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
@@ -223,6 +248,8 @@ Global___RejectedEvent: _TypeAlias = RejectedEvent  # noqa: Y015
 
 @_typing.final
 class ReportEventsResponse(_message.Message):
+    """Totals over the whole stream, sent once the client closes it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int

@@ -28,6 +28,7 @@ class _AudienceType:
 class _AudienceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AudienceType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     AUDIENCE_TYPE_UNSPECIFIED: _AudienceType.ValueType  # 0
+    """Not set; the request is refused (INVALID_ARGUMENT)."""
     AUDIENCE_TYPE_TOKEN: _AudienceType.ValueType  # 1
     """One device token: `token_list` holds exactly one token."""
     AUDIENCE_TYPE_TOKEN_LIST: _AudienceType.ValueType  # 2
@@ -41,6 +42,7 @@ class AudienceType(_AudienceType, metaclass=_AudienceTypeEnumTypeWrapper):
     """Who a push goes to (TPNS `audience_type`; TPNS's "all" and "tag" audiences are not offered)."""
 
 AUDIENCE_TYPE_UNSPECIFIED: AudienceType.ValueType  # 0
+"""Not set; the request is refused (INVALID_ARGUMENT)."""
 AUDIENCE_TYPE_TOKEN: AudienceType.ValueType  # 1
 """One device token: `token_list` holds exactly one token."""
 AUDIENCE_TYPE_TOKEN_LIST: AudienceType.ValueType  # 2
@@ -84,7 +86,9 @@ class _EnvironmentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Environme
     ENVIRONMENT_UNSPECIFIED: _Environment.ValueType  # 0
     """Treated as ENVIRONMENT_PRODUCT."""
     ENVIRONMENT_PRODUCT: _Environment.ValueType  # 1
+    """Production APNs, for App Store and TestFlight builds."""
     ENVIRONMENT_DEV: _Environment.ValueType  # 2
+    """Development (sandbox) APNs, for builds signed with a development profile."""
 
 class Environment(_Environment, metaclass=_EnvironmentEnumTypeWrapper):
     """TPNS `environment` (iOS APNs environment)."""
@@ -92,7 +96,9 @@ class Environment(_Environment, metaclass=_EnvironmentEnumTypeWrapper):
 ENVIRONMENT_UNSPECIFIED: Environment.ValueType  # 0
 """Treated as ENVIRONMENT_PRODUCT."""
 ENVIRONMENT_PRODUCT: Environment.ValueType  # 1
+"""Production APNs, for App Store and TestFlight builds."""
 ENVIRONMENT_DEV: Environment.ValueType  # 2
+"""Development (sandbox) APNs, for builds signed with a development profile."""
 Global___Environment: _TypeAlias = Environment  # noqa: Y015
 
 class _TriggerCondition:
@@ -102,6 +108,7 @@ class _TriggerCondition:
 class _TriggerConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TriggerCondition.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TRIGGER_CONDITION_UNSPECIFIED: _TriggerCondition.ValueType  # 0
+    """Not set; a push with `resend_by_sms` true is refused (INVALID_ARGUMENT)."""
     TRIGGER_CONDITION_NOTIFICATION_DISABLED: _TriggerCondition.ValueType  # 1
     """SMS unless some targeted device of the phone has notifications enabled (latest report)."""
     TRIGGER_CONDITION_NOT_ARRIVED: _TriggerCondition.ValueType  # 2
@@ -115,6 +122,7 @@ class TriggerCondition(_TriggerCondition, metaclass=_TriggerConditionEnumTypeWra
     """
 
 TRIGGER_CONDITION_UNSPECIFIED: TriggerCondition.ValueType  # 0
+"""Not set; a push with `resend_by_sms` true is refused (INVALID_ARGUMENT)."""
 TRIGGER_CONDITION_NOTIFICATION_DISABLED: TriggerCondition.ValueType  # 1
 """SMS unless some targeted device of the phone has notifications enabled (latest report)."""
 TRIGGER_CONDITION_NOT_ARRIVED: TriggerCondition.ValueType  # 2
@@ -130,6 +138,7 @@ class _FallbackState:
 class _FallbackStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FallbackState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FALLBACK_STATE_UNSPECIFIED: _FallbackState.ValueType  # 0
+    """Never returned by the service; a push without fallback is FALLBACK_STATE_NONE."""
     FALLBACK_STATE_NONE: _FallbackState.ValueType  # 1
     """The push did not ask for an SMS fallback (`resend_by_sms` false)."""
     FALLBACK_STATE_PENDING: _FallbackState.ValueType  # 2
@@ -145,6 +154,7 @@ class FallbackState(_FallbackState, metaclass=_FallbackStateEnumTypeWrapper):
     """State of a push's SMS fallback: PENDING -> FIRING -> DONE, or PENDING -> CANCELLED."""
 
 FALLBACK_STATE_UNSPECIFIED: FallbackState.ValueType  # 0
+"""Never returned by the service; a push without fallback is FALLBACK_STATE_NONE."""
 FALLBACK_STATE_NONE: FallbackState.ValueType  # 1
 """The push did not ask for an SMS fallback (`resend_by_sms` false)."""
 FALLBACK_STATE_PENDING: FallbackState.ValueType  # 2
@@ -164,6 +174,7 @@ class _UnusedTargetReason:
 class _UnusedTargetReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UnusedTargetReason.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     UNUSED_TARGET_REASON_UNSPECIFIED: _UnusedTargetReason.ValueType  # 0
+    """Never returned by the service."""
     UNUSED_TARGET_REASON_DUPLICATE: _UnusedTargetReason.ValueType  # 1
     """The same token or account appeared earlier in the list."""
     UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE: _UnusedTargetReason.ValueType  # 2
@@ -173,6 +184,7 @@ class UnusedTargetReason(_UnusedTargetReason, metaclass=_UnusedTargetReasonEnumT
     """Why a requested target was not used."""
 
 UNUSED_TARGET_REASON_UNSPECIFIED: UnusedTargetReason.ValueType  # 0
+"""Never returned by the service."""
 UNUSED_TARGET_REASON_DUPLICATE: UnusedTargetReason.ValueType  # 1
 """The same token or account appeared earlier in the list."""
 UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE: UnusedTargetReason.ValueType  # 2
@@ -362,6 +374,8 @@ Global___UnusedTarget: _TypeAlias = UnusedTarget  # noqa: Y015
 
 @_typing.final
 class PushResponse(_message.Message):
+    """The accepted push. Sent only after the push is committed to the store."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUSH_ID_FIELD_NUMBER: _builtins.int
@@ -404,6 +418,8 @@ Global___PushResponse: _TypeAlias = PushResponse  # noqa: Y015
 
 @_typing.final
 class GetPushRequest(_message.Message):
+    """Which push to show, with one page of its targets (AIP-158)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUSH_ID_FIELD_NUMBER: _builtins.int
@@ -549,6 +565,7 @@ class PushSummary(_message.Message):
     FALLBACK_DUE_TIME_FIELD_NUMBER: _builtins.int
     FALLBACK_END_TIME_FIELD_NUMBER: _builtins.int
     push_id: _builtins.str
+    """Opaque id of the push, as returned by Push."""
     fallback_state: Global___FallbackState.ValueType
     """State of the SMS fallback."""
     @_builtins.property
@@ -587,6 +604,8 @@ Global___PushSummary: _TypeAlias = PushSummary  # noqa: Y015
 
 @_typing.final
 class GetPushResponse(_message.Message):
+    """A push, its funnel counts and one page of its targets."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUSH_FIELD_NUMBER: _builtins.int
@@ -596,9 +615,13 @@ class GetPushResponse(_message.Message):
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
     @_builtins.property
-    def push(self) -> Global___PushSummary: ...
+    def push(self) -> Global___PushSummary:
+        """The push as stored, with its fallback state."""
+
     @_builtins.property
-    def funnel(self) -> Global___PushFunnel: ...
+    def funnel(self) -> Global___PushFunnel:
+        """Counts over all targets of the push (not only this page)."""
+
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___PushTarget]:
         """One page of targets, in the order they were requested."""
@@ -621,6 +644,8 @@ Global___GetPushResponse: _TypeAlias = GetPushResponse  # noqa: Y015
 
 @_typing.final
 class CancelFallbackRequest(_message.Message):
+    """Which push's SMS fallback to stop. An unknown push answers NOT_FOUND."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUSH_ID_FIELD_NUMBER: _builtins.int
@@ -645,6 +670,8 @@ Global___CancelFallbackRequest: _TypeAlias = CancelFallbackRequest  # noqa: Y015
 
 @_typing.final
 class CancelFallbackResponse(_message.Message):
+    """The outcome of CancelFallback."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FALLBACK_STATE_FIELD_NUMBER: _builtins.int

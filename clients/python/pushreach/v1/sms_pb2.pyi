@@ -27,6 +27,9 @@ class _SmsStatus:
 class _SmsStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SmsStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SMS_STATUS_UNSPECIFIED: _SmsStatus.ValueType  # 0
+    """No SMS (e.g. `PushTarget.sms_status` of a target that got none). Not a valid
+    `ListSmsRecordsRequest.statuses` filter value.
+    """
     SMS_STATUS_SENDING: _SmsStatus.ValueType  # 1
     """Written before the provider call."""
     SMS_STATUS_SENT: _SmsStatus.ValueType  # 2
@@ -48,6 +51,9 @@ class SmsStatus(_SmsStatus, metaclass=_SmsStatusEnumTypeWrapper):
     """
 
 SMS_STATUS_UNSPECIFIED: SmsStatus.ValueType  # 0
+"""No SMS (e.g. `PushTarget.sms_status` of a target that got none). Not a valid
+`ListSmsRecordsRequest.statuses` filter value.
+"""
 SMS_STATUS_SENDING: SmsStatus.ValueType  # 1
 """Written before the provider call."""
 SMS_STATUS_SENT: SmsStatus.ValueType  # 2
@@ -114,8 +120,11 @@ class SmsRecord(_message.Message):
     or `provider`).
     """
     report_code: _builtins.str
-    """Delivery receipt code and description, for DELIVERED / UNDELIVERED."""
+    """Delivery receipt code (the provider's status), for DELIVERED / UNDELIVERED; empty until a
+    receipt arrives.
+    """
     report_description: _builtins.str
+    """Delivery receipt description (the provider's text); empty until a receipt arrives."""
     @_builtins.property
     def sms_template_params(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Template parameters used."""
@@ -163,6 +172,8 @@ Global___SmsRecord: _TypeAlias = SmsRecord  # noqa: Y015
 
 @_typing.final
 class ListSmsRecordsRequest(_message.Message):
+    """Which SMS records to list; filters combine with AND (AIP-158)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUSH_ID_FIELD_NUMBER: _builtins.int
@@ -217,6 +228,8 @@ Global___ListSmsRecordsRequest: _TypeAlias = ListSmsRecordsRequest  # noqa: Y015
 
 @_typing.final
 class ListSmsRecordsResponse(_message.Message):
+    """One page of SMS records."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDS_FIELD_NUMBER: _builtins.int
@@ -224,7 +237,9 @@ class ListSmsRecordsResponse(_message.Message):
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
     @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SmsRecord]: ...
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SmsRecord]:
+        """Up to `page_size` records, newest first."""
+
     def __init__(
         self,
         *,
@@ -241,6 +256,8 @@ Global___ListSmsRecordsResponse: _TypeAlias = ListSmsRecordsResponse  # noqa: Y0
 
 @_typing.final
 class GetStatisticsRequest(_message.Message):
+    """The time range to sum over; `end_time` must be after `start_time`."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_TIME_FIELD_NUMBER: _builtins.int
@@ -280,11 +297,17 @@ class SmsOutcomeCounts(_message.Message):
     RATE_LIMITED_FIELD_NUMBER: _builtins.int
     UNKNOWN_FIELD_NUMBER: _builtins.int
     sent: _builtins.int
+    """Accepted by the provider: SENT, DELIVERED and UNDELIVERED together."""
     delivered: _builtins.int
+    """DELIVERED: a receipt says it reached the phone (also counted in `sent`)."""
     undelivered: _builtins.int
+    """UNDELIVERED: a receipt says it did not reach the phone (also counted in `sent`)."""
     failed: _builtins.int
+    """FAILED: refused by the provider, or failed after retries."""
     rate_limited: _builtins.int
+    """RATE_LIMITED: suppressed by a rate limit (ours or the provider's)."""
     unknown: _builtins.int
+    """UNKNOWN, and SENDING not yet answered: outcome not known."""
     def __init__(
         self,
         *,
@@ -305,6 +328,8 @@ Global___SmsOutcomeCounts: _TypeAlias = SmsOutcomeCounts  # noqa: Y015
 
 @_typing.final
 class GetStatisticsResponse(_message.Message):
+    """The app's figures over a time range."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_TIME_FIELD_NUMBER: _builtins.int
@@ -336,10 +361,12 @@ class GetStatisticsResponse(_message.Message):
     """Pushes whose fallback is still pending."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """The range the figures cover."""
+        """Start of the range the figures cover (inclusive), defaults filled in."""
 
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the range the figures cover (exclusive), defaults filled in."""
+
     @_builtins.property
     def sms(self) -> Global___SmsOutcomeCounts:
         """SMS of those pushes, by outcome."""
