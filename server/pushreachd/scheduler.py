@@ -34,6 +34,7 @@ _STATUS_OF = {
     SendOutcome.SENT: SmsStatus.SENT,
     SendOutcome.FAILED: SmsStatus.FAILED,
     SendOutcome.RATE_LIMITED: SmsStatus.RATE_LIMITED,
+    SendOutcome.UNKNOWN: SmsStatus.UNKNOWN,  # may have been sent: counted, never resent
 }
 
 

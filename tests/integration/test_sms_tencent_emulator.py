@@ -120,13 +120,40 @@ async def test_internal_error_is_transient(emulator: SmsEmulator, provider: Tenc
     assert len(emulator.sent) == 2
 
 
-async def test_timeout_is_transient(emulator: SmsEmulator) -> None:
-    emulator.set_delay(1.0)
+async def test_read_timeout_is_unknown_because_the_sms_still_goes(emulator: SmsEmulator) -> None:
+    emulator.set_delay(0.6)
     provider = TencentSmsProvider(endpoint=emulator.url, timeout=0.2)
     with pytest.raises(SmsProviderError) as info:
         await provider.send(batch(phones(1)))
-    assert info.value.kind is SmsErrorKind.TRANSIENT
+    assert (info.value.kind, info.value.code) == (SmsErrorKind.UNKNOWN, "Timeout")
+    for _ in range(100):  # the server carries the request out after the client gave up
+        if emulator.sent:
+            break
+        await asyncio.sleep(0.02)
+    assert [s.phone_number for s in emulator.sent] == list(phones(1))
     await provider.close()
+
+
+@pytest.mark.parametrize(("how", "code"), [("drop", "NetworkError"), ("gateway", "ServerNetworkError")])
+async def test_lost_answer_is_unknown(
+    emulator: SmsEmulator, provider: TencentSmsProvider, how: str, code: str
+) -> None:
+    emulator.lose_next(1, how)
+    with pytest.raises(SmsProviderError) as info:
+        await provider.send(batch(phones(2)))
+    assert (info.value.kind, info.value.code) == (SmsErrorKind.UNKNOWN, code)
+    assert len(emulator.sent) == 2  # sent, though the client could not know
+    assert (await provider.send(batch(phones(1, 5))))[0].code == "Ok"  # only one answer lost
+
+
+async def test_sender_never_retries_an_ambiguous_failure(
+    emulator: SmsEmulator, provider: TencentSmsProvider
+) -> None:
+    emulator.lose_next(1, "drop")
+    sender = SmsSender(provider, FakeClock())
+    results = await sender.send(batch(phones(3)))
+    assert [(r.outcome, r.code) for r in results] == [(SendOutcome.UNKNOWN, "NetworkError")] * 3
+    assert emulator.calls == 1 and len(emulator.sent) == 3  # each number got exactly one SMS
 
 
 async def test_limit_exceeded_per_number(emulator: SmsEmulator, provider: TencentSmsProvider) -> None:
@@ -205,3 +232,16 @@ async def test_sender_gives_up_after_last_attempt(emulator: SmsEmulator, provide
         await asyncio.sleep(0.01)
     assert [(r.outcome, r.code) for r in task.result()] == [(SendOutcome.FAILED, "RequestLimitExceeded")] * 2
     assert emulator.calls == 3 and emulator.sent == []
+
+
+async def test_per_app_delay(emulator: SmsEmulator, provider: TencentSmsProvider) -> None:
+    other = SmsCredentials("AKIDother", "other-key")
+    emulator.add_credentials(other.secret_id, other.secret_key)
+    emulator.set_delay(3.0, secret_id=other.secret_id)
+    slow = asyncio.create_task(provider.send(batch(phones(1), other)))
+    started = asyncio.get_running_loop().time()
+    assert (await provider.send(batch(phones(1, 1))))[0].code == "Ok"
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert not slow.done()
+    slow.cancel()
+    await asyncio.gather(slow, return_exceptions=True)

@@ -107,7 +107,11 @@ async def test_jittered_delays_stay_under_the_cap() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "outcome"),
-    [(SmsErrorKind.PERMANENT, SendOutcome.FAILED), (SmsErrorKind.RATE_LIMITED, SendOutcome.RATE_LIMITED)],
+    [
+        (SmsErrorKind.PERMANENT, SendOutcome.FAILED),
+        (SmsErrorKind.RATE_LIMITED, SendOutcome.RATE_LIMITED),
+        (SmsErrorKind.UNKNOWN, SendOutcome.UNKNOWN),  # may have been sent: a retry could double it
+    ],
 )
 async def test_non_transient_errors_are_not_retried(kind: SmsErrorKind, outcome: SendOutcome) -> None:
     clock = RecordingClock()
@@ -117,13 +121,14 @@ async def test_non_transient_errors_are_not_retried(kind: SmsErrorKind, outcome:
     assert [(r.phone_number, r.outcome, r.code) for r in results] == [(p, outcome, "Some.Code") for p in PHONES]
 
 
-async def test_missing_result_is_failed() -> None:
+async def test_missing_result_is_unknown() -> None:
     provider = ScriptedProvider(drop=PHONES[1])
     results = await SmsSender(provider, FakeClock()).send(batch())
     assert results[0].outcome is SendOutcome.SENT
     assert (results[1].phone_number, results[1].outcome, results[1].code) == (
-        PHONES[1], SendOutcome.FAILED, "MissingResult",
+        PHONES[1], SendOutcome.UNKNOWN, "MissingResult",
     )
+    assert provider.calls == 1
 
 
 async def test_unexpected_exception_does_not_escape() -> None:
@@ -132,7 +137,7 @@ async def test_unexpected_exception_does_not_escape() -> None:
             raise RuntimeError("bug")
 
     results = await SmsSender(Broken(), FakeClock()).send(batch())
-    assert all(r.outcome is SendOutcome.FAILED and r.code == "ProviderError" for r in results)
+    assert all(r.outcome is SendOutcome.UNKNOWN and r.code == "ProviderError" for r in results)
 
 
 class GatedProvider(ScriptedProvider):

@@ -31,7 +31,9 @@ def test_parse_endpoint_refuses(endpoint: str) -> None:
         ("InternalError", SmsErrorKind.TRANSIENT),
         ("InternalError.Timeout", SmsErrorKind.TRANSIENT),
         ("RequestLimitExceeded", SmsErrorKind.TRANSIENT),
-        ("ServerNetworkError", SmsErrorKind.TRANSIENT),
+        ("RequestLimitExceeded.UinLimitExceeded", SmsErrorKind.TRANSIENT),
+        ("ServerNetworkError", SmsErrorKind.UNKNOWN),  # non-200 from a gateway: may have passed it on
+        ("ClientNetworkError", SmsErrorKind.UNKNOWN),
         ("LimitExceeded.AppDailyLimit", SmsErrorKind.RATE_LIMITED),
         ("LimitExceeded.PhoneNumberCountLimit", SmsErrorKind.PERMANENT),
         ("AuthFailure.SignatureFailure", SmsErrorKind.PERMANENT),
@@ -66,5 +68,14 @@ async def test_connection_refused_is_transient() -> None:
     batch = SmsBatch("app", SmsCredentials("id", "key"), "1400000001", "Sign", "T1", (), ("+8613800000001",))
     with pytest.raises(SmsProviderError) as info:
         await provider.send(batch)
-    assert info.value.kind is SmsErrorKind.TRANSIENT
+    assert (info.value.kind, info.value.code) == (SmsErrorKind.TRANSIENT, "NetworkError")
+    await provider.close()
+
+
+async def test_unresolvable_host_is_transient() -> None:
+    provider = TencentSmsProvider(endpoint="http://no-such-host.invalid:8089", timeout=2.0)
+    batch = SmsBatch("app", SmsCredentials("id", "key"), "1400000001", "Sign", "T1", (), ("+8613800000001",))
+    with pytest.raises(SmsProviderError) as info:
+        await provider.send(batch)
+    assert (info.value.kind, info.value.code) == (SmsErrorKind.TRANSIENT, "NetworkError")
     await provider.close()

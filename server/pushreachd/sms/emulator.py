@@ -6,8 +6,9 @@ are exercised end to end, signature included. What it does not know about Tencen
 does not pretend: templates and signs are not checked against a console, fees are 1.
 
 Faults are programmable (from tests through methods, from the CLI through flags): fail
-the next N calls with a code, delay every call, answer chosen numbers with LimitExceeded,
-report chosen numbers as undelivered.
+the next N calls with a code, delay every call (or one SecretId's calls), lose the answer
+of the next N calls after sending (connection dropped, or a gateway's 502 page), answer
+chosen numbers with LimitExceeded, report chosen numbers as undelivered.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ MAX_NUMBERS = 200
 MAX_PULL = 100
 SIGNATURE_TTL = 300.0  # Tencent rejects a request signed more than 5 minutes away
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # callback times are Beijing time
+LOSE_MODES = ("drop", "gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +125,29 @@ def _tencent_phone(raw: str) -> str:
 
 
 class SmsEmulator:
-    def __init__(self, *, callback_url: str | None = None, daily_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        callback_url: str | None = None,
+        daily_limit: int | None = None,
+        report_delay: float = 0.0,
+    ) -> None:
         self.url = ""
         self.callback_url = callback_url
         self.daily_limit = daily_limit  # per number per (Beijing) day; None: unlimited
+        # Seconds between sending and the delivery report (callback or pull). Tencent's
+        # reports come after the handset answered, well after SendSms returned.
+        self.report_delay = report_delay
         self.sent: list[SentSms] = []
+        self.send_calls: list[tuple[str, ...]] = []  # PhoneNumberSet of each signed SendSms call
         self.calls = 0  # every POST received, accepted or not
         self.callbacks_posted = 0  # reports delivered to callback_url
         self._keys: dict[str, str] = {}
         self._fail_next: list[tuple[str, str]] = []
+        self._lose_next: list[str] = []
         self._delay = 0.0
+        self._delay_of: dict[str, float] = {}
+        self._stopping = asyncio.Event()  # cuts injected delays short on stop()
         self._limited: dict[str, str] = {}
         self._undelivered: set[str] = set()
         self._pull_queue: list[_Report] = []
@@ -151,9 +166,26 @@ class SmsEmulator:
         """The next `count` signed calls answer Error `code` (they send nothing)."""
         self._fail_next.extend([(code, message or f"injected fault {code}")] * count)
 
-    def set_delay(self, seconds: float) -> None:
-        """Delay every call (before anything is checked), e.g. to trigger client timeouts."""
-        self._delay = seconds
+    def set_delay(self, seconds: float, *, secret_id: str | None = None) -> None:
+        """Delay every call (after reading it, before anything is checked), e.g. to trigger
+        client timeouts.
+
+        With `secret_id`, only the calls signed with that SecretId (one app) are delayed.
+        The call is answered (and its SMS sent) after the delay, even when the client has
+        given up waiting, as a real server would.
+        """
+        if secret_id is None:
+            self._delay = seconds
+        else:
+            self._delay_of[secret_id] = seconds
+
+    def lose_next(self, count: int, how: str = "drop") -> None:
+        """The next `count` SendSms calls are carried out (the SMS are sent) but the answer
+        is lost: "drop" closes the connection without answering, "gateway" answers HTTP 502
+        with an HTML page, as a proxy in between would."""
+        if how not in LOSE_MODES:
+            raise ValueError(f"how must be one of {LOSE_MODES}")
+        self._lose_next.extend([how] * count)
 
     def limit_numbers(self, numbers: list[str], code: str = "LimitExceeded.PhoneNumberDailyLimit") -> None:
         """Answer these numbers with a per-number LimitExceeded code (the call succeeds)."""
@@ -166,7 +198,9 @@ class SmsEmulator:
 
     def reset_faults(self) -> None:
         self._fail_next.clear()
+        self._lose_next.clear()
         self._delay = 0.0
+        self._delay_of.clear()
         self._limited.clear()
         self._undelivered.clear()
 
@@ -185,6 +219,7 @@ class SmsEmulator:
         self.url = f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
+        self._stopping.set()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -200,10 +235,16 @@ class SmsEmulator:
     async def _handle(self, request: web.Request) -> web.Response:
         self.calls += 1
         request_id = str(uuid.uuid4())
-        if self._delay > 0:
-            await asyncio.sleep(self._delay)
+        # Read the whole request first: a client that stops waiting does not take back a
+        # request it has written, so a delayed call is still carried out.
+        body = await request.read()
+        delay = self._delay_of.get(_claimed_secret_id(request), self._delay)
+        if delay > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
         try:
-            body = await request.read()
+            if self._stopping.is_set():
+                raise ApiError("InternalError.OtherError", "the emulator is stopping")
             secret_id = self._authenticate(request, body)
             if self._fail_next:
                 raise ApiError(*self._fail_next.pop(0))
@@ -218,6 +259,8 @@ class SmsEmulator:
             action = request.headers.get("X-TC-Action", "")
             if action == "SendSms":
                 result = self._send_sms(params, secret_id)
+                if self._lose_next:
+                    return self._lose_answer(request, self._lose_next.pop(0))
             elif action == "PullSmsSendStatus":
                 result = self._pull_send_status(params)
             else:
@@ -231,6 +274,16 @@ class SmsEmulator:
             body=json.dumps({"Response": result}).encode(),
             headers={"Content-Type": "application/json"},
         )
+
+    def _lose_answer(self, request: web.Request, how: str) -> web.Response:
+        log.info("emulator: SendSms carried out, answer lost (%s)", how)
+        if how == "gateway":
+            return web.Response(
+                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
+            )
+        if request.transport is not None:
+            request.transport.abort()  # no status line, no body: the client sees a dropped connection
+        raise web.HTTPInternalServerError()  # never written: the connection is gone
 
     def _authenticate(self, request: web.Request, body: bytes) -> str:
         auth = request.headers.get("Authorization", "")
@@ -262,6 +315,7 @@ class SmsEmulator:
         raw_numbers = params.get("PhoneNumberSet") or []
         if not isinstance(raw_numbers, list) or not raw_numbers:
             raise ApiError("MissingParameter.EmptyPhoneNumberSet", "PhoneNumberSet is empty")
+        self.send_calls.append(tuple(str(n) for n in raw_numbers))
         if len(raw_numbers) > MAX_NUMBERS:
             raise ApiError(
                 "LimitExceeded.PhoneNumberCountLimit",
@@ -318,7 +372,7 @@ class SmsEmulator:
         self._pull_queue.append(report)
         if self.callback_url:
             self._callback_queue.append(report)
-            self._spawn(self.flush_callbacks())
+            self._spawn(self._flush_after(self.report_delay))
         log.info("emulator: sent template %s to %s", sms.template_id, mask_phone(number))
         status.update(SerialNo=sms.serial_no, Fee=1)
         return status
@@ -339,7 +393,8 @@ class SmsEmulator:
             raise ApiError("MissingParameter", "SmsSdkAppId is required")
         if not isinstance(limit, int) or not 0 < limit <= MAX_PULL:
             raise ApiError("InvalidParameterValue.LimitVerifyFail", f"Limit must be 1..{MAX_PULL}")
-        mine = [r for r in self._pull_queue if r.sms.sms_app_id == app_id][:limit]
+        ready = time.time() - self.report_delay
+        mine = [r for r in self._pull_queue if r.sms.sms_app_id == app_id and r.sms.sent_at <= ready][:limit]
         taken = {id(r) for r in mine}  # each report is pulled once
         self._pull_queue = [r for r in self._pull_queue if id(r) not in taken]
         return {"PullSmsSendStatusSet": [_pull_item(r) for r in mine]}
@@ -370,10 +425,21 @@ class SmsEmulator:
         self.callbacks_posted += len(batch)
         return len(batch)
 
+    async def _flush_after(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self.flush_callbacks()
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _claimed_secret_id(request: web.Request) -> str:
+    """The SecretId a request says it is signed with (unverified; for per-app faults)."""
+    credential = request.headers.get("Authorization", "").partition("Credential=")[2]
+    return credential.split("/", 1)[0]
 
 
 def _pull_item(report: _Report) -> dict[str, Any]:
@@ -414,16 +480,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-next", type=int, default=0, metavar="N", help="fail the next N calls")
     parser.add_argument("--fail-code", default="InternalError.OtherError", help="error code for --fail-next")
     parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="delay every call")
+    parser.add_argument("--lose-next", type=int, default=0, metavar="N",
+                        help="send the next N SendSms calls but lose their answers (see --lose-how)")
+    parser.add_argument("--lose-how", choices=LOSE_MODES, default="drop",
+                        help="drop: close the connection unanswered; gateway: answer 502 with HTML")
     parser.add_argument("--limit-number", action="append", default=[], metavar="PHONE",
                         help="answer this number with LimitExceeded.PhoneNumberDailyLimit (repeatable)")
     parser.add_argument("--daily-limit", type=int, default=None, help="SMS per number per day")
     parser.add_argument("--callback-url", default=None, help="POST delivery reports here")
+    parser.add_argument("--report-delay", type=float, default=1.0, metavar="SECONDS",
+                        help="seconds from sending to its delivery report (callback or pull); default 1")
 
 
 async def serve_from_args(args: argparse.Namespace) -> None:
     """Run an emulator configured by `args` until cancelled or sent SIGTERM/SIGINT."""
     host, _, port = args.listen.rpartition(":")
-    emulator = SmsEmulator(callback_url=args.callback_url, daily_limit=args.daily_limit)
+    emulator = SmsEmulator(
+        callback_url=args.callback_url, daily_limit=args.daily_limit, report_delay=args.report_delay
+    )
     for pair in args.credentials:
         secret_id, sep, secret_key = pair.partition(":")
         if not sep or not secret_id or not secret_key:
@@ -433,6 +507,7 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         print("warning: no --credentials given, every call will be refused", file=sys.stderr)
     emulator.fail_next(args.fail_next, args.fail_code)
     emulator.set_delay(args.delay)
+    emulator.lose_next(args.lose_next, args.lose_how)
     if args.limit_number:
         emulator.limit_numbers(args.limit_number)
     await emulator.start(host.strip("[]") or "127.0.0.1", int(port))

@@ -3,7 +3,8 @@
 A provider sends one batch (one template and parameter set, at most `max_batch_size`
 numbers, all mainland or all international) and answers one SmsResult per number. A
 failure of the whole call is an SmsProviderError whose `kind` tells the caller whether a
-retry can help.
+retry can help, and whether the SMS may have left anyway (UNKNOWN: never retried, so an
+SMS is sent at most once).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class SendOutcome(enum.Enum):
     SENT = "SENT"
     FAILED = "FAILED"
     RATE_LIMITED = "RATE_LIMITED"
+    UNKNOWN = "UNKNOWN"  # the provider may have sent it: no answer, or an unreadable one
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +52,14 @@ class SmsResult:
 
 
 class SmsErrorKind(enum.Enum):
-    TRANSIENT = "TRANSIENT"  # network, timeout, InternalError, RequestLimitExceeded: retry
+    # The request provably did not take effect (no connection was made; InternalError*,
+    # RequestLimitExceeded*, which Tencent documents as not sent): retry.
+    TRANSIENT = "TRANSIENT"
     RATE_LIMITED = "RATE_LIMITED"  # LimitExceeded.*: record, do not retry
     PERMANENT = "PERMANENT"  # bad key, unapproved template or sign: record FAILED
+    # The request may have taken effect (read timeout, connection lost after the request
+    # was written, an answer that is not the provider's): record UNKNOWN, never retry.
+    UNKNOWN = "UNKNOWN"
 
 
 class SmsProviderError(Exception):

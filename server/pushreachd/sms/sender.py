@@ -2,10 +2,15 @@
 
 The provider translates one call; the sender decides what a failure means for each
 number. It never raises, so the caller can always write one final record per number:
-- TRANSIENT errors are retried with capped exponential backoff and full jitter (AWS's
-  "full jitter": sleep uniform(0, min(cap, base * 2**n))), on the injected clock;
+- TRANSIENT errors (the request provably did not take effect) are retried with capped
+  exponential backoff and full jitter (AWS's "full jitter": sleep uniform(0, min(cap,
+  base * 2**n))), on the injected clock; after the last attempt every number is FAILED;
 - RATE_LIMITED marks every number RATE_LIMITED, PERMANENT marks them FAILED, no retry;
-- a number the provider did not answer for is FAILED "MissingResult".
+- UNKNOWN (the request may have been sent: a read timeout, a dropped connection, an
+  unreadable answer) marks every number UNKNOWN and is never retried: an SMS goes out at
+  most once, even when that means not knowing whether it went;
+- a number the provider did not answer for, or every number of a call on which the
+  provider raised something unexpected, is UNKNOWN too, for the same reason.
 Concurrency is bounded per app (one semaphore per app_access_id), so a slow or failing
 app cannot hold the slots of another app.
 """
@@ -33,6 +38,7 @@ _KIND_OUTCOME = {
     SmsErrorKind.TRANSIENT: SendOutcome.FAILED,  # only after the last attempt
     SmsErrorKind.PERMANENT: SendOutcome.FAILED,
     SmsErrorKind.RATE_LIMITED: SendOutcome.RATE_LIMITED,
+    SmsErrorKind.UNKNOWN: SendOutcome.UNKNOWN,  # never retried
 }
 
 
@@ -82,8 +88,9 @@ class SmsSender:
         except asyncio.CancelledError:
             raise  # shutting down: the records stay SENDING and become UNKNOWN
         except Exception as exc:  # a provider bug must not lose the whole batch's records
+            # It may have raised after the request left, so the SMS may have been sent.
             log.exception("sms provider %s raised unexpectedly", self._provider.name)
-            return self._all(batch, SendOutcome.FAILED, "ProviderError", type(exc).__name__)
+            return self._all(batch, SendOutcome.UNKNOWN, "ProviderError", type(exc).__name__)
         return _align(batch, results)
 
     async def _send_with_retries(self, batch: SmsBatch) -> list[SmsResult]:
@@ -116,10 +123,11 @@ class SmsSender:
 
 
 def _align(batch: SmsBatch, results: list[SmsResult]) -> list[SmsResult]:
-    """Exactly one result per batch number, in batch order; unanswered numbers FAILED."""
+    """Exactly one result per batch number, in batch order; unanswered numbers UNKNOWN
+    (the call went through, so the provider may have sent them)."""
     by_number = {r.phone_number: r for r in results}
     return [
         by_number.get(n)
-        or SmsResult(n, SendOutcome.FAILED, code=MISSING_RESULT, message="provider returned no status")
+        or SmsResult(n, SendOutcome.UNKNOWN, code=MISSING_RESULT, message="provider returned no status")
         for n in batch.phone_numbers
     ]

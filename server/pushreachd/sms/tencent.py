@@ -3,6 +3,15 @@
 It only translates: SmsBatch -> SendSmsRequest, SendStatusSet -> SmsResult, SDK and
 network errors -> SmsProviderError with a kind. Retrying belongs to SmsSender, so the
 SDK's own retryer and region breaker are switched off here.
+
+The kind of a failure says whether the request can have taken effect, because a retry of
+a request Tencent did receive sends the SMS twice:
+- TRANSIENT (retry): no connection was made (refused, DNS, connect or pool timeout,
+  proxy), or Tencent answered InternalError* / RequestLimitExceeded*, which it documents
+  as not sent;
+- UNKNOWN (never retry): the request was or may have been written and no readable answer
+  came back (read or write timeout, connection dropped, non-200 HTTP status, a body that
+  is not Tencent's JSON).
 """
 
 from __future__ import annotations
@@ -43,9 +52,16 @@ MISSING_CREDENTIALS = "MissingCredentials"
 # Tencent answers a call with more than 200 numbers with a LimitExceeded code, but it is a
 # caller bug, not a rate limit: it must be recorded FAILED, not RATE_LIMITED.
 _NOT_A_RATE_LIMIT = frozenset({"LimitExceeded.PhoneNumberCountLimit"})
-# Whole-call codes after which a retry can succeed. ServerNetworkError is the SDK's name
-# for a non-200 HTTP answer (a gateway in between failing).
-_TRANSIENT_PREFIXES = ("InternalError", "RequestLimitExceeded", "ServerNetworkError")
+# Whole-call codes Tencent documents as "not sent": a retry can succeed and cannot double.
+_TRANSIENT_PREFIXES = ("InternalError", "RequestLimitExceeded")
+# The SDK's names for answers that are not Tencent's: ServerNetworkError is a non-200 HTTP
+# status (a gateway in between, which may have passed the request on before failing),
+# ClientNetworkError a network failure wrapped by the SDK. Either may follow a sent SMS.
+_AMBIGUOUS_CODES = frozenset({"ServerNetworkError", "ClientNetworkError"})
+# httpx failures raised before a byte of the request left: nothing reached Tencent.
+_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+# httpx failures of a request that never became valid HTTP: not sent, and a retry will not help.
+_NEVER_SENDABLE_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 
 def parse_endpoint(endpoint: str | None) -> tuple[str, str | None]:
@@ -70,6 +86,8 @@ def parse_endpoint(endpoint: str | None) -> tuple[str, str | None]:
 
 def classify(code: str) -> SmsErrorKind:
     """The kind of a whole-call error code (see provider.SmsErrorKind)."""
+    if code in _AMBIGUOUS_CODES:
+        return SmsErrorKind.UNKNOWN
     if code.startswith(_TRANSIENT_PREFIXES):
         return SmsErrorKind.TRANSIENT
     if code.startswith("LimitExceeded") and code not in _NOT_A_RATE_LIMIT:
@@ -196,20 +214,31 @@ class TencentSmsProvider:
             kind = classify(code)
             log.warning("tencent sms failed: %s %s %s (%s)", where, code, message, kind.value)
             raise SmsProviderError(kind, code, message) from None
+        except _NOT_SENT_ERRORS as exc:
+            code = "ConnectTimeout" if isinstance(exc, httpx.TimeoutException) else "NetworkError"
+            log.warning("tencent sms not sent: %s %s", where, type(exc).__name__)
+            raise SmsProviderError(SmsErrorKind.TRANSIENT, code, _describe(exc)) from None
+        except _NEVER_SENDABLE_ERRORS as exc:
+            log.warning("tencent sms request invalid: %s %s", where, type(exc).__name__)
+            raise SmsProviderError(SmsErrorKind.PERMANENT, "InvalidRequest", _describe(exc)) from None
         except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
-            log.warning("tencent sms timed out: %s %s", where, type(exc).__name__)
-            raise SmsProviderError(SmsErrorKind.TRANSIENT, "Timeout", str(exc) or "timed out") from None
+            # A read (or write) timeout: Tencent may have the request and be sending.
+            log.warning("tencent sms timed out, outcome unknown: %s %s", where, type(exc).__name__)
+            raise SmsProviderError(SmsErrorKind.UNKNOWN, "Timeout", _describe(exc)) from None
         except httpx.HTTPError as exc:
-            log.warning("tencent sms network error: %s %s", where, type(exc).__name__)
-            message = str(exc) or type(exc).__name__
-            raise SmsProviderError(SmsErrorKind.TRANSIENT, "NetworkError", message) from None
-        except (ValueError, KeyError) as exc:
+            # The connection broke after the request was (at least partly) written.
+            log.warning("tencent sms connection lost, outcome unknown: %s %s", where, type(exc).__name__)
+            raise SmsProviderError(SmsErrorKind.UNKNOWN, "NetworkError", _describe(exc)) from None
+        except (ValueError, KeyError, TypeError) as exc:
             # The answer was not Tencent's JSON (a proxy's HTML page, a truncated body).
-            # Whether the SMS left is unknown; not retrying keeps "at most once".
-            log.warning("tencent sms malformed answer: %s %s", where, type(exc).__name__)
-            raise SmsProviderError(SmsErrorKind.PERMANENT, "MalformedResponse", str(exc)) from None
+            log.warning("tencent sms malformed answer, outcome unknown: %s %s", where, type(exc).__name__)
+            raise SmsProviderError(SmsErrorKind.UNKNOWN, "MalformedResponse", _describe(exc)) from None
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
