@@ -12,6 +12,7 @@ from .api.admin import AdminServicer
 from .api.auth import Authenticator
 from .api.device import DeviceServicer
 from .api.event import EventServicer
+from .api.interceptors import MetricsInterceptor
 from .api.push import PushServicer
 from .api.server import GrpcServer
 from .api.sms import SmsServicer
@@ -22,6 +23,7 @@ from .clock import Clock, SystemClock
 from .config import Settings, parse_host_port
 from .devices import DeviceService
 from .events import EventService
+from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .pushes import PushService
 from .ratelimit import RateLimiter
 from .reporting import ReportingService
@@ -77,11 +79,13 @@ class Service:
         o = overrides or Overrides()
         self.settings = settings
         self.clock = o.clock
+        self.metrics = Metrics()
         self.store = SqliteStore(settings.db)
+        self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
         self.apps = AppService(self.store, self.box, self.clock)
         self.provider = o.sms_provider or make_sms_provider(settings)
-        self.sender = SmsSender(self.provider, self.clock)
+        self.sender = SmsSender(TimedSmsProvider(self.provider, self.metrics.observe_provider_call), self.clock)
         self.scheduler = Scheduler(
             self.store,
             self.sender,
@@ -90,6 +94,8 @@ class Service:
             credentials=self.apps.sms_credentials,
             tick_ms=settings.tick_ms,
         )
+        self.scheduler.observers.append(self.metrics.observe_fire)
+        self.metrics.watch(self.scheduler, self.sender)
         self.channel = o.channel or LogPushChannel()
         self.pushes = PushService(
             self.store, self.channel, self.scheduler, self.clock, min_delay_seconds=settings.min_delay_seconds
@@ -104,7 +110,10 @@ class Service:
             EventServicer(auth, self.events),
             SmsServicer(auth, self.reporting),
             AdminServicer(auth, self.apps),
+            interceptors=[MetricsInterceptor(self.metrics.observe_rpc)],
         )
+        self.metrics_server: MetricsServer | None = None
+        self.metrics_port = 0  # bound port of the metrics endpoint; 0 when off
         self.receipt_server: ReceiptServer | None = None
         self.receipt_poller: ReceiptPoller | None = None
         self._poller_task: asyncio.Task[None] | None = None
@@ -114,6 +123,14 @@ class Service:
         """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
         await self.store.open()
         await self.scheduler.start()
+        resumed = await self.pushes.resume_deliveries()
+        if resumed:
+            log.info("%d accepted push(es) had not reached the push channel; delivering them now", resumed)
+        if self.settings.metrics_listen:
+            host, port = parse_host_port(self.settings.metrics_listen)
+            self.metrics_server = MetricsServer(self.metrics, host, port)
+            self.metrics_port = await self.metrics_server.start()
+            log.info("Prometheus metrics at http://%s:%d/metrics", host, self.metrics_port)
         self.port = self.grpc.bind(self.settings.listen, server_credentials(self.settings))
         await self.grpc.start()
         await self._start_receipts()
@@ -156,3 +173,5 @@ class Service:
         await self.pushes.drain()
         await self.provider.close()
         await self.store.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()

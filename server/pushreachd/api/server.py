@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -35,8 +37,11 @@ class GrpcServer:
         event: EventServicer,
         sms: SmsServicer,
         admin: AdminServicer,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.server = grpc.aio.server(
+            interceptors=list(interceptors),
             options=[
                 ("grpc.so_reuseport", 0),  # two servers never share a port (parallel tests)
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
