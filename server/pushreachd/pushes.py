@@ -82,7 +82,7 @@ class PushService:
             return stored
         if due is not None:
             self._fallbacks.arm(row_id, due)
-        self._deliver(PushDelivery(app.access_id, push_id, spec, tuple(t.token for t in targets)))
+        self._deliver(row_id, PushDelivery(app.access_id, push_id, spec, tuple(t.token for t in targets)))
         return stored
 
     async def _resolve_targets(self, app: App, spec: PushSpec) -> tuple[list[Target], list[UnusedTarget]]:
@@ -114,18 +114,32 @@ class PushService:
                     targets.append(Target(token, account))
         return targets, unused
 
-    def _deliver(self, delivery: PushDelivery) -> None:
-        """Hand the push to the channel after it is durable; the caller does not wait for it."""
+    def _deliver(self, row_id: int, delivery: PushDelivery) -> None:
+        """Hand the push to the channel after it is durable; the caller does not wait for it.
+        Marked delivered afterwards, so a push accepted just before a crash is redelivered."""
 
         async def run() -> None:
             try:
                 await self._channel.deliver(delivery)
+                await self._store.mark_delivered(row_id, self._clock.time())
             except Exception:
                 log.exception("push channel failed for push %s", delivery.push_id)
 
         task = asyncio.create_task(run())
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
+
+    async def resume_deliveries(self) -> int:
+        """On start: hand the channel every accepted push it never got (unless expired)."""
+        now = self._clock.time()
+        count = 0
+        for access_id, push, tokens in await self._store.undelivered_pushes():
+            if push.accepted_at + push.spec.expire_time <= now:
+                await self._store.mark_delivered(push.id, now)  # expired: nothing left to deliver
+                continue
+            self._deliver(push.id, PushDelivery(access_id, push.push_id, push.spec, tokens))
+            count += 1
+        return count
 
     async def drain(self) -> None:
         """Wait for deliveries under way (on shutdown)."""

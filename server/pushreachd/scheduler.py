@@ -30,6 +30,8 @@ from .timer import WheelTimer
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 30.0  # a fire that failed (e.g. the database was busy) is tried again after this
+
 _STATUS_OF = {
     SendOutcome.SENT: SmsStatus.SENT,
     SendOutcome.FAILED: SmsStatus.FAILED,
@@ -140,8 +142,10 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # The fallback stays FIRING in the store and is resumed on the next start.
-                log.exception("firing the fallback of push #%d failed", push)
+                # The fallback stays FIRING in the store; firing again resumes it (phones already
+                # judged keep their records), so try again a little later rather than give up.
+                log.exception("firing the fallback of push #%d failed; retrying in %ss", push, RETRY_SECONDS)
+                self._timer.add(self._clock.time() + RETRY_SECONDS, push)
             finally:
                 self._queued.discard(push)
 

@@ -53,3 +53,35 @@ async def test_not_arrived_sends_to_the_phones_that_did_not_report(server: Runni
         assert list(r.sms_template_params) == ["42", "Alice"]
         assert "****" in r.phone_number  # masked unless asked
 
+
+
+async def test_a_push_accepted_but_not_delivered_is_delivered_on_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pushreachd.channel.log import LogPushChannel
+    from pushreachd.wiring import Overrides
+    from tests.harness import start_service, test_settings
+
+    class StuckChannel(LogPushChannel):
+        async def deliver(self, delivery):  # type: ignore[no-untyped-def]
+            raise ConnectionError("channel down")
+
+    settings = test_settings(tmp_path)
+    first = await start_service(settings, Overrides(channel=StuckChannel()))
+    app = await first.new_app()
+    pushed = await app.push.Push(sms_push(["tok-x"], delay=60), metadata=app.metadata)
+    await first.close()
+    await first.service.stop()
+
+    channel = LogPushChannel()
+    second = await start_service(settings, Overrides(channel=channel))
+    try:
+        await second.service.pushes.drain()
+        assert [d.push_id for d in channel.deliveries] == [pushed.push_id]
+        assert channel.deliveries[0].tokens == ("tok-x",)
+    finally:
+        await second.close()
+        await second.service.stop()
+    third = await start_service(settings, Overrides(channel=(again := LogPushChannel())))
+    await third.service.pushes.drain()
+    assert list(again.deliveries) == []  # delivered once is remembered
+    await third.close()
+    await third.service.stop()

@@ -81,6 +81,13 @@ class Store(Protocol):
         first receipt and None; for another fingerprint, raise AlreadyExists."""
 
     async def get_push(self, app_id: int, push_id: str) -> Push | None: ...
+    async def mark_delivered(self, push: int, now: float) -> None:
+        """The push was handed to the push channel."""
+
+    async def undelivered_pushes(self) -> list[tuple[str, Push, tuple[str, ...]]]:
+        """(access id, push, target tokens) of every push accepted but not yet handed to the
+        push channel."""
+
     async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]: ...
     async def push_funnel(self, push: int) -> Funnel: ...
     async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> FallbackState | None:

@@ -29,10 +29,12 @@ MIGRATIONS: list[str] = [
         fallback_state INTEGER NOT NULL,
         fallback_due_at REAL,
         fallback_ended_at REAL,
-        no_phone_count INTEGER NOT NULL DEFAULT 0
+        no_phone_count INTEGER NOT NULL DEFAULT 0,
+        delivered_at REAL  -- when handed to the push channel (NULL: redelivered on start)
     );
     CREATE INDEX pushes_by_app_time ON pushes(app_id, accepted_at);
     -- PENDING (2) and FIRING (3): what the wheel is loaded from on start.
+    CREATE INDEX pushes_undelivered ON pushes(accepted_at) WHERE delivered_at IS NULL;
     CREATE INDEX pushes_live_fallbacks ON pushes(fallback_due_at) WHERE fallback_state IN (2, 3);
     CREATE TABLE targets (
         push INTEGER NOT NULL,

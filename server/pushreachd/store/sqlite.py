@@ -408,6 +408,26 @@ class SqliteStore:
 
         return await self._read(q)
 
+    async def mark_delivered(self, push: int, now: float) -> None:
+        await self._write(lambda c: c.execute("UPDATE pushes SET delivered_at=? WHERE id=?", (now, push)))
+
+    async def undelivered_pushes(self) -> list[tuple[str, Push, tuple[str, ...]]]:
+        def q(c: sqlite3.Connection) -> list[tuple[str, Push, tuple[str, ...]]]:
+            rows = c.execute(
+                "SELECT p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
+                "p.fallback_state, p.fallback_due_at, p.fallback_ended_at, a.access_id FROM pushes p "
+                "JOIN apps a ON a.id = p.app_id WHERE p.delivered_at IS NULL ORDER BY p.accepted_at"
+            ).fetchall()
+            found = []
+            for row in rows:
+                tokens = [r[0] for r in c.execute("SELECT token FROM targets WHERE push=? ORDER BY seq", (row[0],))]
+                push = self._push(row[:10], tokens)
+                assert push is not None
+                found.append((row[10], push, tuple(tokens)))
+            return found
+
+        return await self._read(q)
+
     async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]:
         def q(c: sqlite3.Connection) -> list[TargetView]:
             rows = c.execute(
