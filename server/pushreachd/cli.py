@@ -1,4 +1,5 @@
-"""The `pushreach` command: run the service, manage apps on a database, run the SMS emulator."""
+"""The `pushreach` command: run the service, manage apps on a database, run the SMS emulator,
+and operate a running service (push, status, sms list, stats) through `pushreach.Client`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from pushreach.v1 import push_pb2, sms_pb2  # messages only: no grpc import here
 
 from . import config
 from .apps import AppService
@@ -119,6 +125,278 @@ def cmd_apps_rotate_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- operator commands (through pushreach.Client) -----------------------------------------
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """ISO 8601 (`2025-06-01`, `2025-06-01T08:00:00+08:00`; no zone = UTC) or an age like
+    `30m`, `24h`, `7d` (that long before now). Seconds since the epoch."""
+    text = text.strip()
+    if text[:-1].isdigit() and text[-1:] in _DURATION_UNITS:
+        return (time.time() if now is None else now) - int(text[:-1]) * _DURATION_UNITS[text[-1]]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 nor an age like 30m, 24h, 7d") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    """A proto message as plain JSON: field names as in the proto, every field present, enums by
+    name, timestamps as RFC 3339 (null when unset), 64-bit integers as numbers."""
+
+    def value(field: Any, v: Any) -> Any:
+        if field.message_type is not None:
+            if field.message_type.full_name == "google.protobuf.Timestamp":
+                return v.ToJsonString()
+            return to_json(v)
+        if field.enum_type is not None:
+            known = field.enum_type.values_by_number.get(v)
+            return known.name if known is not None else v
+        return v
+
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        v = getattr(message, field.name)
+        if field.is_repeated:
+            out[field.name] = [value(field, x) for x in v]
+        elif field.message_type is not None and not message.HasField(field.name):
+            out[field.name] = None
+        else:
+            out[field.name] = value(field, v)
+    return out
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def _when(ts: Any) -> str:
+    return ts.ToDatetime(tzinfo=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if ts is not None else "-"
+
+
+def _enum_short(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pushreach import Client
+
+    access_id = args.access_id or os.environ.get("PUSHREACH_ACCESS_ID", "")
+    secret_key = args.secret_key or os.environ.get("PUSHREACH_SECRET_KEY", "")
+    if not access_id or not secret_key:
+        raise _UsageError("credentials needed: --access-id/--secret-key or PUSHREACH_ACCESS_ID/PUSHREACH_SECRET_KEY")
+    credentials = None
+    if args.ca_file:
+        import grpc
+
+        with open(args.ca_file, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return Client(args.server, access_id, secret_key, tls=args.tls, credentials=credentials, timeout=args.timeout)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _run_op(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped-def]
+    """Run an operator command; errors print the status code and field violations, exit 1."""
+    from pushreach import PushreachError
+
+    async def run() -> int:
+        async with _client(args) as client:
+            return int(await action(client))
+
+    try:
+        return asyncio.run(run())
+    except _UsageError as exc:
+        print(f"pushreach: {exc}", file=sys.stderr)
+        return 2
+    except PushreachError as exc:
+        print(f"pushreach: {exc.code.name}: {exc.message}", file=sys.stderr)
+        for v in exc.violations:
+            print(f"  {v.field}: {v.description}", file=sys.stderr)
+        return 1
+
+
+def _load_push_body(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from google.protobuf import json_format
+
+    from .tpns import TpnsBodyError, from_tpns
+
+    try:
+        with (sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")) as f:
+            body = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"cannot read {args.file}: {exc}") from None
+    if args.tpns:
+        try:
+            body, ignored = from_tpns(body)
+        except TpnsBodyError as exc:
+            raise _UsageError(f"TPNS body: {exc}") from None
+        if ignored:
+            print(f"pushreach: TPNS fields ignored: {', '.join(ignored)}", file=sys.stderr)
+    try:
+        return json_format.ParseDict(body, push_pb2.PushRequest())
+    except json_format.ParseError as exc:
+        raise _UsageError(f"push body: {exc}") from None
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    try:
+        request = _load_push_body(args)
+    except _UsageError as exc:
+        print(f"pushreach: {exc}", file=sys.stderr)
+        return 2
+
+    async def action(client) -> int:  # type: ignore[no-untyped-def]
+        pushed = await client.push(request)
+        if args.json:
+            print(json.dumps(to_json(pushed)))
+            return 0
+        print(f"push_id:      {pushed.push_id}")
+        print(f"targets:      {pushed.target_count}")
+        print(f"accepted:     {_when(pushed.accept_time)}")
+        if pushed.HasField("fallback_due_time"):
+            print(f"SMS fallback: {_when(pushed.fallback_due_time)}")
+        for u in pushed.unused_targets:
+            reason = _enum_short(push_pb2.UnusedTargetReason.Name(u.reason), "UNUSED_TARGET_REASON_")
+            print(f"unused:       {u.value} ({reason})")
+        return 0
+
+    return _run_op(args, action)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def action(client) -> int:  # type: ignore[no-untyped-def]
+        first = await client.get_push(args.push_id, page_size=1000)
+        targets = list(first.targets)
+        token = first.next_page_token
+        while token:
+            page = await client.get_push(args.push_id, page_size=1000, page_token=token)
+            targets.extend(page.targets)
+            token = page.next_page_token
+        if args.json:
+            out = to_json(first)
+            out["targets"] = [to_json(t) for t in targets]
+            del out["next_page_token"]
+            print(json.dumps(out))
+            return 0
+        p, f = first.push, first.funnel
+        state = _enum_short(push_pb2.FallbackState.Name(p.fallback_state), "FALLBACK_STATE_")
+        print(f"push {p.push_id}  accepted {_when(p.accept_time)}")
+        due = f"  due {_when(p.fallback_due_time)}" if p.HasField("fallback_due_time") else ""
+        end = f"  ended {_when(p.fallback_end_time)}" if p.HasField("fallback_end_time") else ""
+        print(f"SMS fallback: {state}{due}{end}")
+        print()
+        funnel = [[name.removesuffix("_count"), str(getattr(f, name))] for name in FUNNEL_ORDER]
+        print(_table(funnel, ["funnel", "count"]))
+        print()
+        rows = [
+            [
+                t.token,
+                t.account or "-",
+                t.phone_number or "-",
+                _when(t.arrive_time) if t.HasField("arrive_time") else "-",
+                _when(t.click_time) if t.HasField("click_time") else "-",
+                _enum_short(sms_pb2.SmsStatus.Name(t.sms_status), "SMS_STATUS_") if t.sms_status else "-",
+            ]
+            for t in targets
+        ]
+        print(_table(rows, ["token", "account", "phone", "arrived", "clicked", "sms"]))
+        return 0
+
+    return _run_op(args, action)
+
+
+FUNNEL_ORDER = (
+    "target_count",
+    "arrived_count",
+    "clicked_count",
+    "sms_sent_count",
+    "sms_delivered_count",
+    "sms_failed_count",
+    "sms_rate_limited_count",
+    "sms_unknown_count",
+    "no_phone_count",
+    "arrived_after_sms_count",
+)
+
+
+def cmd_sms_list(args: argparse.Namespace) -> int:
+    try:
+        statuses = [sms_pb2.SmsStatus.Value("SMS_STATUS_" + s.upper()) for s in args.status]
+    except ValueError:
+        known = ", ".join(_enum_short(n, "SMS_STATUS_") for n in sms_pb2.SmsStatus.keys()[1:])
+        print(f"pushreach: --status takes {known}", file=sys.stderr)
+        return 2
+    if args.limit < 1:
+        print("pushreach: --limit must be at least 1", file=sys.stderr)
+        return 2
+
+    async def action(client) -> int:  # type: ignore[no-untyped-def]
+        records = []
+        async for r in client.iter_sms_records(
+            push_id=args.push_id,
+            phone_number=args.phone,
+            statuses=statuses,
+            start_time=args.since,
+            end_time=args.until,
+            show_full_phone_number=args.full_numbers,
+            page_size=min(args.limit, 1000),
+        ):
+            records.append(r)
+            if len(records) >= args.limit:
+                break
+        if args.json:
+            print(json.dumps([to_json(r) for r in records]))
+            return 0
+        rows = [
+            [
+                _when(r.create_time),
+                r.push_id,
+                r.phone_number,
+                _enum_short(sms_pb2.SmsStatus.Name(r.status), "SMS_STATUS_"),
+                r.rate_limit_rule or r.provider_code or "-",
+                str(r.fee),
+            ]
+            for r in records
+        ]
+        print(_table(rows, ["created", "push_id", "phone", "status", "code/rule", "fee"]))
+        return 0
+
+    return _run_op(args, action)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    async def action(client) -> int:  # type: ignore[no-untyped-def]
+        s = await client.get_statistics(start_time=args.since, end_time=args.until)
+        if args.json:
+            print(json.dumps(to_json(s)))
+            return 0
+        print(f"from {_when(s.start_time)} to {_when(s.end_time)}")
+        rows = [
+            ["pushes", str(s.push_count)],
+            ["targets", str(s.target_count)],
+            ["arrived", f"{s.arrived_count} ({s.arrival_rate:.1%})"],
+            ["clicked", f"{s.clicked_count} ({s.click_rate:.1%})"],
+            ["fallbacks pending", str(s.pending_fallback_count)],
+            *[[f"sms {f.name}", str(getattr(s.sms, f.name))] for f in sms_pb2.SmsOutcomeCounts.DESCRIPTOR.fields],
+            ["sms fee", str(s.sms_fee)],
+        ]
+        print(_table(rows, ["", "count"]))
+        return 0
+
+    return _run_op(args, action)
+
+
+
 # -- sms-emulator -------------------------------------------------------------------------
 
 
@@ -195,7 +473,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_arguments(emu)
     emu.set_defaults(func=cmd_sms_emulator)
+    _add_operator_commands(sub)
     return parser
+
+
+def _add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("PUSHREACH_SERVER", "127.0.0.1:50051"),
+                   help="gRPC address of the service (default 127.0.0.1:50051, env PUSHREACH_SERVER)")
+    p.add_argument("--access-id", default="", help="app access id (or PUSHREACH_ACCESS_ID)")
+    p.add_argument("--secret-key", default="",
+                   help="app secret key (or PUSHREACH_SECRET_KEY; prefer the variable: flags show in `ps`)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (system root certificates)")
+    p.add_argument("--ca-file", default="", help="connect with TLS, trusting this CA certificate (PEM)")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_operator_commands(sub: Any) -> None:
+    push = sub.add_parser(
+        "push", help="send a push from a JSON file",
+        description="Send a push. FILE (or - for stdin) is a JSON PushRequest in pushreach's field names "
+        "(enums by name or number); with --tpns it is a TPNS /v3/push/app body as is (audience_type "
+        "\"token_list\", message_type \"notify\", trigger_condition 0/1/2). A request_id is added when the "
+        "body has none, so retries never push twice.",
+    )
+    push.add_argument("file", help="JSON push body, or - for stdin")
+    push.add_argument("--tpns", action="store_true", help="FILE is a TPNS /v3/push/app body")
+    _add_connection_arguments(push)
+    push.set_defaults(func=cmd_push)
+
+    status = sub.add_parser(
+        "status", help="show a push: fallback state, funnel counts, targets",
+        description="Show a push: its SMS fallback state (pending with due time, firing, done, cancelled), "
+        "funnel counts (targets, arrived, clicked, SMS by outcome, no phone, arrived after SMS) and every target.",
+    )
+    status.add_argument("push_id", help="the push id that `push` printed")
+    _add_connection_arguments(status)
+    status.set_defaults(func=cmd_status)
+
+    sms = sub.add_parser("sms", help="supplementary SMS records", description="Supplementary SMS records.")
+    sms_sub = sms.add_subparsers(dest="sms_command", required=True)
+    lst = sms_sub.add_parser(
+        "list", help="list SMS records, newest first",
+        description="List the app's SMS records, newest first. Times are ISO 8601 (no zone = UTC) or an age "
+        "such as 30m, 24h, 7d. Phone numbers are masked unless --full-numbers.",
+    )
+    lst.add_argument("--push-id", default="", help="only this push")
+    lst.add_argument("--phone", default="", help="only this phone number")
+    lst.add_argument("--status", action="append", default=[],
+                     help="only this status (sent, delivered, failed, rate_limited, unknown, undelivered, sending); "
+                          "repeat for several")
+    lst.add_argument("--since", type=parse_time, default=None, help="created at or after this time")
+    lst.add_argument("--until", type=parse_time, default=None, help="created before this time")
+    lst.add_argument("--full-numbers", action="store_true", help="show phone numbers in full")
+    lst.add_argument("--limit", type=int, default=100, help="at most this many records (default 100)")
+    _add_connection_arguments(lst)
+    lst.set_defaults(func=cmd_sms_list)
+
+    stats = sub.add_parser(
+        "stats", help="the app's statistics over a time range",
+        description="The app's figures for pushes accepted in a time range (default: the last 7 days): pushes, "
+        "targets, arrival and click rates, SMS by outcome, SMS fee, pending fallbacks. Times are ISO 8601 "
+        "(no zone = UTC) or an age such as 30m, 24h, 7d.",
+    )
+    stats.add_argument("--since", type=parse_time, default=None, help="pushes accepted at or after this time")
+    stats.add_argument("--until", type=parse_time, default=None, help="pushes accepted before this time")
+    _add_connection_arguments(stats)
+    stats.set_defaults(func=cmd_stats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

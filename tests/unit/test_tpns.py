@@ -1,0 +1,114 @@
+"""TPNS /v3/push/app bodies become pushreach PushRequests, the sample from TPNS's docs included."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from google.protobuf import json_format
+from pushreach.v1 import push_pb2
+
+from pushreachd.tpns import TpnsBodyError, from_tpns
+
+# From TPNS's supplementary-SMS documentation, unchanged.
+TPNS_SAMPLE = {
+    "resend_by_sms": True,
+    "sms_info": {
+        "delay_trigger_time": 3600,
+        "trigger_condition": 1,
+        "sms_sign_name": "signe_name",
+        "sms_template_id": "123",
+        "sms_template_params": ["param1", "param2"],
+        "sms_app_id": "appId",
+    },
+    "audience_type": "token_list",
+    "message": {"title": " test loop", "content": "test loop"},
+    "token_list": ["025ae31e59b3**********a5866354b3", "06dee08efed***********31ef23bba"],
+    "message_type": "notify",
+    "multi_pkg": True,
+}
+
+
+def parse(body: dict) -> push_pb2.PushRequest:
+    ours, ignored = from_tpns(body)
+    assert ignored == []
+    return json_format.ParseDict(ours, push_pb2.PushRequest())
+
+
+def test_the_tpns_sample_becomes_the_same_push() -> None:
+    r = parse(TPNS_SAMPLE)
+    assert r.audience_type == push_pb2.AUDIENCE_TYPE_TOKEN_LIST
+    assert list(r.token_list) == TPNS_SAMPLE["token_list"]
+    assert (r.message.title, r.message.content) == (" test loop", "test loop")
+    assert r.message_type == push_pb2.MESSAGE_TYPE_NOTIFY
+    assert r.multi_pkg and r.resend_by_sms
+    i = r.sms_info
+    assert i.delay_trigger_time == 3600
+    assert i.trigger_condition == push_pb2.TRIGGER_CONDITION_NOT_ARRIVED
+    assert (i.sms_sign_name, i.sms_template_id, i.sms_app_id) == ("signe_name", "123", "appId")
+    assert list(i.sms_template_params) == ["param1", "param2"]
+
+
+@pytest.mark.parametrize(
+    ("tpns", "ours"),
+    [
+        (0, push_pb2.TRIGGER_CONDITION_NOTIFICATION_DISABLED),
+        (1, push_pb2.TRIGGER_CONDITION_NOT_ARRIVED),
+        (2, push_pb2.TRIGGER_CONDITION_NOT_CLICKED),
+    ],
+)
+def test_trigger_condition_is_shifted_by_one(tpns: int, ours: int) -> None:
+    body = copy.deepcopy(TPNS_SAMPLE)
+    body["sms_info"]["trigger_condition"] = tpns
+    assert parse(body).sms_info.trigger_condition == ours == tpns + 1
+
+
+@pytest.mark.parametrize(
+    ("field", "tpns", "ours"),
+    [
+        ("audience_type", "token", push_pb2.AUDIENCE_TYPE_TOKEN),
+        ("audience_type", "account", push_pb2.AUDIENCE_TYPE_ACCOUNT),
+        ("audience_type", "account_list", push_pb2.AUDIENCE_TYPE_ACCOUNT_LIST),
+        ("message_type", "message", push_pb2.MESSAGE_TYPE_MESSAGE),
+        ("environment", "dev", push_pb2.ENVIRONMENT_DEV),
+        ("environment", "product", push_pb2.ENVIRONMENT_PRODUCT),
+    ],
+)
+def test_string_enums(field: str, tpns: str, ours: int) -> None:
+    assert getattr(parse({**TPNS_SAMPLE, field: tpns}), field) == ours
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"sms_info": {**TPNS_SAMPLE["sms_info"], "trigger_condition": 3}}, "sms_info.trigger_condition"),
+        ({"sms_info": {**TPNS_SAMPLE["sms_info"], "trigger_condition": "1"}}, "sms_info.trigger_condition"),
+        ({"sms_info": {**TPNS_SAMPLE["sms_info"], "trigger_condition": True}}, "sms_info.trigger_condition"),
+        ({"audience_type": "all"}, "audience_type"),
+        ({"audience_type": "tag"}, "audience_type"),
+        ({"audience_type": "everyone"}, "audience_type"),
+        ({"message_type": 1}, "message_type"),
+        ({"message": "hello"}, "message"),
+    ],
+)
+def test_what_cannot_be_mapped_is_refused_by_field(change: dict, names: str) -> None:
+    with pytest.raises(TpnsBodyError, match=names.replace(".", r"\.")):
+        from_tpns({**TPNS_SAMPLE, **change})
+
+
+def test_fields_without_an_equivalent_are_reported_not_sent() -> None:
+    body = {
+        **TPNS_SAMPLE,
+        "seq": 7,
+        "message": {**TPNS_SAMPLE["message"], "android": {"n_id": 0}},
+        "sms_info": {**TPNS_SAMPLE["sms_info"], "extra": 1},
+    }
+    ours, ignored = from_tpns(body)
+    assert sorted(ignored) == ["message.android", "seq", "sms_info.extra"]
+    json_format.ParseDict(ours, push_pb2.PushRequest())  # nothing unknown left in it
+
+
+def test_the_input_is_not_changed() -> None:
+    body = copy.deepcopy(TPNS_SAMPLE)
+    from_tpns(body)
+    assert body == TPNS_SAMPLE
