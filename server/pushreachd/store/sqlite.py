@@ -464,8 +464,10 @@ class SqliteStore:
             )
             no_phone = c.execute("SELECT no_phone_count FROM pushes WHERE id=?", (push,)).fetchone()[0]
             (after_sms,) = c.execute(
-                "SELECT count(*) FROM targets t JOIN pushes p ON p.id = t.push "
-                "JOIN devices d ON d.app_id = p.app_id AND d.token = t.token "
+                # CROSS JOIN fixes the order (the push's targets first): left to the planner,
+                # it reads every device of the app.
+                "SELECT count(*) FROM targets t CROSS JOIN pushes p ON p.id = t.push "
+                "CROSS JOIN devices d ON d.app_id = p.app_id AND d.token = t.token "
                 "JOIN sms_records r ON r.push = t.push AND r.phone = d.phone "
                 "WHERE t.push=? AND r.sent_at IS NOT NULL "
                 "AND coalesce(t.arrived_at, t.clicked_at) > r.sent_at",
@@ -524,7 +526,10 @@ class SqliteStore:
         accounts = tuple(
             r[0]
             for r in conn.execute(
-                "SELECT account FROM account_tokens WHERE app_id=? AND token=? ORDER BY bound_at, account",
+                # Left to itself the planner walks every binding of the app (primary key
+                # prefix app_id) instead of this token's few.
+                "SELECT account FROM account_tokens INDEXED BY account_tokens_by_token "
+                "WHERE app_id=? AND token=? ORDER BY bound_at, account",
                 (app_id, token),
             )
         )
@@ -782,7 +787,9 @@ class SqliteStore:
     async def list_sms_records(
         self, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int
     ) -> list[SmsRecord]:
-        where = ["r.app_id=?"]
+        # With a push id, `+` keeps the planner off sms_by_app_time (which would walk the whole
+        # app's history newest first) so it reads the push's own records instead.
+        where = ["+r.app_id=?" if flt.push_id else "r.app_id=?"]
         args: list[Any] = [app_id]
         if flt.push_id:
             where.append("p.push_id=?")
@@ -816,7 +823,8 @@ class SqliteStore:
                 allowed = _in(sources_of(SMS_TRANSITIONS, status))
                 cur = conn.execute(
                     "UPDATE sms_records SET status=?, received_at=?, report_code=?, report_description=? "
-                    f"WHERE serial_no=? AND phone=? AND status IN ({allowed})",
+                    # `serial_no != ''` lets SQLite use the partial index sms_by_serial.
+                    f"WHERE serial_no=? AND serial_no != '' AND phone=? AND status IN ({allowed})",
                     (int(status), rc.receive_time, rc.code, rc.description, rc.serial_no, rc.phone_number),
                 )
                 matched += cur.rowcount
