@@ -6,6 +6,8 @@ import asyncio
 import heapq
 import itertools
 
+from pushreachd.sms.provider import SendOutcome, SmsBatch, SmsProviderError, SmsResult
+
 
 class FakeClock:
     """A Clock whose time moves only when a test calls advance().
@@ -47,3 +49,57 @@ async def _settle(rounds: int = 20) -> None:
     """Give woken tasks a few loop iterations to reach their next await."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+class FakeSmsProvider:
+    """An SmsProvider that records every batch and answers SENT, unless told otherwise.
+
+    - `outcomes[phone]` answers that number with another SendOutcome;
+    - `fail_with` makes every call raise that SmsProviderError;
+    - `hold()` parks every send until `release()`, so a test can stop the world mid-send.
+    """
+
+    name = "fake"
+
+    def __init__(self, max_batch_size: int = 200) -> None:
+        self.max_batch_size = max_batch_size
+        self.batches: list[SmsBatch] = []
+        self.outcomes: dict[str, SendOutcome] = {}
+        self.fail_with: SmsProviderError | None = None
+        self.calls = 0
+        self._gate: asyncio.Event | None = None
+        self.closed = False
+
+    @property
+    def numbers(self) -> list[str]:
+        """Every number handed to the provider, in order (repeats kept: a repeat is a bug)."""
+        return [n for b in self.batches for n in b.phone_numbers]
+
+    def hold(self) -> None:
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
+            self._gate = None
+
+    async def send(self, batch: SmsBatch) -> list[SmsResult]:
+        self.calls += 1
+        if self._gate is not None:
+            await self._gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.batches.append(batch)
+        return [
+            SmsResult(
+                phone_number=n,
+                outcome=self.outcomes.get(n, SendOutcome.SENT),
+                code="Ok",
+                serial_no=f"fake-{len(self.batches)}-{i}",
+                fee=1,
+            )
+            for i, n in enumerate(batch.phone_numbers)
+        ]
+
+    async def close(self) -> None:
+        self.closed = True

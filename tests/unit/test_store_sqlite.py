@@ -1,0 +1,269 @@
+"""The SQLite store: group commit, durability of answered writes, guarded transitions, indexes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pushreachd.errors import AlreadyExists, FailedPrecondition
+from pushreachd.model import (
+    App,
+    AudienceType,
+    EventIn,
+    EventOutcome,
+    EventType,
+    FallbackState,
+    NewPush,
+    PushReceipt,
+    PushSpec,
+    SmsInfo,
+    SmsRecordFilter,
+    SmsStatus,
+    Target,
+    TriggerCondition,
+)
+from pushreachd.ratelimit import RateLimiter
+from pushreachd.sms.provider import DeliveryReceipt
+from pushreachd.store.base import SmsOutcome
+from pushreachd.store.sqlite import SqliteStore
+
+NOW = 1_750_000_000.0
+INFO = SmsInfo(300, TriggerCondition.NOT_ARRIVED, "Pushreach", "123456", "1400000001", ("42",))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(str(tmp_path / "unit.db"))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def app_of(store: SqliteStore, access_id: str = "app-1") -> App:
+    return await store.create_app(access_id, access_id, "verifier", NOW)
+
+
+async def add_push(
+    store: SqliteStore, app: App, push_id: str, tokens: list[str], *, request_id: str = "", sms: bool = True
+) -> int:
+    due = NOW + 300 if sms else None
+    spec = PushSpec(
+        AudienceType.TOKEN_LIST, tuple(tokens), (), "t", "c", resend_by_sms=sms, sms_info=INFO if sms else None
+    )
+    receipt = PushReceipt(push_id, len(tokens), (), NOW, due)
+    new = NewPush(push_id, app.id, spec, tuple(Target(t) for t in tokens), NOW, due, request_id, receipt)
+    _, row = await store.create_push(new, spec.fingerprint())
+    assert row is not None
+    return row
+
+
+# -- group commit ---------------------------------------------------------------------------------
+
+
+async def test_many_concurrent_writes_all_land_in_few_commits(store: SqliteStore, tmp_path: Path) -> None:
+    app = await app_of(store)
+    before = store.stats.commits
+    n = 500
+    devices = await asyncio.gather(
+        *(store.bind_phone(app.id, f"tok{i}", f"+86138{i:08d}", NOW) for i in range(n))
+    )
+    assert [d.phone_number for d in devices] == [f"+86138{i:08d}" for i in range(n)]
+    assert store.stats.commits - before < n / 10, "concurrent writes share commits"
+    # Answered means committed: another connection sees every row right away.
+    other = sqlite3.connect(tmp_path / "unit.db")
+    try:
+        (count,) = other.execute("SELECT count(*) FROM devices WHERE phone != ''").fetchone()
+    finally:
+        other.close()
+    assert count == n
+
+
+async def test_a_failing_write_in_a_batch_does_not_undo_the_others(store: SqliteStore) -> None:
+    app = await app_of(store)
+    await store.bind_account(app.id, "full-0", "full", NOW, max_tokens=1)
+    sizes: list[int] = []
+    store.on_commit = lambda size, _seconds: sizes.append(size)
+    results = await asyncio.gather(
+        store.bind_phone(app.id, "a", "+8613800000001", NOW),
+        store.bind_account(app.id, "full-1", "full", NOW, max_tokens=1),  # refused: account full
+        store.create_app("app-1", "duplicate", "v", NOW),  # refused: access id taken
+        store.bind_phone(app.id, "b", "+8613800000002", NOW),
+        return_exceptions=True,
+    )
+    assert sizes == [4], "all four shared one transaction"
+    assert isinstance(results[1], FailedPrecondition)
+    assert isinstance(results[2], AlreadyExists)
+    a, b = await store.get_device(app.id, "a"), await store.get_device(app.id, "b")
+    assert a is not None and a.phone_number == "+8613800000001"
+    assert b is not None and b.phone_number == "+8613800000002"
+    # The refused write left nothing behind, not even the device row it touched first.
+    assert await store.get_device(app.id, "full-1") is None
+    assert await store.tokens_of_accounts(app.id, ["full"]) == {"full": ["full-0"]}
+
+
+async def test_answered_writes_survive_a_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "unit.db")
+    s = SqliteStore(path)
+    await s.open()
+    app = await app_of(s)
+    await add_push(s, app, "p1", ["tok0"], request_id="r1")
+    await s.close()
+    s = SqliteStore(path)
+    await s.open()  # migrations already applied: a no-op
+    try:
+        push = await s.get_push(app.id, "p1")
+        assert push is not None and push.fallback_state is FallbackState.PENDING
+        assert push.spec.token_list == ("tok0",)
+        assert await s.live_fallbacks() == [(push.id, NOW + 300)]
+    finally:
+        await s.close()
+
+
+# -- guarded transitions -----------------------------------------------------------------------
+
+
+async def test_a_fallback_is_claimed_only_from_pending_or_firing(store: SqliteStore) -> None:
+    app = await app_of(store)
+    plain = await add_push(store, app, "plain", ["t"], sms=False)
+    assert await store.claim_fallback(plain, NOW) is None, "a push without SMS has no fallback"
+    cancelled = await add_push(store, app, "cancelled", ["t"])
+    assert await store.cancel_fallback(app.id, "cancelled", NOW) is FallbackState.CANCELLED
+    assert await store.claim_fallback(cancelled, NOW) is None
+    row = await add_push(store, app, "live", ["t"])
+    job = await store.claim_fallback(row, NOW)
+    assert job is not None and job.sms_info == INFO and job.push_id == "live"
+    with pytest.raises(FailedPrecondition):
+        await store.cancel_fallback(app.id, "live", NOW)
+    await store.finish_fallback(job, 0, NOW)
+    assert await store.claim_fallback(row, NOW) is None
+    assert await store.live_fallbacks() == []
+
+
+async def test_sms_records_are_unique_per_push_and_phone_and_sending_becomes_unknown(store: SqliteStore) -> None:
+    app = await app_of(store)
+    row = await add_push(store, app, "p", ["t"])
+    job = await store.claim_fallback(row, NOW)
+    assert job is not None
+    window = RateLimiter().window(job.policy, NOW)
+    phones = ("+8613800000001", "+8613800000002")
+    assert await store.reserve_sms(job, phones, window, NOW) == (list(phones), 0)
+    assert await store.reserve_sms(job, phones, window, NOW) == ([], 0), "a second reservation is a no-op"
+    await store.finish_sms(job, [SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s-1")], NOW)
+    assert await store.recover_interrupted_sms(NOW) == 1
+    records = {r.phone_number: r.status for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
+    assert records == {phones[0]: SmsStatus.SENT, phones[1]: SmsStatus.UNKNOWN}
+    # A late provider answer cannot turn UNKNOWN into FAILED...
+    await store.finish_sms(job, [SmsOutcome(phones[1], SmsStatus.FAILED)], NOW)
+    # ...but a delivery receipt may still say what became of it.
+    assert await store.apply_receipts([DeliveryReceipt(phones[0], "s-1", True, NOW + 5)]) == 1
+    records = {r.phone_number: r.status for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
+    assert records == {phones[0]: SmsStatus.DELIVERED, phones[1]: SmsStatus.UNKNOWN}
+
+
+# -- indexes for every query the engine makes --------------------------------------------------------
+
+# Full scans that are by design (the receipt poller's occasional list of sources).
+ALLOWED_SCANS = {"SELECT DISTINCT a.access_id, a.sms_credentials, r.sms_app_id FROM sms_records r"}
+BIG_TABLES = {"pushes", "targets", "devices", "account_tokens", "sms_records", "idempotency"}
+
+
+async def test_every_engine_query_uses_an_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def traced(*args, **kwargs):  # type: ignore[no-untyped-def]
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    path = str(tmp_path / "unit.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await exercise(store)
+    finally:
+        await store.close()
+    monkeypatch.undo()
+
+    conn = sqlite3.connect(path)
+    try:
+        offenders = []
+        for sql in set(statements):
+            if not re.match(r"\s*(SELECT|UPDATE|DELETE|INSERT)", sql, re.I) or "schema_version" in sql:
+                continue
+            if any(sql.startswith(a) for a in ALLOWED_SCANS):
+                continue
+            for *_, detail in conn.execute("EXPLAIN QUERY PLAN " + sql):
+                m = re.match(r"SCAN (\w+)(?: AS \w+)?(.*)", detail)
+                if m is not None:
+                    table = _table_of(sql, m.group(1))
+                    if table in BIG_TABLES and "pushes_live_fallbacks" not in m.group(2):
+                        offenders.append(f"{detail}: {sql}")
+                # Reading all of an app's devices or SMS to find one push's or token's rows
+                # is a scan in all but name.
+                m = re.match(r"SEARCH (\w+) USING .*\(app_id=\?\)$", detail)
+                if m is not None and re.search(r"push_id=|\.push=|token=|phone=", sql):
+                    offenders.append(f"{detail}: {sql}")
+    finally:
+        conn.close()
+    assert offenders == []
+
+
+def _table_of(sql: str, name: str) -> str:
+    """`SCAN r` names an alias; find the table it stands for."""
+    m = re.search(rf"(\w+)\s+(?:AS\s+)?{name}\b", sql)
+    if name in BIG_TABLES or m is None:
+        return name
+    return m.group(1)
+
+
+async def exercise(store: SqliteStore) -> None:
+    """Every store call the engine and the API make, once."""
+    app = await app_of(store)
+    other = await app_of(store, "app-2")
+    await store.get_app("app-1")
+    await store.bind_phone(app.id, "t0", "+8613800000001", NOW)
+    await store.bind_phone(app.id, "t1", "+8613800000002", NOW)
+    await store.bind_account(app.id, "t0", "alice", NOW, 100)
+    await store.unbind_account(app.id, "t1", "bob", NOW)
+    await store.unbind_phone(other.id, "t9", NOW)
+    await store.get_device(app.id, "t0")
+    await store.tokens_of_accounts(app.id, ["alice"])
+    row = await add_push(store, app, "p1", ["t0", "t1"], request_id="r1")
+    await add_push(store, app, "p2", ["t0"])
+    await store.cancel_fallback(app.id, "p2", NOW)
+    await store.get_push(app.id, "p1")
+    outcomes = await store.record_events(
+        app.id,
+        [
+            EventIn("p1", "t0", EventType.ARRIVED, NOW),
+            EventIn("p1", "t0", EventType.CLICKED, NOW),
+            EventIn("", "t1", EventType.NOTIFICATION_ENABLED, NOW),
+        ],
+        NOW,
+    )
+    assert outcomes == [EventOutcome.ACCEPTED] * 3
+    await store.live_fallbacks()
+    await store.recover_interrupted_sms(NOW)
+    job = await store.claim_fallback(row, NOW)
+    assert job is not None
+    await store.recipients(job)
+    await store.reserve_sms(job, ("+8613800000002",), RateLimiter().window(job.policy, NOW), NOW)
+    await store.finish_sms(job, [SmsOutcome("+8613800000002", SmsStatus.SENT, serial_no="s1")], NOW)
+    await store.finish_fallback(job, 0, NOW)
+    await store.apply_receipts([DeliveryReceipt("+8613800000002", "s1", True, NOW)])
+    await store.push_targets(row, 0, 100)
+    await store.push_funnel(row)
+    await store.list_sms_records(app.id, SmsRecordFilter(push_id="p1"), None, 100)
+    await store.list_sms_records(app.id, SmsRecordFilter(phone_number="+8613800000002"), (NOW + 1, 99), 100)
+    await store.list_sms_records(app.id, SmsRecordFilter(statuses=(SmsStatus.SENT,), start_time=NOW - 1), None, 100)
+    await store.statistics(app.id, NOW - 60, NOW + 60)
+    await store.sms_sources()
