@@ -123,6 +123,9 @@ class Service:
         """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
         await self.store.open()
         await self.scheduler.start()
+        resumed = await self.pushes.resume_deliveries()
+        if resumed:
+            log.info("%d accepted push(es) had not reached the push channel; delivering them now", resumed)
         if self.settings.metrics_listen:
             host, port = parse_host_port(self.settings.metrics_listen)
             self.metrics_server = MetricsServer(self.metrics, host, port)

@@ -116,7 +116,7 @@ class SmsRecord(_message.Message):
     fee: _builtins.int
     """Billed SMS count (`Fee`)."""
     rate_limit_rule: _builtins.str
-    """For RATE_LIMITED: the rule that stopped it (`same_content_30s`, `daily_limit`,
+    """For RATE_LIMITED: the rule that stopped it (`same_content`, `daily_limit`,
     or `provider`).
     """
     report_code: _builtins.str
