@@ -68,6 +68,7 @@ class EventService:
         """One message of a stream: valid events are stored together, the rest counted."""
         now = self._clock.time()
         valid: list[tuple[int, EventIn]] = []
+        invalid: dict[int, str] = {}
         if len(drafts) > limits.MAX_EVENTS_PER_MESSAGE:
             for i in range(len(drafts)):
                 tally.add(tally.seen + i, EventOutcome.INVALID, f"message carries more than {limits.MAX_EVENTS_PER_MESSAGE} events")
@@ -78,12 +79,15 @@ class EventService:
             v = Violations()
             event = validate_event(v, f"events[{index}].", draft, now)
             if event is None:
-                tally.add(index, EventOutcome.INVALID, "; ".join(f"{x.field}: {x.description}" for x in v.items))
+                invalid[index] = "; ".join(f"{x.field}: {x.description}" for x in v.items)
             else:
                 valid.append((index, event))
+        outcomes = await self._store.record_events(app.id, [e for _, e in valid], now) if valid else []
+        # Tally in stream order, so `rejected` lists the first rejections of the stream.
+        stored = {index: outcome for (index, _), outcome in zip(valid, outcomes, strict=True)}
+        for index in range(tally.seen, tally.seen + len(drafts)):
+            if index in invalid:
+                tally.add(index, EventOutcome.INVALID, invalid[index])
+            else:
+                tally.add(index, stored[index])
         tally.seen += len(drafts)
-        if not valid:
-            return
-        outcomes = await self._store.record_events(app.id, [e for _, e in valid], now)
-        for (index, _), outcome in zip(valid, outcomes, strict=True):
-            tally.add(index, outcome)
