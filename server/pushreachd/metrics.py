@@ -111,7 +111,7 @@ class Metrics:
         self.fires = Counter(f"{PREFIX}_fallback_fires", "Fallbacks fired (judged and sent).", registry=r)
         self.sms = Counter(
             f"{PREFIX}_sms",
-            "Supplementary SMS by outcome when the fallback fired: sent, failed, rate_limited.",
+            "Supplementary SMS by outcome when the fallback fired: sent, failed, rate_limited, unknown.",
             ["outcome"],
             registry=r,
         )
@@ -142,7 +142,7 @@ class Metrics:
         )
         self._live = _LiveCollector()
         r.register(self._live)
-        for code in ("sent", "failed", "rate_limited"):
+        for code in ("sent", "failed", "rate_limited", "unknown"):
             self.sms.labels(code)  # every outcome shows from the start, at 0
 
     # -- hooks --------------------------------------------------------------------------
@@ -163,6 +163,7 @@ class Metrics:
         self.sms.labels("sent").inc(report.sent)
         self.sms.labels("failed").inc(report.failed)
         self.sms.labels("rate_limited").inc(report.rate_limited)
+        self.sms.labels("unknown").inc(report.unknown)
         self.no_phone.inc(report.no_phone)
 
     def observe_commit(self, batch_size: int, seconds: float) -> None:

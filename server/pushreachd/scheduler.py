@@ -50,6 +50,7 @@ class FireReport:
     sent: int
     failed: int
     rate_limited: int
+    unknown: int  # may or may not have reached the phone; never resent
     no_phone: int
 
 
@@ -167,14 +168,17 @@ class Scheduler:
             sent=sum(o.status is SmsStatus.SENT for o in outcomes),
             failed=sum(o.status is SmsStatus.FAILED for o in outcomes),
             rate_limited=limited + sum(o.status is SmsStatus.RATE_LIMITED for o in outcomes),
+            unknown=sum(o.status is SmsStatus.UNKNOWN for o in outcomes),
             no_phone=decision.no_phone_count,
         )
         log.info(
-            "fallback of push %s fired: %d sent, %d failed, %d rate-limited, %d satisfied, %d without phone",
+            "fallback of push %s fired: %d sent, %d failed, %d rate-limited, %d unknown, %d satisfied, "
+            "%d without phone",
             job.push_id,
             report.sent,
             report.failed,
             report.rate_limited,
+            report.unknown,
             decision.satisfied_phones,
             report.no_phone,
         )

@@ -19,7 +19,7 @@ def value(m: Metrics, name: str, **labels: str) -> float | None:
 
 
 def report(lateness: float = 0.5, sent: int = 2, failed: int = 1, rate_limited: int = 3, no_phone: int = 4) -> FireReport:
-    return FireReport("p1", "a1", lateness, sent, failed, rate_limited, no_phone)
+    return FireReport("p1", "a1", lateness, sent, failed, rate_limited, 0, no_phone)
 
 
 def test_each_metrics_has_its_own_registry() -> None:
