@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,3 +116,14 @@ def sms_push(
         ),
         **extra,  # type: ignore[arg-type]
     )
+
+
+async def wait_done(caller: Caller, push_id: str, timeout: float = 10.0) -> push_pb2.GetPushResponse:
+    """Poll GetPush until the push's fallback is DONE (bounded by `timeout`)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await caller.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=caller.metadata)
+        if got.push.fallback_state == push_pb2.FALLBACK_STATE_DONE:
+            return got
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.05)

@@ -11,19 +11,11 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 from pushreach.v1 import event_pb2, push_pb2, sms_pb2
 
-from tests.harness import Caller, Running, sms_push
+from tests.harness import Caller, Running, sms_push, wait_done
 
 PHONES = ["+8613800000001", "+8613800000002", "+8613800000003"]
 
 
-async def wait_done(caller: Caller, push_id: str, timeout: float = 10.0) -> push_pb2.GetPushResponse:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await caller.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=caller.metadata)
-        if got.push.fallback_state == push_pb2.FALLBACK_STATE_DONE:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, got
-        await asyncio.sleep(0.05)
 
 
 async def sms_records(caller: Caller, push_id: str) -> list[sms_pb2.SmsRecord]:

@@ -14,7 +14,7 @@ from pushreach.v1 import admin_pb2, push_pb2, sms_pb2
 from pushreachd.sms.emulator import SmsEmulator
 from pushreachd.sms.tencent import TencentSmsProvider
 from pushreachd.wiring import Overrides
-from tests.harness import ADMIN_TOKEN, Caller, Running, sms_push, start_service, test_settings
+from tests.harness import ADMIN_TOKEN, Caller, Running, sms_push, start_service, test_settings, wait_done
 
 SECRET_ID, SECRET_KEY = "AKIDpushreachA", "key-of-app-a"
 OTHER_ID, OTHER_KEY = "AKIDpushreachB", "key-of-app-b"
@@ -92,14 +92,6 @@ def push_request(tokens: list[str], *params: str) -> push_pb2.PushRequest:
     return request
 
 
-async def wait_done(app: Caller, push_id: str, timeout: float = 10.0) -> push_pb2.GetPushResponse:
-    deadline = now() + timeout
-    while True:
-        got = await app.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=app.metadata)
-        if got.push.fallback_state == push_pb2.FALLBACK_STATE_DONE:
-            return got
-        assert now() < deadline, got
-        await asyncio.sleep(0.05)
 
 
 async def push_and_wait(app: Caller, request: push_pb2.PushRequest) -> str:
