@@ -12,7 +12,6 @@ from pushreach import Client, PushreachError
 from pushreach.v1 import device_pb2_grpc, event_pb2, push_pb2, push_pb2_grpc, sms_pb2
 
 from tests.harness import Running, sms_push, start_service, test_settings
-from tests.integration.test_fallback_e2e import wait_done
 
 
 async def client_for(server: Running, **kwargs: object) -> Client:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 
-from pushreach.v1 import event_pb2, push_pb2, sms_pb2
+from pushreach.v1 import event_pb2, sms_pb2
 
 from tests.harness import Caller, Running, sms_push, wait_done
 

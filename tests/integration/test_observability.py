@@ -3,7 +3,6 @@ GetStatistics and /metrics tell exactly what happened."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
