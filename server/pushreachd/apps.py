@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import limits
@@ -16,6 +18,11 @@ from .validation import Violations, check_text
 
 MAX_SAME_CONTENT_INTERVAL = 86400
 MAX_DAILY_LIMIT = 1000
+# Authenticated apps are remembered this long: an RPC then costs no store read and no trip to
+# a worker thread. Changes made through this service drop the entry at once; a change made
+# elsewhere (the CLI on the same database, another instance) is seen within this time.
+AUTH_CACHE_SECONDS = 2.0
+AUTH_CACHE_MAX = 10_000
 
 
 def _credentials_ad(access_id: str) -> bytes:
@@ -29,6 +36,9 @@ class AppService:
         self._box = box
         self._clock = clock
         self._verified = VerifierCache()
+        # access_id -> (sha256 of the secret that passed, the App, clock time it expires)
+        self._authed: dict[str, tuple[bytes, App, float]] = {}
+        self._changes = 0  # bumped by _forget: a check that overlapped a change is not cached
 
     async def create_app(self, name: str) -> tuple[App, str]:
         v = Violations()
@@ -47,12 +57,28 @@ class AppService:
     async def authenticate(self, access_id: str, secret: str) -> App:
         """The app whose credentials these are; Unauthenticated otherwise (one message for
         every failure, so a caller cannot tell an unknown app from a wrong secret)."""
+        digest = hashlib.sha256(secret.encode()).digest()
+        now = self._clock.time()
+        hit = self._authed.get(access_id)
+        if hit is not None and hit[2] > now and hmac.compare_digest(hit[0], digest):
+            return hit[1]
+        changes = self._changes
         app = await self._store.get_app(access_id) if access_id else None
         verifier = app.secret_verifier if app is not None else _DUMMY_VERIFIER
         ok = await asyncio.to_thread(self._verified.check, access_id, secret, verifier)
         if app is None or not ok:
             raise Unauthenticated("invalid app credentials")
+        if changes != self._changes:
+            return app  # the app changed while we checked: answer, but do not remember it
+        if len(self._authed) >= AUTH_CACHE_MAX:
+            self._authed.pop(next(iter(self._authed)))  # the oldest entry
+        self._authed[access_id] = (digest, app, now + AUTH_CACHE_SECONDS)
         return app
+
+    def _forget(self, access_id: str) -> None:
+        """Drop a cached authentication after the app changed (secret, credentials, policy)."""
+        self._changes += 1
+        self._authed.pop(access_id, None)
 
     async def get_app(self, access_id: str) -> App:
         app = await self._store.get_app(access_id) if access_id else None
@@ -67,6 +93,7 @@ class AppService:
         app = await self.get_app(access_id)
         secret = new_secret_key()
         await self._store.set_app_secret(app.id, await asyncio.to_thread(make_verifier, secret))
+        self._forget(access_id)
         return secret
 
     async def set_sms_credentials(self, access_id: str, secret_id: str, secret_key: str) -> App:
@@ -76,7 +103,9 @@ class AppService:
         v.raise_if_any()
         app = await self.get_app(access_id)
         plain = f"{secret_id}\n{secret_key}".encode()
-        return await self._store.set_sms_credentials(app.id, self._box.seal(plain, _credentials_ad(access_id)))
+        updated = await self._store.set_sms_credentials(app.id, self._box.seal(plain, _credentials_ad(access_id)))
+        self._forget(access_id)
+        return updated
 
     def sms_credentials(self, access_id: str, blob: bytes | None) -> SmsCredentials | None:
         """Open an app's sealed SMS credentials; None when unset or unreadable."""
@@ -108,7 +137,9 @@ class AppService:
             daily_limit=policy.daily_limit or defaults.daily_limit,
             time_zone=policy.time_zone,
         )
-        return await self._store.set_rate_limit_policy(app.id, effective)
+        updated = await self._store.set_rate_limit_policy(app.id, effective)
+        self._forget(access_id)
+        return updated
 
 
 # Checked against when the app does not exist, so both failures cost the same scrypt time.
