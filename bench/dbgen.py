@@ -1,0 +1,67 @@
+"""Build a store quickly: direct SQL inserts into a schema made by the store's migrations.
+
+The app itself is created through the CLI first (so its secret verifier and the master key
+file are real); the pushes, targets and devices are then inserted in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from pushreachd.api.convert import push_draft
+from pushreachd.model import FallbackState
+from pushreachd.store.migrations import migrate
+from pushreachd.validation import validate_push
+
+from .load import push_request
+
+
+def spec_json(delay: int) -> str:
+    """The stored spec of a single-token push, as the store writes it (tokens live in targets)."""
+    spec = validate_push(push_draft(push_request(["tok"], delay)), 1)
+    return replace(spec, token_list=()).to_json()
+
+
+def phone(i: int) -> str:
+    return f"+86138{i:08d}"
+
+
+def add_pending(db: Path, n: int, due_at: Callable[[int], float], *, accepted_at: float,
+                delay: int, phones: bool = False) -> None:
+    """n single-target pushes with a PENDING fallback; target i is token tok-i (bound to a
+    distinct phone when `phones`)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        migrate(conn)
+        (app_id,) = conn.execute("SELECT min(id) FROM apps").fetchone()
+        (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM pushes").fetchone()
+        spec = spec_json(delay)
+        pending = int(FallbackState.PENDING)
+        # Already handed to the push channel (when the schema tracks it): a restart only arms.
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(pushes)")}
+        delivered = ", delivered_at" if "delivered_at" in columns else ""
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO pushes (id, app_id, push_id, request_id, spec, accepted_at, target_count, "
+            f"fallback_state, fallback_due_at{delivered}) VALUES (?,?,?,'',?,?,1,?,?{',?' if delivered else ''})",
+            ((base + i + 1, app_id, f"b{base + i + 1:019x}", spec, accepted_at, pending, due_at(i),
+              *((accepted_at,) if delivered else ())) for i in range(n)),
+        )
+        conn.executemany(
+            "INSERT INTO targets (push, token, seq, account) VALUES (?,?,0,'')",
+            ((base + i + 1, f"tok-{i}") for i in range(n)),
+        )
+        if phones:
+            conn.executemany(
+                "INSERT INTO devices (app_id, token, phone, updated_at) VALUES (?,?,?,?)",
+                ((app_id, f"tok-{i}", phone(i), accepted_at) for i in range(n)),
+            )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()

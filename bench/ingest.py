@@ -1,0 +1,184 @@
+"""Push ingest, push fan-out and event ingest: pushreach against a no-op grpc.aio servicer.
+
+The pushreach server (`pushreach serve`, real SQLite with synchronous=FULL, console SMS) and
+the no-op server each run in their own process; the client harness runs in this process, so
+client and server never share an event loop. Both servers get the same client and requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from pushreach.v1 import event_pb2, event_pb2_grpc, push_pb2_grpc
+
+from . import procs
+from .common import Config, Figure
+from .load import CHANNEL_OPTIONS, Run, basic, closed_loop, push_request
+
+
+async def _push_run(target: str, md: tuple, *, tokens_per_push: int, concurrency: int, count: int,
+                    seconds: float, offset: int) -> tuple[Run, list[str]]:
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+        stub = push_pb2_grpc.PushServiceStub(ch)
+        if tokens_per_push == 1:
+            requests = [push_request([f"tok-{offset + i}"]) for i in range(count)]
+        else:
+            fixed = push_request([f"tok-{j}" for j in range(tokens_per_push)])
+            requests = [fixed] * count
+        ids: list[str] = []
+
+        async def call(i: int) -> None:
+            r = await stub.Push(requests[i], metadata=md, timeout=30)
+            ids.append(r.push_id)
+
+        # warm up: connections, server caches, first-call costs
+        await closed_loop(call, concurrency=min(concurrency, 8), count=min(count, 50), seconds=5)
+        ids.clear()
+        run = await closed_loop(call, concurrency=concurrency, count=count, seconds=seconds)
+        return run, ids
+
+
+def _event_messages(pairs: list[tuple[str, str]], per_message: int, event_type: int) -> list[event_pb2.ReportEventsRequest]:
+    now = Timestamp()
+    now.FromSeconds(int(time.time()))
+    out = []
+    for i in range(0, len(pairs), per_message):
+        out.append(event_pb2.ReportEventsRequest(events=[
+            event_pb2.Event(push_id=p, token=t, event_type=event_type, event_time=now)
+            for p, t in pairs[i:i + per_message]
+        ]))
+    return out
+
+
+async def _stream_run(target: str, md: tuple, messages: list, *, streams: int, per_stream: int,
+                      seconds: float) -> tuple[Run, int, int]:
+    """`streams` concurrent ReportEvents calls, each sending `per_stream` messages."""
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+        stub = event_pb2_grpc.EventServiceStub(ch)
+        chunks = [messages[i:i + per_stream] for i in range(0, len(messages), per_stream)]
+        accepted = 0
+        sent = 0
+
+        async def call(i: int) -> None:
+            nonlocal accepted, sent
+            chunk = chunks[i]
+
+            async def gen():  # type: ignore[no-untyped-def]
+                for m in chunk:
+                    yield m
+
+            r = await stub.ReportEvents(gen(), metadata=md, timeout=120)
+            accepted += r.accepted_count
+            sent += sum(len(m.events) for m in chunk)
+
+        run = await closed_loop(call, concurrency=streams, count=len(chunks), seconds=seconds)
+        return run, sent, accepted
+
+
+async def _unary_events(target: str, md: tuple, pairs: list[tuple[str, str]], *, concurrency: int,
+                        seconds: float) -> Run:
+    now = Timestamp()
+    now.FromSeconds(int(time.time()))
+    requests = [
+        event_pb2.ReportEventRequest(push_id=p, token=t, event_type=event_pb2.EVENT_TYPE_CLICKED, event_time=now)
+        for p, t in pairs
+    ]
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+        stub = event_pb2_grpc.EventServiceStub(ch)
+
+        async def call(i: int) -> None:
+            await stub.ReportEvent(requests[i], metadata=md, timeout=30)
+
+        await closed_loop(call, concurrency=8, count=min(50, len(requests)), seconds=5)  # warm up
+        return await closed_loop(call, concurrency=concurrency, count=len(requests) - 50, seconds=seconds)
+
+
+def run(cfg: Config, which: set[str]) -> list[Figure]:
+    figures: list[Figure] = []
+    q = cfg.quick
+    rounds = 1 if q else cfg.rounds
+    with tempfile.TemporaryDirectory(prefix="pushreach-bench-") as tmp:
+        db = Path(tmp) / "ingest.db"
+        access_id, secret = procs.create_app(db)
+        md = basic(access_id, secret)
+        with procs.pushreach(db) as (target, server), procs.noop_server() as (noop, _):
+            # -- push ingest ---------------------------------------------------------------
+            if "push" in which:
+                count, seconds, conc = (3000, 8.0, 64) if q else (15000, 20.0, 64)
+                best = {"pushreach": Run(), "noop": Run()}
+                for r in range(rounds):
+                    for name, tgt in (("noop", noop), ("pushreach", target)):
+                        res, _ = asyncio.run(_push_run(tgt, md, tokens_per_push=1, concurrency=conc,
+                                                       count=count, seconds=seconds, offset=r * count))
+                        if res.rate > best[name].rate:
+                            best[name] = res
+                p, n = best["pushreach"], best["noop"]
+                figures.append(Figure(
+                    "push ingest", "single-target Push, durable", p.rate, "req/s",
+                    baseline="no-op grpc.aio servicer, same client", baseline_value=n.rate,
+                    target=">= 0.8 x no-op", met=p.rate >= 0.8 * n.rate,
+                    extra={"concurrency": conc, "calls": p.calls, "errors": p.errors, "first_error": p.first_error,
+                           "p50_ms": p.pct(50) * 1e3, "p99_ms": p.pct(99) * 1e3,
+                           "noop_p50_ms": n.pct(50) * 1e3, "noop_p99_ms": n.pct(99) * 1e3},
+                ))
+            # -- fan-out (also makes the pushes the events below are about) ------------------
+            push_ids: list[str] = []
+            if "fanout" in which or "events" in which:
+                count, seconds, conc = (60, 10.0, 8) if q else (250, 30.0, 8)
+                t_cpu = procs.cpu_seconds(server.pid)
+                p, push_ids = asyncio.run(_push_run(target, md, tokens_per_push=1000, concurrency=conc,
+                                                    count=count, seconds=seconds, offset=0))
+                server_cpu = procs.cpu_seconds(server.pid) - t_cpu
+                n, _ = asyncio.run(_push_run(noop, md, tokens_per_push=1000, concurrency=conc,
+                                             count=count, seconds=seconds, offset=0))
+                if "fanout" in which:
+                    figures.append(Figure(
+                        "push fan-out", "Push with 1,000 tokens, durable", p.rate * 1000, "targets/s",
+                        baseline="no-op servicer (for scale)", baseline_value=n.rate * 1000,
+                        target=">= 100,000 targets/s", met=p.rate * 1000 >= 100_000,
+                        extra={"pushes": p.calls, "errors": p.errors, "first_error": p.first_error,
+                               "p50_ms": p.pct(50) * 1e3, "p99_ms": p.pct(99) * 1e3,
+                               "server_cpu_s_per_1k_targets": server_cpu / max(1, p.calls)},
+                    ))
+            # -- event ingest --------------------------------------------------------------
+            if "events" in which:
+                pairs = [(pid, f"tok-{j}") for pid in push_ids for j in range(1000)]
+                n_stream = min(len(pairs), 40_000 if q else 200_000)
+                per_message, per_stream = 500, 20
+                messages = _event_messages(pairs[:n_stream], per_message, event_pb2.EVENT_TYPE_ARRIVED)
+                seconds = 20.0 if q else 60.0
+                n, n_sent, _ = asyncio.run(_stream_run(noop, md, messages, streams=4, per_stream=per_stream, seconds=seconds))
+                p, p_sent, p_accepted = asyncio.run(_stream_run(target, md, messages, streams=4, per_stream=per_stream, seconds=seconds))
+                p_rate, n_rate = p_sent / p.elapsed, n_sent / n.elapsed
+                figures.append(Figure(
+                    "event ingest", "ReportEvents stream, 500 events/message, durable", p_rate, "events/s",
+                    baseline="no-op stream fed the same messages", baseline_value=n_rate,
+                    target=">= 100,000 events/s and >= 0.5 x no-op",
+                    met=p_rate >= 100_000 and p_rate >= 0.5 * n_rate,
+                    extra={"events": p_sent, "accepted": p_accepted, "streams": 4, "errors": p.errors,
+                           "first_error": p.first_error},
+                ))
+                n_unary = min(len(pairs), 5000 if q else 15000)
+                conc = 64
+                best = {"pushreach": Run(), "noop": Run()}
+                for r in range(rounds):
+                    for name, tgt in (("noop", noop), ("pushreach", target)):
+                        lo = (r * n_unary) % max(1, len(pairs) - n_unary)  # fresh pairs each round
+                        res = asyncio.run(_unary_events(tgt, md, pairs[lo:lo + n_unary], concurrency=conc,
+                                                        seconds=8.0 if q else 20.0))
+                        if res.rate > best[name].rate:
+                            best[name] = res
+                p, n = best["pushreach"], best["noop"]
+                figures.append(Figure(
+                    "event ingest", "unary ReportEvent, durable", p.rate, "req/s",
+                    baseline="no-op unary, same client", baseline_value=n.rate,
+                    target=">= 0.8 x no-op", met=p.rate >= 0.8 * n.rate,
+                    extra={"concurrency": conc, "calls": p.calls, "errors": p.errors, "first_error": p.first_error,
+                           "p50_ms": p.pct(50) * 1e3, "p99_ms": p.pct(99) * 1e3},
+                ))
+    return figures
