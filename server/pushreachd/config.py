@@ -128,6 +128,21 @@ class Settings:
     insecure: bool = field(
         default=False, metadata=_help("allow plaintext gRPC on a non-loopback listen address")
     )
+    app_rate_limit: float = field(
+        default=2000.0,
+        metadata=_help("requests per second each app may make (token bucket); 0 = unlimited"),
+    )
+    app_rate_burst: int = field(
+        default=0, metadata=_help("requests an app may make at once; 0 = one second's worth")
+    )
+    auth_failure_limit: int = field(
+        default=10,
+        metadata=_help("failed authentications from one address before its attempts slow down; 0 = off"),
+    )
+    retention_days: int = field(
+        default=90,
+        metadata=_help("days SMS records and finished pushes are kept; 0 = keep forever"),
+    )
 
     @property
     def resolved_master_key_file(self) -> str:
@@ -480,6 +495,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "tls_cert": _check_readable_file,
     "tls_key": _check_readable_file,
     "tls_client_ca": _check_readable_file,
+    "app_rate_limit": _check_range(0, 1_000_000),
+    "app_rate_burst": _check_range(0, 1_000_000),
+    "auth_failure_limit": _check_range(0, 1000),
+    "retention_days": _check_range(0, 36500),
 }
 
 

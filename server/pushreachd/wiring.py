@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from .admission import AppRequestLimiter, AuthFailureThrottle
 from .api.admin import AdminServicer
 from .api.auth import Authenticator
 from .api.device import DeviceServicer
@@ -103,7 +104,13 @@ class Service:
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
         self.reporting = ReportingService(self.store, self.clock)
-        auth = Authenticator(self.apps, settings.admin_token)
+        auth = Authenticator(
+            self.apps,
+            settings.admin_token,
+            clock=self.clock,
+            throttle=AuthFailureThrottle(self.clock, settings.auth_failure_limit),
+            limiter=AppRequestLimiter(self.clock, settings.app_rate_limit, settings.app_rate_burst),
+        )
         self.grpc = GrpcServer(
             PushServicer(auth, self.pushes),
             DeviceServicer(auth, self.devices),

@@ -386,3 +386,22 @@ def test_parse_host_port_rejects(text: str) -> None:
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected
+
+
+def test_hostile_input_and_retention_settings() -> None:
+    s = load()
+    assert (s.app_rate_limit, s.app_rate_burst, s.auth_failure_limit, s.retention_days) == (2000.0, 0, 10, 90)
+    s = load(
+        "--app-rate-limit", "0", "--app-rate-burst", "50", "--auth-failure-limit", "0",
+        env={"PUSHREACH_RETENTION_DAYS": "0"},
+    )
+    assert (s.app_rate_limit, s.app_rate_burst, s.auth_failure_limit, s.retention_days) == (0.0, 50, 0, 0)
+    for flag, value in [
+        ("--app-rate-limit", "-1"),
+        ("--app-rate-burst", "-5"),
+        ("--auth-failure-limit", "1001"),
+        ("--retention-days", "-1"),
+    ]:
+        setting = flag[2:].replace("-", "_")
+        with pytest.raises(ConfigError, match=rf"^{setting}=.*\(from {flag}\)"):
+            load(flag, value)

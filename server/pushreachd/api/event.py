@@ -3,6 +3,8 @@ from __future__ import annotations
 import grpc
 from pushreach.v1 import event_pb2, event_pb2_grpc
 
+from .. import limits
+from ..errors import ResourceExhausted
 from ..events import EventService, EventTally
 from ..model import App
 from ..validation import EventDraft
@@ -32,7 +34,17 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
     @app_rpc
     async def ReportEvents(self, request_iterator, app: App, context: grpc.aio.ServicerContext):
         tally = EventTally()
+        messages = 0
         async for message in request_iterator:
+            messages += 1
+            events = len(message.events)
+            if messages > limits.MAX_MESSAGES_PER_STREAM or tally.seen + events > limits.MAX_EVENTS_PER_STREAM:
+                # What came before is recorded; the caller learns how far it got and starts a new stream.
+                raise ResourceExhausted(
+                    f"a ReportEvents stream carries at most {limits.MAX_MESSAGES_PER_STREAM} messages and "
+                    f"{limits.MAX_EVENTS_PER_STREAM} events; the first {messages - 1} messages "
+                    f"({tally.seen} events: {tally.accepted} accepted, {tally.duplicate} duplicate) were recorded"
+                )
             await self._events.report_many(app, [_draft(e) for e in message.events], tally)
         return event_pb2.ReportEventsResponse(
             accepted_count=tally.accepted,

@@ -45,7 +45,7 @@ def admin_rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self.auth.admin(context)
+            await self.auth.admin(context)
             return await method(self, request, context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
