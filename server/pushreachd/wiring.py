@@ -28,6 +28,7 @@ from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .pushes import PushService
 from .ratelimit import RateLimiter
 from .reporting import ReportingService
+from .retention import RetentionPurger
 from .scheduler import Scheduler
 from .secrets import SecretBox, load_master_key
 from .sms.console import ConsoleSmsProvider
@@ -124,12 +125,15 @@ class Service:
         self.receipt_server: ReceiptServer | None = None
         self.receipt_poller: ReceiptPoller | None = None
         self._poller_task: asyncio.Task[None] | None = None
+        self.retention = RetentionPurger(self.store, self.clock, settings.retention_days)
+        self._retention_task: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self) -> int:
         """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
         await self.store.open()
         await self.scheduler.start()
+        self._retention_task = asyncio.create_task(self.retention.run(), name="pushreach-retention")
         resumed = await self.pushes.resume_deliveries()
         if resumed:
             log.info("%d accepted push(es) had not reached the push channel; delivering them now", resumed)
@@ -174,6 +178,9 @@ class Service:
         await self.grpc.stop(grace)
         if self._poller_task is not None:
             self._poller_task.cancel()
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         if self.receipt_server is not None:
             await self.receipt_server.stop()
         await self.scheduler.stop(grace)

@@ -60,6 +60,16 @@ class SmsOutcome:
     rate_limit_rule: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    """Rows one purge deleted."""
+
+    pushes: int = 0
+    targets: int = 0
+    sms_records: int = 0
+    idempotency: int = 0
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None:
@@ -134,5 +144,14 @@ class Store(Protocol):
         """(access id, credentials blob, sms app id) pairs that sent recently, for polling."""
 
     async def statistics(self, app_id: int, start: float, end: float) -> Statistics: ...
+
+    # retention
+    async def purge_expired(
+        self, finished_before: float | None, idempotency_before: float, limit: int
+    ) -> PurgeCounts:
+        """Delete up to `limit` pushes whose fallback is over (DONE, CANCELLED or NONE) and ended
+        (or, without a fallback, were accepted) before `finished_before`, with their targets and
+        SMS records; and idempotency rows created before `idempotency_before`. A PENDING or
+        FIRING fallback is never touched. `finished_before` None: keep every push."""
 
 

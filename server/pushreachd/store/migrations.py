@@ -100,6 +100,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (app_id, method, request_id)
     ) WITHOUT ROWID;
     """,
+    # 2: what the retention purge looks rows up by.
+    """
+    CREATE INDEX pushes_by_time ON pushes(accepted_at);
+    CREATE INDEX idempotency_by_time ON idempotency(created_at);
+    """,
 ]
 
 

@@ -45,7 +45,7 @@ from ..model import (
 from ..ratelimit import Window
 from ..sms.provider import DeliveryReceipt
 from ..states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
-from .base import FireJob, SmsOutcome
+from .base import FireJob, PurgeCounts, SmsOutcome
 from .migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -876,6 +876,38 @@ class SqliteStore:
             )
 
         return await self._read(q)
+
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def purge_expired(
+        self, finished_before: float | None, idempotency_before: float, limit: int
+    ) -> PurgeCounts:
+        over = _in((FallbackState.DONE, FallbackState.CANCELLED, FallbackState.NONE))
+
+        def op(conn: sqlite3.Connection) -> PurgeCounts:
+            pushes = targets = records = 0
+            if finished_before is not None:
+                # ended_at >= accepted_at, so the accepted_at bound only narrows the index range.
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM pushes WHERE accepted_at < ? AND fallback_state IN "
+                        f"({over}) AND coalesce(fallback_ended_at, accepted_at) < ? LIMIT ?",
+                        (finished_before, finished_before, limit),
+                    )
+                ]
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    records = conn.execute(f"DELETE FROM sms_records WHERE push IN ({marks})", ids).rowcount
+                    targets = conn.execute(f"DELETE FROM targets WHERE push IN ({marks})", ids).rowcount
+                    pushes = conn.execute(f"DELETE FROM pushes WHERE id IN ({marks})", ids).rowcount
+            idempotency = conn.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)
+            ).rowcount
+            return PurgeCounts(pushes, targets, records, idempotency)
+
+        return await self._write(op)
 
 
 # -- helpers that run on the writer thread ------------------------------------------------
