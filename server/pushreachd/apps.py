@@ -126,7 +126,7 @@ class AppService:
         if policy.time_zone:
             try:
                 ZoneInfo(policy.time_zone)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: e.g. a name too long for a path
                 v.add("policy.time_zone", "not an IANA time zone")
         v.raise_if_any()
         app = await self.get_app(access_id)

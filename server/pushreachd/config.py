@@ -442,7 +442,7 @@ def _check_endpoint(value: str) -> str | None:
 def _check_time_zone(value: str) -> str | None:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         return "must be an IANA time zone name such as Asia/Shanghai or UTC"
     return None
 

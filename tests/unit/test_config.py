@@ -405,3 +405,8 @@ def test_hostile_input_and_retention_settings() -> None:
         setting = flag[2:].replace("-", "_")
         with pytest.raises(ConfigError, match=rf"^{setting}=.*\(from {flag}\)"):
             load(flag, value)
+
+
+def test_a_time_zone_name_too_long_for_a_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="rate_limit_time_zone=.*IANA"):
+        load("--rate-limit-time-zone", "0" * 300)
