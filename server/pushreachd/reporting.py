@@ -9,6 +9,7 @@ from .store.base import Store
 from .validation import Violations, page_size, validate_phone
 
 DEFAULT_STATISTICS_DAYS = 7
+EARLIEST = -62135596800  # 0001-01-01T00:00:00Z
 
 
 class ReportingService:
@@ -48,7 +49,8 @@ class ReportingService:
 
     async def statistics(self, app: App, start: float | None, end: float | None) -> Statistics:
         end = self._clock.time() if end is None else end
-        start = end - DEFAULT_STATISTICS_DAYS * 86400 if start is None else start
+        if start is None:  # the default window, never before year 1 (what a Timestamp can say)
+            start = max(end - DEFAULT_STATISTICS_DAYS * 86400, EARLIEST)
         if end <= start:
             v = Violations()
             v.add("end_time", "must be after start_time")

@@ -7,7 +7,11 @@ from pushreach.v1 import admin_pb2, device_pb2, push_pb2, sms_pb2
 
 from ..model import App, Device, Funnel, Push, PushReceipt, PushSpec, SmsRecord, TargetView
 from ..phone import mask_phone
-from ..validation import PushDraft
+from ..validation import PushDraft, Violations
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62135596800
+MAX_TIMESTAMP_SECONDS = 253402300799
 
 
 def ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -20,6 +24,14 @@ def ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 def seconds(t: timestamp_pb2.Timestamp) -> float:
     return t.seconds + t.nanos / 1e9
+
+
+def checked_seconds(v: Violations, path: str, t: timestamp_pb2.Timestamp) -> float | None:
+    """seconds(t), or a violation at `path` for a Timestamp outside its valid range."""
+    if not MIN_TIMESTAMP_SECONDS <= t.seconds <= MAX_TIMESTAMP_SECONDS or not 0 <= t.nanos < 10**9:
+        v.add(path, "not a valid timestamp (years 1 to 9999, nanos 0 to 999,999,999)")
+        return None
+    return seconds(t)
 
 
 def push_draft(r: push_pb2.PushRequest) -> PushDraft:

@@ -27,13 +27,15 @@ class SmsServicer(sms_pb2_grpc.SmsServiceServicer):
                 statuses.append(SmsStatus(s))
             except ValueError:
                 v.add(f"statuses[{i}]", f"unknown value {s}")
+        start = convert.checked_seconds(v, "start_time", request.start_time) if request.HasField("start_time") else None
+        end = convert.checked_seconds(v, "end_time", request.end_time) if request.HasField("end_time") else None
         v.raise_if_any()
         flt = SmsRecordFilter(
             push_id=request.push_id,
             phone_number=request.phone_number,
             statuses=tuple(sorted(set(statuses))),
-            start_time=convert.seconds(request.start_time) if request.HasField("start_time") else None,
-            end_time=convert.seconds(request.end_time) if request.HasField("end_time") else None,
+            start_time=start,
+            end_time=end,
         )
         records, next_token = await self._reporting.list_sms_records(
             app, flt, request.page_size, request.page_token
@@ -45,11 +47,11 @@ class SmsServicer(sms_pb2_grpc.SmsServiceServicer):
 
     @app_rpc
     async def GetStatistics(self, request: sms_pb2.GetStatisticsRequest, app: App, context: grpc.aio.ServicerContext):
-        s = await self._reporting.statistics(
-            app,
-            convert.seconds(request.start_time) if request.HasField("start_time") else None,
-            convert.seconds(request.end_time) if request.HasField("end_time") else None,
-        )
+        v = Violations()
+        start = convert.checked_seconds(v, "start_time", request.start_time) if request.HasField("start_time") else None
+        end = convert.checked_seconds(v, "end_time", request.end_time) if request.HasField("end_time") else None
+        v.raise_if_any()
+        s = await self._reporting.statistics(app, start, end)
         by = s.sms_by_status
         return sms_pb2.GetStatisticsResponse(
             start_time=convert.ts(s.start_time),
