@@ -11,6 +11,7 @@ import grpc
 from .admission import AppRequestLimiter, AuthFailureThrottle
 from .api.admin import AdminServicer
 from .api.auth import Authenticator
+from .api.decoding import DecodeGuardInterceptor
 from .api.device import DeviceServicer
 from .api.event import EventServicer
 from .api.interceptors import MetricsInterceptor
@@ -118,7 +119,8 @@ class Service:
             EventServicer(auth, self.events),
             SmsServicer(auth, self.reporting),
             AdminServicer(auth, self.apps),
-            interceptors=[MetricsInterceptor(self.metrics.observe_rpc)],
+            # Metrics outermost, so a refused malformed request is counted too.
+            interceptors=[MetricsInterceptor(self.metrics.observe_rpc), DecodeGuardInterceptor()],
         )
         self.metrics_server: MetricsServer | None = None
         self.metrics_port = 0  # bound port of the metrics endpoint; 0 when off
