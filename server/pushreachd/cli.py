@@ -21,6 +21,7 @@ from . import config
 from .apps import AppService
 from .clock import SystemClock
 from .errors import DomainError
+from .phone import PhoneMaskingFilter
 from .secrets import SecretBox, SecretError, load_master_key
 from .sms import emulator
 from .store.sqlite import SqliteStore
@@ -33,6 +34,8 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # phone numbers masked in every line, whoever logs
+        handler.addFilter(PhoneMaskingFilter())
 
 
 # -- serve --------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import phonenumbers
 
 MAINLAND_PREFIX = "+86"
@@ -50,3 +53,29 @@ def mask_phone(e164: str) -> str:
         return prefix + "*" * len(national)
     keep_head = min(3, max(0, len(national) - 8))
     return prefix + national[:keep_head] + "****" + national[-4:]
+
+
+# What may be a phone number inside free text: E.164 (+ and 7..15 digits) or a bare mainland
+# mobile number (11 digits starting 1[3-9]). 10-digit access ids and hex push ids do not match.
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w+])(?:\+\d{7,15}|1[3-9]\d{9})(?!\w)")
+
+
+def redact_phone_numbers(text: str) -> str:
+    """Mask every phone number found in `text`."""
+    return _NUMBER_IN_TEXT.sub(lambda m: mask_phone(m.group(0) if m.group(0).startswith("+") else "+86" + m.group(0)), text)
+
+
+class PhoneMaskingFilter(logging.Filter):
+    """A handler filter that masks phone numbers in every record, whatever logged it (our code
+    masks on its own; this also covers provider error texts, exceptions and libraries)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact_phone_numbers(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_phone_numbers(record.exc_text)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
