@@ -117,6 +117,24 @@ class AppService:
             return None
         return SmsCredentials(secret_id, secret_key)
 
+    async def rotate_master_key(self, new_box: SecretBox) -> int:
+        """Re-seal every app's SMS credentials under `new_box`'s key, in one transaction.
+
+        Idempotent: a blob that already opens with the new key (an earlier run that committed)
+        is left as it is; one that opens with neither key stops the rotation, nothing changed.
+        Returns how many apps were re-sealed."""
+
+        def reseal(access_id: str, blob: bytes) -> bytes:
+            ad = _credentials_ad(access_id)
+            try:
+                plain = self._box.open(blob, ad)
+            except SecretError:
+                new_box.open(blob, ad)  # raises SecretError if it is under neither key
+                return blob
+            return new_box.seal(plain, ad)
+
+        return await self._store.reseal_sms_credentials(reseal)
+
     async def set_rate_limit_policy(self, access_id: str, policy: RateLimitPolicy) -> App:
         v = Violations()
         if not 0 <= policy.same_content_interval_seconds <= MAX_SAME_CONTENT_INTERVAL:

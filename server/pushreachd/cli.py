@@ -128,6 +128,34 @@ def cmd_apps_rotate_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apps_rotate_master_key(args: argparse.Namespace) -> int:
+    """Re-seal every app's SMS credentials under the key in --new-key-file (created if absent).
+    The database is changed in one transaction; the operator then puts the new key in place."""
+    db, old_key = _db_and_key(args)
+    new_key = load_master_key("", args.new_key_file)  # creates it (0600) on first use
+    if new_key == old_key:
+        raise SecretError("the new key file holds the current master key; nothing to rotate")
+
+    async def run() -> int:
+        store = SqliteStore(db)
+        await store.open()
+        try:
+            return await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
+        finally:
+            await store.close()
+
+    count = asyncio.run(run())
+    if args.json:
+        print(json.dumps({"resealed_apps": count, "new_key_id": SecretBox(new_key).key_id}))
+    else:
+        print(
+            f"re-sealed the SMS credentials of {count} app(s) under key {SecretBox(new_key).key_id}.\n"
+            f"Now make {args.new_key_file} the master key (replace the key file, or set "
+            "PUSHREACH_MASTER_KEY to its content) and start the service; keep the old key until it runs."
+        )
+    return 0
+
+
 # -- operator commands (through pushreach.Client) -----------------------------------------
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -466,6 +494,18 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("access_id", help="the app's access id")
     _add_db_arguments(rotate)
     rotate.set_defaults(func=cmd_apps_rotate_secret)
+
+    rotate_key = apps_sub.add_parser(
+        "rotate-master-key",
+        help="re-seal all stored SMS credentials under a new master key",
+        description="Re-seal every app's SMS credentials under the key in --new-key-file (a new random "
+        "key is written there, mode 0600, if the file does not exist), in one transaction. Stop the "
+        "service first; afterwards replace the master key file with the new one and start it again. "
+        "Running it again after a crash is safe. See docs/SECURITY.md.",
+    )
+    rotate_key.add_argument("--new-key-file", required=True, help="file with the new master key (created if absent)")
+    _add_db_arguments(rotate_key)
+    rotate_key.set_defaults(func=cmd_apps_rotate_master_key)
 
     emu = sub.add_parser(
         "sms-emulator",

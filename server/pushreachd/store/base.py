@@ -7,6 +7,7 @@ rate-limit decisions are taken inside the transaction that writes the record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,6 +83,9 @@ class Store(Protocol):
     async def set_app_secret(self, app_id: int, verifier: str) -> None: ...
     async def set_sms_credentials(self, app_id: int, blob: bytes) -> App: ...
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App: ...
+    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
+        """Replace every app's credentials blob by reseal(access_id, blob), all in one
+        transaction: if reseal raises for any app, no row changes. Returns the apps changed."""
 
     # pushes
     async def tokens_of_accounts(self, app_id: int, accounts: list[str]) -> dict[str, list[str]]: ...

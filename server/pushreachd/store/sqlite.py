@@ -303,6 +303,21 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT id, access_id, sms_credentials FROM apps WHERE sms_credentials IS NOT NULL ORDER BY id"
+            ).fetchall()
+            changed = 0
+            for app_id, access_id, blob in rows:
+                new = reseal(access_id, bytes(blob))
+                if new != blob:
+                    conn.execute("UPDATE apps SET sms_credentials=? WHERE id=?", (new, app_id))
+                    changed += 1
+            return changed
+
+        return await self._write(op)
+
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App:
         def op(conn: sqlite3.Connection) -> App:
             conn.execute(
