@@ -21,6 +21,7 @@ from . import config
 from .apps import AppService
 from .clock import SystemClock
 from .errors import DomainError
+from .logcontext import RequestIdFilter
 from .phone import PhoneMaskingFilter
 from .secrets import SecretBox, SecretError, load_master_key
 from .sms import emulator
@@ -32,10 +33,11 @@ log = logging.getLogger("pushreach")
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
     for handler in logging.getLogger().handlers:  # phone numbers masked in every line, whoever logs
         handler.addFilter(PhoneMaskingFilter())
+        handler.addFilter(RequestIdFilter())
 
 
 # -- serve --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from ..errors import DomainError
+from ..logcontext import begin_request
 from .errors import to_status
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,14 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, DomainError):
         status = to_status(exc)
         await context.abort(status.code, status.details, status.trailing_metadata)
-    log.exception("unexpected error", exc_info=exc)
+    log.exception("unexpected error in %s", type(exc).__name__, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _name_the_call(request: Any) -> None:
+    # A unary request may carry the caller's request_id; streams and the rest get a fresh one.
+    rid = getattr(request, "request_id", "")
+    begin_request(rid if isinstance(rid, str) else "")
 
 
 def app_rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -28,6 +35,7 @@ def app_rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _name_the_call(request)
         try:
             app = await self.auth.app(context)
             return await method(self, request, app, context)
@@ -44,6 +52,7 @@ def admin_rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _name_the_call(request)
         try:
             await self.auth.admin(context)
             return await method(self, request, context)
