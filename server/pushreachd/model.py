@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 class AudienceType(enum.IntEnum):
@@ -121,8 +121,34 @@ class PushSpec:
     resend_by_sms: bool = False
     sms_info: SmsInfo | None = None
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    def to_json(self, *, tokens: bool = True) -> str:
+        """The body as sorted compact JSON (what is stored, and what the fingerprint digests).
+        Built by hand: `dataclasses.asdict` deep-copies every field and showed in the profile.
+        `tokens=False` leaves token_list empty (the store keeps targets in their own table)."""
+        info = self.sms_info
+        d = {
+            "account_list": list(self.account_list),
+            "audience_type": int(self.audience_type),
+            "content": self.content,
+            "environment": int(self.environment),
+            "expire_time": self.expire_time,
+            "message_type": int(self.message_type),
+            "multi_pkg": self.multi_pkg,
+            "resend_by_sms": self.resend_by_sms,
+            "sms_info": None
+            if info is None
+            else {
+                "delay_trigger_time": info.delay_trigger_time,
+                "sms_app_id": info.sms_app_id,
+                "sms_sign_name": info.sms_sign_name,
+                "sms_template_id": info.sms_template_id,
+                "sms_template_params": list(info.sms_template_params),
+                "trigger_condition": int(info.trigger_condition),
+            },
+            "title": self.title,
+            "token_list": list(self.token_list) if tokens else [],
+        }
+        return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> PushSpec:

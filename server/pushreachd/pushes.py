@@ -77,7 +77,9 @@ class PushService:
             request_id=draft.request_id,
             receipt=receipt,
         )
-        stored, row_id = await self._store.create_push(new, spec.fingerprint())
+        # The fingerprint only tells a retry from a reused request_id: without one, skip it.
+        fingerprint = spec.fingerprint() if draft.request_id else ""
+        stored, row_id = await self._store.create_push(new, fingerprint)
         if row_id is None:  # an idempotent retry: the first call did the work
             return stored
         if due is not None:

@@ -94,6 +94,14 @@ class _Write:
 
 
 @dataclass
+class _DeliveredMarks:
+    """`mark_delivered` calls waiting for the same commit: one statement, one future."""
+
+    rows: list[tuple[float, int]]  # (delivered_at, push row id)
+    write: _Write
+
+
+@dataclass
 class WriteStats:
     """Group-commit figures, read by the metrics module."""
 
@@ -115,6 +123,7 @@ class SqliteStore:
         self._readers_lock = threading.Lock()
         self._queue: asyncio.Queue[_Write | None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._marks: _DeliveredMarks | None = None  # the group still open to more marks
         self.stats = WriteStats()
         self.on_commit: Callable[[int, float], None] | None = None  # (batch size, seconds)
 
@@ -180,6 +189,9 @@ class SqliteStore:
                     stopping = True
                     break
                 batch.append(item)
+            marks = self._marks
+            if marks is not None and any(w is marks.write for w in batch):
+                self._marks = None  # its rows are fixed from here on; later marks start a new group
             started = loop.time()
             try:
                 await loop.run_in_executor(self._writer_pool, self._commit_batch, batch)
@@ -356,8 +368,8 @@ class SqliteStore:
                         raise AlreadyExists("request_id was already used for a different push")
                     return _receipt_from_json(prior[1]), None
             spec = push.spec
-            if not spec.audience_type.by_account:
-                spec = _without_tokens(spec)  # the targets table keeps them, once
+            # A token push's tokens are kept once, in the targets table.
+            spec_json = spec.to_json(tokens=spec.audience_type.by_account)
             state = FallbackState.PENDING if push.fallback_due_at is not None else FallbackState.NONE
             cur = conn.execute(
                 "INSERT INTO pushes (app_id, push_id, request_id, spec, accepted_at, target_count, "
@@ -366,7 +378,7 @@ class SqliteStore:
                     push.app_id,
                     push.push_id,
                     push.request_id,
-                    spec.to_json(),
+                    spec_json,
                     push.accepted_at,
                     len(push.targets),
                     int(state),
@@ -424,7 +436,22 @@ class SqliteStore:
         return await self._read(q)
 
     async def mark_delivered(self, push: int, now: float) -> None:
-        await self._write(lambda c: c.execute("UPDATE pushes SET delivered_at=? WHERE id=?", (now, push)))
+        # Under load many pushes reach the channel between two commits. Their marks join one
+        # group: one queued write (an executemany), one future, instead of a write each.
+        marks = self._marks
+        if marks is None:
+            if self._queue is None or self._writer_task is None or self._writer_task.done():
+                raise RuntimeError("store is not open")
+            rows: list[tuple[float, int]] = []
+
+            def op(conn: sqlite3.Connection) -> None:
+                conn.executemany("UPDATE pushes SET delivered_at=? WHERE id=?", rows)
+
+            marks = self._marks = _DeliveredMarks(rows, _Write(op, asyncio.get_running_loop().create_future()))
+            self._queue.put_nowait(marks.write)
+        marks.rows.append((now, push))
+        # shield: one caller cancelled must not cancel the future the others wait on
+        await asyncio.shield(marks.write.future)
 
     async def undelivered_pushes(self) -> list[tuple[str, Push, tuple[str, ...]]]:
         def q(c: sqlite3.Connection) -> list[tuple[str, Push, tuple[str, ...]]]:
@@ -990,10 +1017,6 @@ def _sms_record(r: tuple[Any, ...]) -> SmsRecord:
         report_code=r[16],
         report_description=r[17],
     )
-
-
-def _without_tokens(spec: PushSpec) -> PushSpec:
-    return _with_tokens(spec, ())
 
 
 def _with_tokens(spec: PushSpec, tokens: tuple[str, ...]) -> PushSpec:
