@@ -6,6 +6,8 @@ A malformed or unknown event is counted and described, never an error that drops
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 
 from . import limits
@@ -13,6 +15,8 @@ from .clock import Clock
 from .model import App, EventIn, EventOutcome
 from .store.base import Store
 from .validation import EventDraft, Violations, validate_event
+
+STREAM_DEPTH = 4  # messages of one ReportEvents stream being stored at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,28 +70,93 @@ class EventService:
 
     async def report_many(self, app: App, drafts: list[EventDraft], tally: EventTally) -> None:
         """One message of a stream: valid events are stored together, the rest counted."""
-        now = self._clock.time()
-        valid: list[tuple[int, EventIn]] = []
-        invalid: dict[int, str] = {}
+        await self._begin(app, drafts, tally).finish(tally)
+
+    def stream(self, app: App, depth: int = STREAM_DEPTH) -> EventStream:
+        """A ReportEvents stream whose messages are stored while the next ones are read."""
+        return EventStream(self, app, depth)
+
+    def _begin(self, app: App, drafts: list[EventDraft], tally: EventTally) -> _Message:
+        """Validate one message and hand its valid events to the store (not waiting for it);
+        its events are numbered from `tally.seen`, which moves past them at once."""
+        start = tally.seen
+        tally.seen += len(drafts)
         if len(drafts) > limits.MAX_EVENTS_PER_MESSAGE:
-            for i in range(len(drafts)):
-                tally.add(tally.seen + i, EventOutcome.INVALID, f"message carries more than {limits.MAX_EVENTS_PER_MESSAGE} events")
-            tally.seen += len(drafts)
-            return
+            reason = f"message carries more than {limits.MAX_EVENTS_PER_MESSAGE} events"
+            return _Message(start, len(drafts), [], {i: reason for i in range(start, start + len(drafts))}, None)
+        now = self._clock.time()
+        indices: list[int] = []
+        valid: list[EventIn] = []
+        invalid: dict[int, str] = {}
+        v = Violations()  # one for the message; an event's own violations are those it added
         for i, draft in enumerate(drafts):
-            index = tally.seen + i
-            v = Violations()
+            index = start + i
+            before = len(v.items)
             event = validate_event(v, f"events[{index}].", draft, now)
             if event is None:
-                invalid[index] = "; ".join(f"{x.field}: {x.description}" for x in v.items)
+                invalid[index] = "; ".join(f"{x.field}: {x.description}" for x in v.items[before:])
             else:
-                valid.append((index, event))
-        outcomes = await self._store.record_events(app.id, [e for _, e in valid], now) if valid else []
-        # Tally in stream order, so `rejected` lists the first rejections of the stream.
-        stored = {index: outcome for (index, _), outcome in zip(valid, outcomes, strict=True)}
-        for index in range(tally.seen, tally.seen + len(drafts)):
-            if index in invalid:
-                tally.add(index, EventOutcome.INVALID, invalid[index])
+                indices.append(index)
+                valid.append(event)
+        write = asyncio.ensure_future(self._store.record_events(app.id, valid, now)) if valid else None
+        return _Message(start, len(drafts), indices, invalid, write)
+
+
+@dataclass
+class _Message:
+    """One message of a stream, validated, its valid events on their way to the store."""
+
+    start: int  # stream index of its first event
+    count: int
+    indices: list[int]  # stream indices of the valid events, in order
+    invalid: dict[int, str]  # stream index -> reason
+    write: asyncio.Future[list[EventOutcome]] | None
+
+    async def finish(self, tally: EventTally) -> None:
+        """Wait until the events are committed, then tally them in stream order (so that
+        `rejected` lists the stream's first rejections)."""
+        outcomes = await self.write if self.write is not None else []
+        stored = dict(zip(self.indices, outcomes, strict=True))
+        for index in range(self.start, self.start + self.count):
+            if index in self.invalid:
+                tally.add(index, EventOutcome.INVALID, self.invalid[index])
             else:
                 tally.add(index, stored[index])
-        tally.seen += len(drafts)
+
+
+class EventStream:
+    """The messages of one ReportEvents stream, pipelined: each message is validated as it
+    arrives and its events handed to the store at once, so the next message is read while
+    earlier ones commit (at most `depth` in flight; `add` waits for the oldest beyond that).
+    `finish` returns only when every message is committed, so the answer still means durable."""
+
+    def __init__(self, service: EventService, app: App, depth: int) -> None:
+        self.tally = EventTally()
+        self._service = service
+        self._app = app
+        self._depth = max(1, depth)
+        self._pending: deque[_Message] = deque()
+
+    async def add(self, drafts: list[EventDraft]) -> None:
+        self._pending.append(self._service._begin(self._app, drafts, self.tally))
+        while len(self._pending) > self._depth:
+            await self._pending.popleft().finish(self.tally)
+
+    async def finish(self) -> EventTally:
+        """Wait for every message added; the tally then counts all of them."""
+        while self._pending:
+            await self._pending[0].finish(self.tally)
+            self._pending.popleft()
+        return self.tally
+
+    def abandon(self) -> None:
+        """The stream ended in an error: writes under way still land; nobody waits for them."""
+        for message in self._pending:
+            if message.write is not None:
+                message.write.add_done_callback(_consume)
+        self._pending.clear()
+
+
+def _consume(f: asyncio.Future[object]) -> None:
+    if not f.cancelled():
+        f.exception()

@@ -7,6 +7,7 @@ turns a draft into a domain object or raises InvalidArgument listing every viola
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import limits
@@ -47,7 +48,7 @@ class PushDraft:
     sms_template_params: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class EventDraft:
     push_id: str = ""
     token: str = ""
@@ -69,12 +70,15 @@ class Violations:
             raise InvalidArgument(self.items)
 
 
+_TOKEN = re.compile(r"[!-~]+")  # printable ASCII without spaces
+
+
 def check_token(v: Violations, path: str, token: str) -> None:
     if not token:
         v.add(path, "required")
     elif len(token) > limits.MAX_TOKEN_LENGTH:
         v.add(path, f"at most {limits.MAX_TOKEN_LENGTH} characters")
-    elif not all("!" <= ch <= "~" for ch in token):
+    elif _TOKEN.fullmatch(token) is None:
         v.add(path, "printable ASCII without spaces only")
 
 
@@ -206,8 +210,25 @@ def validate_phone(v: Violations, path: str, raw: str) -> str:
         return ""
 
 
+_EVENT_TYPES = {int(t): t for t in EventType}
+_PUSH_EVENT_TYPES = frozenset(t for t in EventType if t.about_push)
+
+
 def validate_event(v: Violations, prefix: str, d: EventDraft, now: float) -> EventIn | None:
     """Check one event; violations go to `v` under `prefix` ("" or "events[3].")."""
+    # The common case first, building no field paths: exactly the checks below, all passed.
+    event_type = _EVENT_TYPES.get(d.event_type)
+    token, push_id = d.token, d.push_id
+    event_time = now if d.event_time is None else d.event_time
+    if (
+        event_type is not None
+        and 0 < len(token) <= limits.MAX_TOKEN_LENGTH
+        and _TOKEN.fullmatch(token) is not None
+        and (push_id or event_type not in _PUSH_EVENT_TYPES)
+        and len(push_id) <= 64
+        and 0 < event_time <= now + limits.MAX_EVENT_FUTURE_SECONDS
+    ):
+        return EventIn(push_id=push_id, token=token, event_type=event_type, event_time=event_time)
     before = len(v.items)
     event_type = _enum(v, f"{prefix}event_type", d.event_type, EventType)
     check_token(v, f"{prefix}token", d.token)

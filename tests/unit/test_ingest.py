@@ -94,3 +94,59 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: Sqlite
         assert conn.execute("SELECT count(*) FROM pushes WHERE delivered_at IS NULL").fetchone() == (0,)
     finally:
         conn.close()
+
+
+# -- events in sets -------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pushreachd.model import EventIn, EventOutcome, EventType  # noqa: E402
+from pushreachd.store import sqlite as sqlite_store  # noqa: E402
+
+_event = st.builds(
+    EventIn,
+    push_id=st.sampled_from(["p1", "p2", "nope"]),
+    token=st.sampled_from(["a", "b", "c", "zz"]),
+    event_type=st.sampled_from([EventType.ARRIVED, EventType.CLICKED]),
+    event_time=st.sampled_from([NOW - 30, NOW - 20, NOW - 20.000001, NOW - 10, NOW]),
+)
+
+
+def _apply(conn: sqlite3.Connection, app_id: int, messages: list[list[EventIn]], set_based: bool) -> list:  # type: ignore[type-arg]
+    outcomes = []
+    for events in messages:
+        if set_based:
+            outcomes.extend(sqlite_store._record_push_events(conn, app_id, events))
+        else:  # the per-event statements, the reference
+            for e in events:
+                row = conn.execute("SELECT id FROM pushes WHERE push_id=? AND app_id=?", (e.push_id, app_id)).fetchone()
+                outcomes.append(EventOutcome.UNKNOWN_PUSH if row is None else sqlite_store._record_push_event(conn, row[0], e))
+    return outcomes
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(st.lists(_event, max_size=12), max_size=4))
+def test_events_in_sets_answer_and_store_what_one_by_one_would(tmp_path_factory: pytest.TempPathFactory,
+                                                               messages: list[list[EventIn]]) -> None:
+    """Outcomes (ACCEPTED / DUPLICATE / UNKNOWN_PUSH / UNKNOWN_TOKEN) and the stored times, for
+    repeats, earlier times reported late, clicks before arrivals and repeats within a message."""
+    results = []
+    for set_based in (False, True):
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        from pushreachd.store.migrations import migrate
+
+        migrate(conn)
+        conn.execute("INSERT INTO apps (id, access_id, name, secret_verifier, created_at) VALUES (1,'a','a','v',0)")
+        conn.execute("INSERT INTO apps (id, access_id, name, secret_verifier, created_at) VALUES (2,'b','b','v',0)")
+        for row, (push_id, app) in enumerate([("p1", 1), ("p2", 1), ("nope", 2)], start=1):
+            conn.execute(
+                "INSERT INTO pushes (id, app_id, push_id, spec, accepted_at, target_count, fallback_state) "
+                "VALUES (?,?,?,'{}',0,2,1)", (row, app, push_id))
+            for seq, token in enumerate(("a", "b")):
+                conn.execute("INSERT INTO targets (push, token, seq) VALUES (?,?,?)", (row, token, seq))
+        outcomes = _apply(conn, 1, messages, set_based)
+        stored = conn.execute("SELECT push, token, arrived_at, clicked_at FROM targets ORDER BY push, token").fetchall()
+        results.append((outcomes, stored))
+        conn.close()
+    assert results[0] == results[1]

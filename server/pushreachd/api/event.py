@@ -5,7 +5,7 @@ from pushreach.v1 import event_pb2, event_pb2_grpc
 
 from .. import limits
 from ..errors import ResourceExhausted
-from ..events import EventService, EventTally
+from ..events import EventService
 from ..model import App
 from ..validation import EventDraft
 from . import convert
@@ -33,19 +33,25 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
 
     @app_rpc
     async def ReportEvents(self, request_iterator, app: App, context: grpc.aio.ServicerContext):
-        tally = EventTally()
+        stream = self._events.stream(app)
         messages = 0
-        async for message in request_iterator:
-            messages += 1
-            events = len(message.events)
-            if messages > limits.MAX_MESSAGES_PER_STREAM or tally.seen + events > limits.MAX_EVENTS_PER_STREAM:
-                # What came before is recorded; the caller learns how far it got and starts a new stream.
-                raise ResourceExhausted(
-                    f"a ReportEvents stream carries at most {limits.MAX_MESSAGES_PER_STREAM} messages and "
-                    f"{limits.MAX_EVENTS_PER_STREAM} events; the first {messages - 1} messages "
-                    f"({tally.seen} events: {tally.accepted} accepted, {tally.duplicate} duplicate) were recorded"
-                )
-            await self._events.report_many(app, [_draft(e) for e in message.events], tally)
+        try:
+            async for message in request_iterator:
+                messages += 1
+                events = len(message.events)
+                if messages > limits.MAX_MESSAGES_PER_STREAM or stream.tally.seen + events > limits.MAX_EVENTS_PER_STREAM:
+                    # What came before is recorded; the caller learns how far it got and starts a new stream.
+                    tally = await stream.finish()
+                    raise ResourceExhausted(
+                        f"a ReportEvents stream carries at most {limits.MAX_MESSAGES_PER_STREAM} messages and "
+                        f"{limits.MAX_EVENTS_PER_STREAM} events; the first {messages - 1} messages "
+                        f"({tally.seen} events: {tally.accepted} accepted, {tally.duplicate} duplicate) were recorded"
+                    )
+                # Stored while the next message is read; finish() waits until all are committed.
+                await stream.add([_draft(e) for e in message.events])
+            tally = await stream.finish()
+        finally:
+            stream.abandon()  # after an error: writes under way still land, unwatched
         return event_pb2.ReportEventsResponse(
             accepted_count=tally.accepted,
             duplicate_count=tally.duplicate,

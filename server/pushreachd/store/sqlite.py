@@ -662,8 +662,17 @@ class SqliteStore:
 
     async def record_events(self, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]:
         def op(conn: sqlite3.Connection) -> list[EventOutcome]:
+            about_push = [i for i, e in enumerate(events) if e.event_type in _PUSH_EVENTS]
+            if len(about_push) >= _SET_BASED_FROM:
+                outcomes: list[EventOutcome | None] = [None] * len(events)
+                for i, outcome in zip(about_push, _record_push_events(conn, app_id, [events[i] for i in about_push])):
+                    outcomes[i] = outcome
+                for i, e in enumerate(events):
+                    if outcomes[i] is None:
+                        outcomes[i] = _record_notification_state(conn, app_id, e, now)
+                return outcomes  # type: ignore[return-value]
             push_rows: dict[str, int | None] = {}
-            outcomes = []
+            found = []
             for e in events:
                 if e.event_type.about_push:
                     if e.push_id not in push_rows:
@@ -672,12 +681,12 @@ class SqliteStore:
                         ).fetchone()
                         push_rows[e.push_id] = row[0] if row else None
                     push = push_rows[e.push_id]
-                    outcomes.append(
+                    found.append(
                         EventOutcome.UNKNOWN_PUSH if push is None else _record_push_event(conn, push, e)
                     )
                 else:
-                    outcomes.append(_record_notification_state(conn, app_id, e, now))
-            return outcomes
+                    found.append(_record_notification_state(conn, app_id, e, now))
+            return found
 
         return await self._write(op)
 
@@ -973,6 +982,77 @@ def _record_push_event(conn: sqlite3.Connection, push: int, e: EventIn) -> Event
         (e.event_time, e.event_time, e.event_time, push, e.token),
     )
     return EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE
+
+
+_PUSH_EVENTS = frozenset((EventType.ARRIVED, EventType.CLICKED))
+# From this many arrival/click events in one call, they are recorded in sets (below); fewer
+# (the unary RPC) take the per-event statements, which are cheaper for one or two.
+_SET_BASED_FROM = 4
+
+
+def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[EventIn]) -> list[EventOutcome]:
+    """Arrivals and clicks, in sets: one query for the pushes they name, one per push for its
+    targets' current times, one executemany for the targets that change. (Times stay bound
+    parameters, never JSON: SQLite writes a REAL to JSON with 15 digits, which would lose
+    precision.)
+
+    Each event's outcome is what `_record_push_event` would have answered taking the events
+    one by one in order (an event for the same target as an earlier one sees its effect)."""
+    pushes = dict(
+        conn.execute(
+            # CROSS JOIN: the named pushes first, each found by its unique push_id.
+            "SELECT j.value, p.id FROM json_each(?) j CROSS JOIN pushes p ON p.push_id = j.value "
+            "WHERE p.app_id = ?",
+            (json.dumps(list({e.push_id for e in events})), app_id),
+        ).fetchall()
+    )
+    tokens_of: dict[int, set[str]] = {}
+    for e in events:
+        if e.push_id in pushes:
+            tokens_of.setdefault(pushes[e.push_id], set()).add(e.token)
+    times: dict[tuple[int, str], list[float | None]] = {}
+    for push, tokens in tokens_of.items():  # one query per push (a message is mostly about few)
+        for token, arrived_at, clicked_at in conn.execute(
+            "SELECT t.token, t.arrived_at, t.clicked_at FROM json_each(?) j CROSS JOIN targets t "
+            "ON t.push = ? AND t.token = j.value",
+            (json.dumps(list(tokens)), push),
+        ):
+            times[(push, token)] = [arrived_at, clicked_at]
+    changed: dict[tuple[int, str], list[float | None]] = {}
+    outcomes = []
+    for e in events:
+        push = pushes.get(e.push_id)
+        if push is None:
+            outcomes.append(EventOutcome.UNKNOWN_PUSH)
+            continue
+        key = (push, e.token)
+        t = times.get(key)
+        if t is None:
+            outcomes.append(EventOutcome.UNKNOWN_TOKEN)
+            continue
+        arrived_at, clicked_at = t
+        at = e.event_time
+        if e.event_type is EventType.ARRIVED:
+            if arrived_at is not None and arrived_at <= at:
+                outcomes.append(EventOutcome.DUPLICATE)
+                continue
+            t[0] = at
+            outcomes.append(EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE)
+        else:
+            if clicked_at is not None and clicked_at <= at:
+                outcomes.append(EventOutcome.DUPLICATE)
+                continue
+            # A click implies arrival: record the arrival too if none came first.
+            t[0] = at if arrived_at is None else min(arrived_at, at)
+            t[1] = at
+            outcomes.append(EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE)
+        changed[key] = t
+    if changed:
+        conn.executemany(
+            "UPDATE targets SET arrived_at=?, clicked_at=? WHERE push=? AND token=?",
+            [(t[0], t[1], push, token) for (push, token), t in changed.items()],
+        )
+    return outcomes
 
 
 def _record_notification_state(conn: sqlite3.Connection, app_id: int, e: EventIn, now: float) -> EventOutcome:
