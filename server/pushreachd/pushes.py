@@ -29,6 +29,9 @@ from .validation import PushDraft, Violations, page_size, validate_push
 
 log = logging.getLogger(__name__)
 
+RESUME_PAGE = 500  # pushes per page of the redelivery on start
+RESUME_CONCURRENCY = 64  # its deliveries under way at once
+
 
 class FallbackArming(Protocol):
     """What the push side needs of the scheduler."""
@@ -53,6 +56,7 @@ class PushService:
         self._clock = clock
         self._min_delay = min_delay_seconds
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._resume: asyncio.Task[int] | None = None
 
     async def push(self, app: App, draft: PushDraft) -> PushReceipt:
         spec = validate_push(draft, self._min_delay)
@@ -116,7 +120,7 @@ class PushService:
                     targets.append(Target(token, account))
         return targets, unused
 
-    def _deliver(self, row_id: int, delivery: PushDelivery) -> None:
+    def _deliver(self, row_id: int, delivery: PushDelivery) -> asyncio.Task[None]:
         """Hand the push to the channel after it is durable; the caller does not wait for it.
         Marked delivered afterwards, so a push accepted just before a crash is redelivered."""
 
@@ -130,23 +134,54 @@ class PushService:
         task = asyncio.create_task(run())
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
+        return task
 
-    async def resume_deliveries(self) -> int:
-        """On start: hand the channel every accepted push it never got (unless expired)."""
+    async def start_resume(self, *, page: int = RESUME_PAGE, concurrency: int = RESUME_CONCURRENCY) -> None:
+        """On start: redeliver, in the background, the pushes accepted before now that never
+        reached the channel. Only the bound (the last push row) is read before returning, so
+        the server starts at once; pushes accepted from here on are delivered by push()."""
+        through = await self._store.last_push_row()
+        self._resume = asyncio.create_task(self.resume_deliveries(through, page=page, concurrency=concurrency))
+
+    async def resume_deliveries(
+        self, through: int, *, page: int = RESUME_PAGE, concurrency: int = RESUME_CONCURRENCY
+    ) -> int:
+        """Hand the channel every push (row id <= through) accepted but never delivered, page
+        by page (`page` pushes at most in memory), at most `concurrency` deliveries at a time.
+        Expired ones are marked delivered in SQL, never loaded. Returns how many were handed."""
         now = self._clock.time()
+        expired = await self._store.expire_undelivered(through, now)
+        if expired:
+            log.info("%d undelivered push(es) expired before the start; not delivered", expired)
+        slots = asyncio.Semaphore(concurrency)
         count = 0
-        for access_id, push, tokens in await self._store.undelivered_pushes():
-            if push.accepted_at + push.spec.expire_time <= now:
-                await self._store.mark_delivered(push.id, now)  # expired: nothing left to deliver
-                continue
-            self._deliver(push.id, PushDelivery(access_id, push.push_id, push.spec, tokens))
-            count += 1
+        after: tuple[float, int] | None = None
+        while True:
+            found, after = await self._store.undelivered_pushes(through, now, after, page)
+            for access_id, push, tokens in found:
+                await slots.acquire()
+                task = self._deliver(push.id, PushDelivery(access_id, push.push_id, push.spec, tokens))
+                task.add_done_callback(lambda _: slots.release())
+                count += 1
+            if after is None:
+                break
+        if count:
+            log.info("%d accepted push(es) had not reached the push channel; delivered them again", count)
         return count
 
     async def drain(self) -> None:
-        """Wait for deliveries under way (on shutdown)."""
+        """Wait for the redelivery on start and for deliveries under way."""
+        if self._resume is not None:
+            await asyncio.gather(self._resume, return_exceptions=True)
         if self._deliveries:
             await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """On shutdown: stop the redelivery (what it did not reach is redelivered next start),
+        then wait for deliveries under way."""
+        if self._resume is not None:
+            self._resume.cancel()
+        await self.drain()
 
     async def get_push(
         self, app: App, push_id: str, size: int = 0, token: str = ""

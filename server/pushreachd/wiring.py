@@ -136,9 +136,8 @@ class Service:
         await self.store.open()
         await self.scheduler.start()
         self._retention_task = asyncio.create_task(self.retention.run(), name="pushreach-retention")
-        resumed = await self.pushes.resume_deliveries()
-        if resumed:
-            log.info("%d accepted push(es) had not reached the push channel; delivering them now", resumed)
+        # Pushes that never reached the channel are redelivered in the background, in pages.
+        await self.pushes.start_resume()
         if self.settings.metrics_listen:
             host, port = parse_host_port(self.settings.metrics_listen)
             self.metrics_server = MetricsServer(self.metrics, host, port)
@@ -186,7 +185,7 @@ class Service:
         if self.receipt_server is not None:
             await self.receipt_server.stop()
         await self.scheduler.stop(grace)
-        await self.pushes.drain()
+        await self.pushes.stop()
         await self.provider.close()
         await self.store.close()
         if self.metrics_server is not None:

@@ -150,3 +150,68 @@ def test_events_in_sets_answer_and_store_what_one_by_one_would(tmp_path_factory:
         results.append((outcomes, stored))
         conn.close()
     assert results[0] == results[1]
+
+
+# -- redelivery on start, in pages ----------------------------------------------------------------
+
+from pushreachd.channel.log import LogPushChannel  # noqa: E402
+from pushreachd.pushes import PushService  # noqa: E402
+from tests.fakes import FakeClock  # noqa: E402
+
+
+class _NoFallbacks:
+    def arm(self, push: int, due_at: float) -> None: ...
+    def disarm(self, push: int) -> None: ...
+
+
+class _CountingChannel(LogPushChannel):
+    def __init__(self) -> None:
+        super().__init__(keep=10_000)
+        self.busy = self.most_busy = 0
+
+    async def deliver(self, delivery) -> None:  # type: ignore[no-untyped-def]
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        await asyncio.sleep(0)
+        self.busy -= 1
+        await super().deliver(delivery)
+
+
+async def test_redelivery_pages_through_undelivered_pushes_skipping_expired_and_later_ones(store: SqliteStore) -> None:
+    clock = FakeClock(NOW + 100)
+    app = await store.create_app("app-1", "app", "verifier", NOW)
+    live = [await add_push(store, app, f"live{i}", [f"t{i}", "shared"], at=NOW + i * 0.001) for i in range(23)]
+    await add_push(store, app, "expired", ["x"], at=NOW - 1000, expire=60)
+    await store.mark_delivered(live[3], NOW)  # delivered before the crash
+    pages = []
+    real = store.undelivered_pushes
+
+    async def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found, after = await real(*args, **kwargs)
+        pages.append(len(found))
+        return found, after
+
+    store.undelivered_pushes = spy  # type: ignore[method-assign]
+    channel = _CountingChannel()
+    pushes = PushService(store, channel, _NoFallbacks(), clock)
+    through = await store.last_push_row()
+    await add_push(store, app, "after-start", ["y"], at=NOW + 50)  # push() delivers this one itself
+    assert await pushes.resume_deliveries(through, page=5, concurrency=3) == 22
+    await pushes.drain()
+    assert [d.push_id for d in channel.deliveries] == [f"live{i}" for i in range(23) if i != 3], "oldest first, once"
+    assert channel.deliveries[0].tokens == ("t0", "shared")
+    assert max(pages) <= 5 and channel.most_busy <= 3
+    # expired: marked delivered in SQL, never handed over; the rest marked as they went
+    remaining = await real(through + 1, NOW + 100, None, 1000)
+    assert [p.push_id for _, p, _ in remaining[0]] == ["after-start"]
+
+
+async def test_a_page_is_bounded_by_tokens_too(store: SqliteStore) -> None:
+    app = await store.create_app("app-1", "app", "verifier", NOW)
+    for i in range(4):
+        await add_push(store, app, f"p{i}", [f"t{j}" for j in range(10)], at=NOW + i)
+    through = await store.last_push_row()
+    found, after = await store.undelivered_pushes(through, NOW, None, 100, max_targets=25)
+    assert [p.push_id for _, p, _ in found] == ["p0", "p1"] and after is not None
+    found, after = await store.undelivered_pushes(through, NOW, after, 100, max_targets=25)
+    assert [p.push_id for _, p, _ in found] == ["p2", "p3"] and after is None

@@ -241,6 +241,10 @@ async def exercise(store: SqliteStore) -> None:
     await add_push(store, app, "p2", ["t0"])
     await store.cancel_fallback(app.id, "p2", NOW)
     await store.get_push(app.id, "p1")
+    through = await store.last_push_row()
+    await store.expire_undelivered(through, NOW)
+    await store.undelivered_pushes(through, NOW, (NOW - 1, 0), 10)
+    await store.mark_delivered(row, NOW)
     outcomes = await store.record_events(
         app.id,
         [

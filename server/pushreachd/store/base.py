@@ -98,9 +98,20 @@ class Store(Protocol):
     async def mark_delivered(self, push: int, now: float) -> None:
         """The push was handed to the push channel."""
 
-    async def undelivered_pushes(self) -> list[tuple[str, Push, tuple[str, ...]]]:
-        """(access id, push, target tokens) of every push accepted but not yet handed to the
-        push channel."""
+    async def last_push_row(self) -> int:
+        """The highest push row id so far (0: none); bounds what a redelivery looks at."""
+
+    async def expire_undelivered(self, through: int, now: float) -> int:
+        """Mark delivered the undelivered pushes (row id <= through) whose expire_time has
+        passed: nothing is left to deliver. Returns how many."""
+
+    async def undelivered_pushes(
+        self, through: int, now: float, after: tuple[float, int] | None, limit: int, max_targets: int = 50_000
+    ) -> tuple[list[tuple[str, Push, tuple[str, ...]]], tuple[float, int] | None]:
+        """One page of (access id, push, target tokens) of pushes accepted (row id <= through)
+        but not handed to the push channel and not expired at `now`, oldest first, after the
+        cursor `after`: at most `limit` pushes and about `max_targets` tokens (at least one
+        push). Returns the page and the cursor of the next (None: no more)."""
 
     async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]: ...
     async def push_funnel(self, push: int) -> Funnel: ...

@@ -453,20 +453,45 @@ class SqliteStore:
         # shield: one caller cancelled must not cancel the future the others wait on
         await asyncio.shield(marks.write.future)
 
-    async def undelivered_pushes(self) -> list[tuple[str, Push, tuple[str, ...]]]:
-        def q(c: sqlite3.Connection) -> list[tuple[str, Push, tuple[str, ...]]]:
+    async def last_push_row(self) -> int:
+        return await self._read(lambda c: c.execute("SELECT coalesce(max(id), 0) FROM pushes").fetchone()[0])
+
+    async def expire_undelivered(self, through: int, now: float) -> int:
+        return await self._write(
+            lambda c: c.execute(
+                # `+id`: walk the (small) partial index of undelivered pushes, not the table.
+                "UPDATE pushes SET delivered_at=? WHERE delivered_at IS NULL AND accepted_at <= ? AND +id <= ? "
+                "AND accepted_at + json_extract(spec, '$.expire_time') <= ?",
+                (now, now, through, now),
+            ).rowcount
+        )
+
+    async def undelivered_pushes(
+        self, through: int, now: float, after: tuple[float, int] | None, limit: int, max_targets: int = 50_000
+    ) -> tuple[list[tuple[str, Push, tuple[str, ...]]], tuple[float, int] | None]:
+        def q(c: sqlite3.Connection) -> tuple[list[tuple[str, Push, tuple[str, ...]]], tuple[float, int] | None]:
+            a_at, a_id = after if after is not None else (float("-inf"), 0)
             rows = c.execute(
                 "SELECT p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
                 "p.fallback_state, p.fallback_due_at, p.fallback_ended_at, a.access_id FROM pushes p "
-                "JOIN apps a ON a.id = p.app_id WHERE p.delivered_at IS NULL ORDER BY p.accepted_at"
+                "JOIN apps a ON a.id = p.app_id WHERE p.delivered_at IS NULL AND (p.accepted_at, p.id) > (?, ?) "
+                "AND p.id <= ? AND p.accepted_at + json_extract(p.spec, '$.expire_time') > ? "
+                "ORDER BY p.accepted_at, p.id LIMIT ?",
+                (a_at, a_id, through, now, limit),
             ).fetchall()
-            found = []
+            found: list[tuple[str, Push, tuple[str, ...]]] = []
+            targets = 0
             for row in rows:
+                if found and targets + row[6] > max_targets:  # bounded by tokens too, not only pushes
+                    break
+                targets += row[6]
                 tokens = [r[0] for r in c.execute("SELECT token FROM targets WHERE push=? ORDER BY seq", (row[0],))]
                 push = self._push(row[:10], tokens)
                 assert push is not None
                 found.append((row[10], push, tuple(tokens)))
-            return found
+            more = len(found) < len(rows) or len(rows) == limit
+            cursor = (found[-1][1].accepted_at, found[-1][1].id) if found and more else None
+            return found, cursor
 
         return await self._read(q)
 
