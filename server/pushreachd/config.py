@@ -115,6 +115,17 @@ class Settings:
     shutdown_grace_seconds: float = field(
         default=10.0, metadata=_help("seconds in-flight RPCs get to finish on shutdown, 0..300")
     )
+    fire_workers: int = field(
+        default=4, metadata=_help("tasks that claim due fallbacks, each a group at a time, 1..256")
+    )
+    fire_group_size: int = field(
+        default=256,
+        metadata=_help("due fallbacks claimed, judged and reserved in one transaction, 1..5000"),
+    )
+    sms_per_app_concurrency: int = field(
+        default=16,
+        metadata=_help("SMS provider calls (and fire groups) in flight per app at once, 1..256"),
+    )
     log_level: str = field(default="INFO", metadata=_help("log level", choices=LOG_LEVELS))
     tls_cert: str = field(
         default="", metadata=_help("TLS certificate chain file (PEM); needs tls_key")
@@ -491,6 +502,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "master_key": _check_master_key,
     "tick_ms": _check_range(10, 1000),
     "shutdown_grace_seconds": _check_range(0, 300),
+    "fire_workers": _check_range(1, 256),
+    "fire_group_size": _check_range(1, 5000),
+    "sms_per_app_concurrency": _check_range(1, 256),
     "log_level": _check_choice(LOG_LEVELS),
     "tls_cert": _check_readable_file,
     "tls_key": _check_readable_file,

@@ -1,10 +1,22 @@
 """The fallback scheduler: when a push's delay ends, decide per phone and send the SMS.
 
 The store is the truth and the wheel an index: on start every PENDING or FIRING fallback is
-loaded back into the wheel (overdue ones fire at once). When the wheel hands over due push
-ids, workers fire them: claim (PENDING -> FIRING), judge each phone (fallback.decide),
-reserve a record per phone under the rate limits (SENDING or RATE_LIMITED, in one
-transaction), send in batches, record each answer, and mark the fallback DONE.
+loaded back into the wheel (overdue ones fire at once). Due pushes are fired in groups, so
+that a burst costs a few transactions and provider calls per group, not per push:
+
+1. A claim worker takes up to `group_size` due push ids from the queue and claims them in
+   one transaction (PENDING -> FIRING). Each claimed fire goes to its app's lane.
+2. Up to `per_app` lane runners per app each take up to `group_size` of the app's fires,
+   read their recipients in one read, judge each phone (fallback.decide), reserve a record
+   per phone under the rate limits in one transaction (SENDING or RATE_LIMITED, in order, so
+   an earlier push's record counts for a later one), merge the numbers of all the group's
+   pushes that share app, credentials, SMS app, signature, template and parameters into
+   provider calls of up to 200 (sms.batching.coalesce), record each call's answers per
+   (push, phone), and mark the group's fallbacks DONE in one transaction.
+
+Lanes are per app, so a slow app only slows itself. A lane holds at most `group_size * per_app`
+claimed fires; beyond that it keeps only their ids and claims them again when it gets to them
+(FIRING -> FIRING is allowed), so a backlog costs little memory.
 
 A crash anywhere leaves a state the next start resumes from: SENDING records become UNKNOWN
 (never sent twice), and a FIRING fallback is fired again for the phones not yet judged.
@@ -14,15 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from .clock import Clock
-from .fallback import decide
-from .model import SmsStatus
+from .fallback import Decision, decide
+from .model import RateLimitPolicy, SmsStatus
 from .phone import mask_phone
-from .ratelimit import PROVIDER_RULE, RateLimiter
-from .sms.batching import split_batches
+from .ratelimit import PROVIDER_RULE, RateLimiter, Window
+from .sms.batching import coalesce
 from .sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
 from .sms.sender import SmsSender
 from .store.base import FireJob, SmsOutcome, Store
@@ -54,6 +67,41 @@ class FireReport:
     no_phone: int
 
 
+@dataclass
+class _Tally:
+    sent: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    unknown: int = 0
+
+    def add(self, status: SmsStatus) -> None:
+        if status is SmsStatus.SENT:
+            self.sent += 1
+        elif status is SmsStatus.FAILED:
+            self.failed += 1
+        elif status is SmsStatus.RATE_LIMITED:
+            self.rate_limited += 1
+        else:
+            self.unknown += 1
+
+
+@dataclass
+class _Lane:
+    """One app's claimed fires waiting for a runner, and ids beyond the lane's limit."""
+
+    jobs: deque[tuple[float, FireJob]] = field(default_factory=deque)  # (claimed at, job)
+    parked: deque[int] = field(default_factory=deque)  # claimed once; claimed again when taken
+    runners: int = 0
+    busy: int = 0  # runners firing a chunk (the others are about to take one)
+
+    def __len__(self) -> int:
+        return len(self.jobs) + len(self.parked)
+
+
+# What must be equal for numbers to share one provider call.
+_BatchKey = tuple[str, bytes | None, str, str, str, tuple[str, ...]]
+
+
 class Scheduler:
     def __init__(
         self,
@@ -64,8 +112,12 @@ class Scheduler:
         limiter: RateLimiter,
         credentials: Callable[[str, bytes | None], SmsCredentials | None],
         tick_ms: int = 100,
-        workers: int = 16,
+        workers: int = 4,
+        group_size: int = 256,
+        per_app: int = 16,
     ) -> None:
+        if workers < 1 or group_size < 1 or per_app < 1:
+            raise ValueError("workers, group_size and per_app must be at least 1")
         self._store = store
         self._sender = sender
         self._clock = clock
@@ -75,6 +127,11 @@ class Scheduler:
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()  # a push is queued or being fired at most once
         self._workers_count = workers
+        self._group_size = group_size
+        self._per_app = per_app
+        self._lane_limit = group_size * per_app
+        self._lanes: dict[str, _Lane] = {}
+        self._runners: set[asyncio.Task[None]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self.observers: list[Callable[[FireReport], None]] = []
 
@@ -114,10 +171,13 @@ class Scheduler:
                 await asyncio.wait_for(self._drain(), timeout=grace)
             except TimeoutError:
                 log.warning("%d fallback(s) still firing at shutdown; resumed on next start", len(self._queued))
-        for task in self._workers:
+        tasks = [*self._workers, *self._runners]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers = []
+        self._runners.clear()
+        self._lanes.clear()
 
     async def _drain(self) -> None:
         while self._queued:
@@ -135,88 +195,201 @@ class Scheduler:
                 self._queued.add(push)
                 self._queue.put_nowait(push)
 
+    # -- stage 1: claim due pushes in groups, hand them to their app's lane ---------------------
+
     async def _work(self) -> None:
         while True:
-            push = await self._queue.get()
+            group = [await self._queue.get()]
+            while len(group) < self._group_size and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            # The fire's time: its phones are judged and its records dated as of now.
+            now = self._clock.time()
             try:
-                await self.fire(push)
+                jobs = await self._store.claim_fallbacks(group, now)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # The fallback stays FIRING in the store; firing again resumes it (phones already
-                # judged keep their records), so try again a little later rather than give up.
-                log.exception("firing the fallback of push #%d failed; retrying in %ss", push, RETRY_SECONDS)
-                self._timer.add(self._clock.time() + RETRY_SECONDS, push)
-            finally:
-                self._queued.discard(push)
+                self._retry_later(group, "claiming")
+                continue
+            claimed = {job.push for job in jobs}
+            # Cancelled, or already done by another worker or instance: nothing to fire.
+            self._queued.difference_update(p for p in group if p not in claimed)
+            touched: dict[str, _Lane] = {}
+            for job in jobs:
+                lane = touched.get(job.access_id) or self._lanes.setdefault(job.access_id, _Lane())
+                touched[job.access_id] = lane
+                if len(lane.jobs) < self._lane_limit and not lane.parked:
+                    lane.jobs.append((now, job))
+                else:
+                    lane.parked.append(job.push)
+            for access_id, lane in touched.items():
+                self._kick(access_id, lane)
+
+    def _retry_later(self, pushes: Iterable[int], doing: str) -> None:
+        # The fallbacks stay PENDING or FIRING in the store; firing again resumes them (phones
+        # already judged keep their records), so try again a little later rather than give up.
+        pushes = list(pushes)
+        log.exception("%s %d fallback(s) failed; retrying in %ss", doing, len(pushes), RETRY_SECONDS)
+        at = self._clock.time() + RETRY_SECONDS
+        for push in pushes:
+            self._queued.discard(push)
+            self._timer.add(at, push)
+
+    # -- stage 2: per app, judge, reserve, send and finish a group at a time --------------------
+
+    def _kick(self, access_id: str, lane: _Lane) -> None:
+        """Start runners for the lane's work not yet covered by a free runner, up to `per_app`."""
+        while lane.runners < self._per_app and (lane.runners - lane.busy) * self._group_size < len(lane):
+            lane.runners += 1
+            task = asyncio.create_task(self._run_lane(access_id, lane), name=f"pushreach-lane-{access_id}")
+            self._runners.add(task)
+            task.add_done_callback(self._runners.discard)
+
+    async def _run_lane(self, access_id: str, lane: _Lane) -> None:
+        try:
+            while lane.jobs or lane.parked:
+                lane.busy += 1
+                try:
+                    await self._run_chunk(lane)
+                finally:
+                    lane.busy -= 1
+        finally:
+            lane.runners -= 1
+            if lane.runners == 0 and not lane and self._lanes.get(access_id) is lane:
+                del self._lanes[access_id]
+
+    async def _run_chunk(self, lane: _Lane) -> None:
+        if lane.jobs:
+            # One claim's jobs at a time (they share a fire time), at most a group.
+            now, job = lane.jobs.popleft()
+            chunk = [job]
+            while lane.jobs and len(chunk) < self._group_size and lane.jobs[0][0] == now:
+                chunk.append(lane.jobs.popleft()[1])
+        else:
+            ids = [lane.parked.popleft() for _ in range(min(len(lane.parked), self._group_size))]
+            now = self._clock.time()
+            try:
+                chunk = await self._store.claim_fallbacks(ids, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._retry_later(ids, "claiming")
+                return
+            claimed = {job.push for job in chunk}
+            self._queued.difference_update(p for p in ids if p not in claimed)
+        try:
+            await self._fire_jobs(chunk, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._retry_later((job.push for job in chunk), "firing")
+        else:
+            self._queued.difference_update(job.push for job in chunk)
+
+    # -- firing ---------------------------------------------------------------------------------
 
     async def fire(self, push: int) -> FireReport | None:
+        """Fire one push now, outside the wheel (tests, tools); None when there is nothing to fire."""
+        reports = await self.fire_many([push])
+        return reports[0] if reports else None
+
+    async def fire_many(self, pushes: list[int]) -> list[FireReport]:
+        """Claim and fire these pushes now, as one group; a report per push actually fired."""
         now = self._clock.time()
-        job = await self._store.claim_fallback(push, now)
-        if job is None:
-            return None  # cancelled, or already done by another worker or instance
-        recipients = await self._store.recipients(job)
-        decision = decide(recipients, job.sms_info.trigger_condition)
-        window = self._limiter.window(job.policy, now)
-        to_send, limited = await self._store.reserve_sms(job, decision.phones, window, now)
-        outcomes = await self._send(job, to_send)
-        await self._store.finish_fallback(job, decision.no_phone_count, self._clock.time())
-        report = FireReport(
-            push_id=job.push_id,
-            access_id=job.access_id,
-            lateness=max(0.0, now - job.due_at),
-            sent=sum(o.status is SmsStatus.SENT for o in outcomes),
-            failed=sum(o.status is SmsStatus.FAILED for o in outcomes),
-            rate_limited=limited + sum(o.status is SmsStatus.RATE_LIMITED for o in outcomes),
-            unknown=sum(o.status is SmsStatus.UNKNOWN for o in outcomes),
-            no_phone=decision.no_phone_count,
-        )
-        log.info(
-            "fallback of push %s fired: %d sent, %d failed, %d rate-limited, %d unknown, %d satisfied, "
-            "%d without phone",
-            job.push_id,
-            report.sent,
-            report.failed,
-            report.rate_limited,
-            report.unknown,
-            decision.satisfied_phones,
-            report.no_phone,
-        )
-        for observer in self.observers:
-            observer(report)
-        return report
+        jobs = await self._store.claim_fallbacks(pushes, now)
+        return await self._fire_jobs(jobs, now) if jobs else []
 
-    async def _send(self, job: FireJob, phones: list[str]) -> list[SmsOutcome]:
-        if not phones:
-            return []
-        info = job.sms_info
-        credentials = self._credentials(job.access_id, job.sms_credentials_blob)
-        batches = [
-            SmsBatch(
-                app_access_id=job.access_id,
-                credentials=credentials,
-                sms_app_id=info.sms_app_id,
-                sign_name=info.sms_sign_name,
-                template_id=info.sms_template_id,
-                template_params=info.sms_template_params,
-                phone_numbers=numbers,
-                session_context=job.push_id,
+    async def _fire_jobs(self, jobs: list[FireJob], now: float) -> list[FireReport]:
+        """Judge, reserve, send and finish claimed fallbacks as one group fired at `now`."""
+        recipients = await self._store.recipients_many(jobs)
+        decisions: list[Decision] = [decide(recipients[j.push], j.sms_info.trigger_condition) for j in jobs]
+        windows: dict[RateLimitPolicy, Window] = {}
+        for job in jobs:
+            if job.policy not in windows:
+                windows[job.policy] = self._limiter.window(job.policy, now)
+        reserved = await self._store.reserve_sms_many(
+            [(job, d.phones, windows[job.policy]) for job, d in zip(jobs, decisions)], now
+        )
+        tallies = {job.push: _Tally() for job in jobs}
+        items: list[tuple[_BatchKey, FireJob, str]] = []
+        for job, (to_send, limited) in zip(jobs, reserved):
+            tallies[job.push].rate_limited += limited
+            info = job.sms_info
+            key: _BatchKey = (
+                job.access_id,
+                job.sms_credentials_blob,
+                info.sms_app_id,
+                info.sms_sign_name,
+                info.sms_template_id,
+                info.sms_template_params,
             )
-            for numbers in split_batches(phones, self._sender.provider.max_batch_size)
-        ]
+            items.extend((key, job, phone) for phone in to_send)
+        batches = coalesce(items, self._sender.provider.max_batch_size)
+        credentials: dict[tuple[str, bytes | None], SmsCredentials | None] = {}
+        for key, _ in batches:
+            if key[:2] not in credentials:
+                credentials[key[:2]] = self._credentials(key[0], key[1])
+        # The sender bounds concurrency per app; the group's calls go out together.
+        await asyncio.gather(*(self._send(key, credentials[key[:2]], refs, tallies) for key, refs in batches))
+        await self._store.finish_fallbacks([(j, d.no_phone_count) for j, d in zip(jobs, decisions)], self._clock.time())
+        reports = []
+        for job, d in zip(jobs, decisions):
+            t = tallies[job.push]
+            report = FireReport(
+                push_id=job.push_id,
+                access_id=job.access_id,
+                lateness=max(0.0, now - job.due_at),
+                sent=t.sent,
+                failed=t.failed,
+                rate_limited=t.rate_limited,
+                unknown=t.unknown,
+                no_phone=d.no_phone_count,
+            )
+            log.debug(
+                "fallback of push %s fired: %d sent, %d failed, %d rate-limited, %d unknown, %d satisfied, "
+                "%d without phone",
+                job.push_id, t.sent, t.failed, t.rate_limited, t.unknown, d.satisfied_phones, d.no_phone_count,
+            )
+            reports.append(report)
+            for observer in self.observers:
+                observer(report)
+        if reports:
+            log.info(
+                "fallbacks fired: %d push(es) in %d provider call(s): %d sent, %d failed, %d rate-limited, "
+                "%d unknown",
+                len(reports), len(batches), sum(r.sent for r in reports), sum(r.failed for r in reports),
+                sum(r.rate_limited for r in reports), sum(r.unknown for r in reports),
+            )
+        return reports
 
-        async def send_one(batch: SmsBatch) -> list[SmsOutcome]:
-            results = await self._sender.send(batch)
-            outcomes = [_outcome(r) for r in results]
-            await self._store.finish_sms(job, outcomes, self._clock.time())
-            for r in results:
-                if r.outcome is not SendOutcome.SENT:
-                    log.info("SMS for push %s to %s: %s %s", job.push_id, mask_phone(r.phone_number), r.outcome.name, r.code)
-            return outcomes
-
-        # The sender bounds concurrency per app; batches of one fire go out together.
-        per_batch = await asyncio.gather(*(send_one(b) for b in batches))
-        return [o for outcomes in per_batch for o in outcomes]
+    async def _send(
+        self,
+        key: _BatchKey,
+        credentials: SmsCredentials | None,
+        refs: list[tuple[FireJob, str]],
+        tallies: dict[int, _Tally],
+    ) -> None:
+        access_id, _, sms_app_id, sign_name, template_id, params = key
+        batch = SmsBatch(
+            app_access_id=access_id,
+            credentials=credentials,
+            sms_app_id=sms_app_id,
+            sign_name=sign_name,
+            template_id=template_id,
+            template_params=params,
+            phone_numbers=tuple(phone for _, phone in refs),
+            # Receipts match by serial number and phone; the context names the first push.
+            session_context=refs[0][0].push_id,
+        )
+        results = await self._sender.send(batch)  # one per number, in batch order; never raises
+        outcomes: list[tuple[int, SmsOutcome]] = []
+        for (job, _), r in zip(refs, results, strict=True):
+            outcome = _outcome(r)
+            outcomes.append((job.push, outcome))
+            tallies[job.push].add(outcome.status)
+            if r.outcome is not SendOutcome.SENT:
+                log.info("SMS for push %s to %s: %s %s", job.push_id, mask_phone(r.phone_number), r.outcome.name, r.code)
+        await self._store.finish_sms_many(outcomes, self._clock.time())
 
 
 def _outcome(r: SmsResult) -> SmsOutcome:

@@ -88,7 +88,11 @@ class Service:
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
         self.apps = AppService(self.store, self.box, self.clock)
         self.provider = o.sms_provider or make_sms_provider(settings)
-        self.sender = SmsSender(TimedSmsProvider(self.provider, self.metrics.observe_provider_call), self.clock)
+        self.sender = SmsSender(
+            TimedSmsProvider(self.provider, self.metrics.observe_provider_call),
+            self.clock,
+            per_app_concurrency=settings.sms_per_app_concurrency,
+        )
         self.scheduler = Scheduler(
             self.store,
             self.sender,
@@ -96,6 +100,9 @@ class Service:
             limiter=RateLimiter(settings.rate_limit_time_zone),
             credentials=self.apps.sms_credentials,
             tick_ms=settings.tick_ms,
+            workers=settings.fire_workers,
+            group_size=settings.fire_group_size,
+            per_app=settings.sms_per_app_concurrency,
         )
         self.scheduler.observers.append(self.metrics.observe_fire)
         self.metrics.watch(self.scheduler, self.sender)

@@ -150,6 +150,25 @@ class Store(Protocol):
     async def finish_sms(self, job: FireJob, outcomes: list[SmsOutcome], now: float) -> None: ...
     async def finish_fallback(self, job: FireJob, no_phone_count: int, now: float) -> None: ...
 
+    # fallbacks in groups: the scheduler's path; one store call (one transaction) per group
+    async def claim_fallbacks(self, pushes: list[int], now: float) -> list[FireJob]:
+        """claim_fallback for each push, in one transaction; only the claimed come back."""
+
+    async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
+        """recipients of each job, by push row id, in one read."""
+
+    async def reserve_sms_many(
+        self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
+    ) -> list[tuple[list[str], int]]:
+        """reserve_sms for each (job, phones, window), in order and in one transaction, so a
+        record written for one push counts toward the limits of the same number in the next."""
+
+    async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
+        """Record the provider's answers, each for (push row id, phone), in one transaction."""
+
+    async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
+        """finish_fallback for each (job, no-phone count), in one transaction."""
+
     # SMS records and receipts
     async def list_sms_records(
         self, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int

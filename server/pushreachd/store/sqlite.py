@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 512  # writes per transaction; bounds how long one commit holds the writer
+_CHUNK = 500  # row ids per `IN (...)` list of the fallback queries
 # SMS that count toward the per-number limits: everything that may have reached the phone.
 COUNTED = (
     SmsStatus.SENDING,
@@ -740,121 +741,119 @@ class SqliteStore:
         return await self._write(op)
 
     async def claim_fallback(self, push: int, now: float) -> FireJob | None:
-        sources = _in(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING))
+        jobs = await self.claim_fallbacks([push], now)
+        return jobs[0] if jobs else None
 
-        def op(conn: sqlite3.Connection) -> FireJob | None:
-            row = conn.execute(
-                "SELECT p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, a.same_content_interval, "
-                "a.daily_limit, a.time_zone, a.sms_credentials FROM pushes p JOIN apps a ON a.id = p.app_id "
-                f"WHERE p.id=? AND p.fallback_state IN ({sources})",
-                (push,),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute("UPDATE pushes SET fallback_state=? WHERE id=?", (int(FallbackState.FIRING), push))
-            spec = PushSpec.from_json(row[2])
-            assert spec.sms_info is not None
-            return FireJob(
-                push=push,
-                push_id=row[0],
-                app_id=row[1],
-                access_id=row[4],
-                sms_info=spec.sms_info,
-                policy=RateLimitPolicy(row[5], row[6], row[7]),
-                sms_credentials_blob=row[8],
-                due_at=row[3],
-            )
+    async def claim_fallbacks(self, pushes: list[int], now: float) -> list[FireJob]:
+        sources = _in(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING))
+        firing = int(FallbackState.FIRING)
+        wanted = list(dict.fromkeys(pushes))
+
+        def op(conn: sqlite3.Connection) -> list[FireJob]:
+            jobs: list[FireJob] = []
+            for start in range(0, len(wanted), _CHUNK):
+                ids = _in(wanted[start : start + _CHUNK])
+                rows = conn.execute(
+                    "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
+                    "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials "
+                    f"FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({ids}) "
+                    f"AND p.fallback_state IN ({sources}) ORDER BY p.id"
+                ).fetchall()
+                if not rows:
+                    continue
+                conn.execute(f"UPDATE pushes SET fallback_state={firing} WHERE id IN ({_in(r[0] for r in rows)})")
+                for row in rows:
+                    spec = PushSpec.from_json(row[3])
+                    assert spec.sms_info is not None
+                    jobs.append(
+                        FireJob(
+                            push=row[0],
+                            push_id=row[1],
+                            app_id=row[2],
+                            access_id=row[5],
+                            sms_info=spec.sms_info,
+                            policy=RateLimitPolicy(row[6], row[7], row[8]),
+                            sms_credentials_blob=row[9],
+                            due_at=row[4],
+                        )
+                    )
+            return jobs
 
         return await self._write(op)
 
     async def recipients(self, job: FireJob) -> list[Recipient]:
-        def q(c: sqlite3.Connection) -> list[Recipient]:
-            rows = c.execute(
-                "SELECT t.token, coalesce(d.phone, ''), t.arrived_at IS NOT NULL, t.clicked_at IS NOT NULL, "
-                "d.notifications_enabled FROM targets t "
-                "LEFT JOIN devices d ON d.app_id=? AND d.token=t.token WHERE t.push=? ORDER BY t.seq",
-                (job.app_id, job.push),
-            ).fetchall()
-            return [
-                Recipient(r[0], r[1], bool(r[2]), bool(r[3]), None if r[4] is None else bool(r[4])) for r in rows
-            ]
+        return (await self.recipients_many([job]))[job.push]
+
+    async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
+        def q(c: sqlite3.Connection) -> dict[int, list[Recipient]]:
+            out: dict[int, list[Recipient]] = {job.push: [] for job in jobs}
+            by_app: dict[int, list[int]] = {}
+            for job in jobs:
+                by_app.setdefault(job.app_id, []).append(job.push)
+            for app_id, pushes in by_app.items():
+                for start in range(0, len(pushes), _CHUNK):
+                    rows = c.execute(
+                        "SELECT t.push, t.token, coalesce(d.phone, ''), t.arrived_at IS NOT NULL, "
+                        "t.clicked_at IS NOT NULL, d.notifications_enabled FROM targets t "
+                        "LEFT JOIN devices d ON d.app_id=? AND d.token=t.token "
+                        f"WHERE t.push IN ({_in(pushes[start : start + _CHUNK])}) ORDER BY t.push, t.seq",
+                        (app_id,),
+                    ).fetchall()
+                    for r in rows:
+                        out[r[0]].append(
+                            Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5]))
+                        )
+            return out
 
         return await self._read(q)
 
     async def reserve_sms(
         self, job: FireJob, phones: tuple[str, ...], window: Window, now: float
     ) -> tuple[list[str], int]:
-        info = job.sms_info
-        key = content_key(info)
-        params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
+        return (await self.reserve_sms_many([(job, phones, window)], now))[0]
 
-        def op(conn: sqlite3.Connection) -> tuple[list[str], int]:
-            to_send: list[str] = []
-            limited = 0
-            for phone in phones:
-                if conn.execute("SELECT 1 FROM sms_records WHERE push=? AND phone=?", (job.push, phone)).fetchone():
-                    continue  # judged before an interruption: at most one SMS per (push, phone)
-                sent_today, last_same = conn.execute(
-                    "SELECT coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN created_at END) "
-                    f"FROM sms_records WHERE app_id=? AND phone=? AND status IN ({_COUNTED_SQL}) "
-                    "AND created_at >= min(?, ?)",
-                    (window.day_start, key, job.app_id, phone, window.day_start, window.same_content_since),
-                ).fetchone()
-                rule = window.verdict(sent_today, last_same)
-                status = SmsStatus.RATE_LIMITED if rule else SmsStatus.SENDING
-                conn.execute(
-                    "INSERT INTO sms_records (app_id, push, phone, status, content_key, sms_app_id, template_id, "
-                    "sign_name, params, rate_limit_rule, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        job.app_id,
-                        job.push,
-                        phone,
-                        int(status),
-                        key,
-                        info.sms_app_id,
-                        info.sms_template_id,
-                        info.sms_sign_name,
-                        params,
-                        rule or "",
-                        now,
-                    ),
-                )
-                if rule:
-                    limited += 1
-                else:
-                    to_send.append(phone)
-            return to_send, limited
+    async def reserve_sms_many(
+        self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
+    ) -> list[tuple[list[str], int]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[list[str], int]]:
+            # In order, in one transaction: a record written for an earlier push counts
+            # toward the limits of the same number in a later one.
+            return [_reserve(conn, job, phones, window, now) for job, phones, window in reservations]
 
         return await self._write(op)
 
     async def finish_sms(self, job: FireJob, outcomes: list[SmsOutcome], now: float) -> None:
+        await self.finish_sms_many([(job.push, o) for o in outcomes], now)
+
+    async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
+        by_status: dict[SmsStatus, list[tuple[Any, ...]]] = {}
+        for push, o in outcomes:
+            by_status.setdefault(o.status, []).append(
+                (int(o.status), o.code, o.message, o.serial_no, o.fee, o.rate_limit_rule, now, push, o.phone_number)
+            )
+
         def op(conn: sqlite3.Connection) -> None:
-            for o in outcomes:
-                allowed = _in(sources_of(SMS_TRANSITIONS, o.status))
-                conn.execute(
+            for status, rows in by_status.items():
+                allowed = _in(sources_of(SMS_TRANSITIONS, status))
+                conn.executemany(
                     "UPDATE sms_records SET status=?, provider_code=?, provider_message=?, serial_no=?, fee=?, "
                     f"rate_limit_rule=?, sent_at=? WHERE push=? AND phone=? AND status IN ({allowed})",
-                    (
-                        int(o.status),
-                        o.code,
-                        o.message,
-                        o.serial_no,
-                        o.fee,
-                        o.rate_limit_rule,
-                        now,
-                        job.push,
-                        o.phone_number,
-                    ),
+                    rows,
                 )
 
         await self._write(op)
 
     async def finish_fallback(self, job: FireJob, no_phone_count: int, now: float) -> None:
+        await self.finish_fallbacks([(job, no_phone_count)], now)
+
+    async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
+        done, firing = int(FallbackState.DONE), int(FallbackState.FIRING)
+        rows = [(done, now, no_phone, job.push, firing) for job, no_phone in finished]
         await self._write(
-            lambda c: c.execute(
+            lambda c: c.executemany(
                 "UPDATE pushes SET fallback_state=?, fallback_ended_at=?, no_phone_count=? "
                 "WHERE id=? AND fallback_state=?",
-                (int(FallbackState.DONE), now, no_phone_count, job.push, int(FallbackState.FIRING)),
+                rows,
             )
         )
 
@@ -987,6 +986,50 @@ class SqliteStore:
 
 
 # -- helpers that run on the writer thread ------------------------------------------------
+
+
+def _reserve(
+    conn: sqlite3.Connection, job: FireJob, phones: tuple[str, ...], window: Window, now: float
+) -> tuple[list[str], int]:
+    """reserve_sms for one push, inside the caller's transaction."""
+    info = job.sms_info
+    key = content_key(info)
+    params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
+    to_send: list[str] = []
+    limited = 0
+    for phone in phones:
+        if conn.execute("SELECT 1 FROM sms_records WHERE push=? AND phone=?", (job.push, phone)).fetchone():
+            continue  # judged before an interruption: at most one SMS per (push, phone)
+        sent_today, last_same = conn.execute(
+            "SELECT coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN created_at END) "
+            f"FROM sms_records WHERE app_id=? AND phone=? AND status IN ({_COUNTED_SQL}) "
+            "AND created_at >= min(?, ?)",
+            (window.day_start, key, job.app_id, phone, window.day_start, window.same_content_since),
+        ).fetchone()
+        rule = window.verdict(sent_today, last_same)
+        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.SENDING
+        conn.execute(
+            "INSERT INTO sms_records (app_id, push, phone, status, content_key, sms_app_id, template_id, "
+            "sign_name, params, rate_limit_rule, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.app_id,
+                job.push,
+                phone,
+                int(status),
+                key,
+                info.sms_app_id,
+                info.sms_template_id,
+                info.sms_sign_name,
+                params,
+                rule or "",
+                now,
+            ),
+        )
+        if rule:
+            limited += 1
+        else:
+            to_send.append(phone)
+    return to_send, limited
 
 
 def _record_push_event(conn: sqlite3.Connection, push: int, e: EventIn) -> EventOutcome:
