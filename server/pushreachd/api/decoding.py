@@ -21,6 +21,9 @@ def _refuse(method: str) -> str:
 
 
 class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -30,6 +33,14 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or handler.request_deserializer is None or not method.startswith(PREFIX):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:  # built once per method, not per call
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decode = handler.request_deserializer
 
         async def parse(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
