@@ -271,3 +271,28 @@ async def exercise(store: SqliteStore) -> None:
     await store.list_sms_records(app.id, SmsRecordFilter(statuses=(SmsStatus.SENT,), start_time=NOW - 1), None, 100)
     await store.statistics(app.id, NOW - 60, NOW + 60)
     await store.sms_sources()
+
+
+async def test_cancelling_the_writer_ends_it_and_cancels_its_waiters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import threading
+
+    from pushreachd.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "w.db"))
+    await store.open()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(conn):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(5)
+
+    waiter = asyncio.ensure_future(store._write(slow))
+    await asyncio.to_thread(entered.wait, 5)
+    writer = store._writer_task
+    assert writer is not None
+    writer.cancel()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(writer, return_exceptions=True), timeout=5)
+    assert writer.cancelled()
+    assert waiter.cancelled()

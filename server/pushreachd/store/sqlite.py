@@ -196,7 +196,14 @@ class SqliteStore:
             started = loop.time()
             try:
                 await loop.run_in_executor(self._writer_pool, self._commit_batch, batch)
-            except BaseException as exc:  # the commit itself failed: nothing in it is durable
+            except asyncio.CancelledError:
+                # Cancelled mid-commit (a torn-down loop): the thread finishes the transaction on
+                # its own, but nobody may be told it is durable, and the task must end.
+                for w in batch:
+                    if not w.future.done():
+                        w.future.cancel()
+                raise
+            except Exception as exc:  # the commit itself failed: nothing in it is durable
                 log.error("store commit failed: %s", exc)
                 for w in batch:
                     w.error = w.error or exc
