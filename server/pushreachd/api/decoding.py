@@ -7,11 +7,13 @@ deserialization of pushreach's own methods and answers a malformed message as wh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from .interceptors import WrappingInterceptor
 
 PREFIX = "/pushreach.v1."
 
@@ -20,25 +22,9 @@ def _refuse(method: str) -> str:
     return f"the request is not a valid serialized {method.rsplit('/', 1)[-1]} request message"
 
 
-class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.request_deserializer is None or not method.startswith(PREFIX):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:  # built once per method, not per call
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+class DecodeGuardInterceptor(WrappingInterceptor):
+    def _applies(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        return handler.request_deserializer is not None and method.startswith(PREFIX)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decode = handler.request_deserializer

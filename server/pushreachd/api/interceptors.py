@@ -25,16 +25,14 @@ def _code_name(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> s
     return default.name
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each handler so that its end (return, abort, error, cancel) is observed once.
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps a method's handler, built once per method and reused.
 
-    `method` is the full gRPC method name, e.g. `/pushreach.v1.PushService/Push`.
-    Unknown methods (no handler) are not observed: gRPC answers UNIMPLEMENTED itself.
+    The handler a method resolves to is the same object on every call, so its wrapper is
+    cached against it: building handler objects per call cost 15-40 us of every RPC.
     """
 
-    def __init__(self, observe: Observe, timer: Callable[[], float] = time.perf_counter) -> None:
-        self._observe = observe
-        self._timer = timer
+    def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -43,15 +41,34 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
+        if handler is None or not self._applies(method, handler):
+            return handler
         cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:  # built once per method, not per call
+        if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = self._wrap(method, handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+    def _applies(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        return True
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class MetricsInterceptor(WrappingInterceptor):
+    """Wraps each handler so that its end (return, abort, error, cancel) is observed once.
+
+    `method` is the full gRPC method name, e.g. `/pushreach.v1.PushService/Push`.
+    Unknown methods (no handler) are not observed: gRPC answers UNIMPLEMENTED itself.
+    """
+
+    def __init__(self, observe: Observe, timer: Callable[[], float] = time.perf_counter) -> None:
+        super().__init__()
+        self._observe = observe
+        self._timer = timer
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
