@@ -15,7 +15,6 @@ import base64
 import sqlite3
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
