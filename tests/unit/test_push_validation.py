@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from pushreachd import limits
 from pushreachd.channel.log import LogPushChannel
 from pushreachd.errors import AlreadyExists, InvalidArgument
@@ -24,28 +22,15 @@ from pushreachd.model import (
 from pushreachd.pushes import PushService
 from pushreachd.store.sqlite import SqliteStore
 from pushreachd.validation import PushDraft, validate_push
+
+from tests.builders import sms_push_draft
 from tests.fakes import FakeClock
 
 MIN_DELAY = 300
 
 
 def draft(**changes: object) -> PushDraft:
-    base = PushDraft(
-        audience_type=int(AudienceType.TOKEN_LIST),
-        token_list=["tok0", "tok1"],
-        has_message=True,
-        title="Approval needed",
-        content="Expense #42 waits for you",
-        resend_by_sms=True,
-        has_sms_info=True,
-        delay_trigger_time=MIN_DELAY,
-        trigger_condition=int(TriggerCondition.NOT_ARRIVED),
-        sms_sign_name="Pushreach",
-        sms_template_id="123456",
-        sms_app_id="1400000001",
-        sms_template_params=["42"],
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return sms_push_draft(["tok0", "tok1"], MIN_DELAY, **changes)
 
 
 def violations(d: PushDraft) -> dict[str, str]:

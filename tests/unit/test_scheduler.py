@@ -14,12 +14,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from pushreachd.channel.log import LogPushChannel
 from pushreachd.errors import FailedPrecondition
 from pushreachd.model import (
     App,
-    AudienceType,
     EventIn,
     EventType,
     FallbackState,
@@ -32,12 +30,18 @@ from pushreachd.model import (
 )
 from pushreachd.phone import is_mainland
 from pushreachd.pushes import PushService
-from pushreachd.ratelimit import DAILY_LIMIT_RULE, PROVIDER_RULE, SAME_CONTENT_RULE, RateLimiter
+from pushreachd.ratelimit import (
+    DAILY_LIMIT_RULE,
+    PROVIDER_RULE,
+    SAME_CONTENT_RULE,
+    RateLimiter,
+)
 from pushreachd.scheduler import FireReport, Scheduler
 from pushreachd.sms.provider import SendOutcome, SmsErrorKind, SmsProviderError
 from pushreachd.sms.sender import SmsSender
 from pushreachd.store.sqlite import SqliteStore
-from pushreachd.validation import PushDraft
+
+from tests.builders import sms_push_draft
 from tests.fakes import FakeClock, FakeSmsProvider
 
 DELAY = 300
@@ -80,21 +84,7 @@ class Engine:
     ) -> PushReceipt:
         return await self.pushes.push(
             self.app,
-            PushDraft(
-                audience_type=int(AudienceType.TOKEN_LIST),
-                token_list=tokens,
-                has_message=True,
-                title="Approval needed",
-                content="Expense #42 waits for you",
-                resend_by_sms=True,
-                has_sms_info=True,
-                delay_trigger_time=delay,
-                trigger_condition=int(condition),
-                sms_sign_name="Pushreach",
-                sms_template_id="123456",
-                sms_app_id="1400000001",
-                sms_template_params=list(params),
-            ),
+            sms_push_draft(tokens, delay, trigger_condition=int(condition), sms_template_params=list(params)),
         )
 
     async def bind(self, token: str, phone: str) -> None:

@@ -17,22 +17,21 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from pushreachd.model import (
     App,
-    AudienceType,
     EventType,
     FallbackState,
     RateLimitPolicy,
     SmsRecordFilter,
     SmsStatus,
-    TriggerCondition,
 )
 from pushreachd.phone import is_mainland
 from pushreachd.ratelimit import SAME_CONTENT_RULE
 from pushreachd.sms.batching import coalesce
 from pushreachd.sms.provider import SmsBatch, SmsResult
 from pushreachd.validation import PushDraft
+
+from tests.builders import sms_push_draft
 from tests.fakes import FakeClock, FakeSmsProvider
 from tests.unit.test_scheduler import DELAY, Engine, _engine, engine  # noqa: F401  (fixture)
 
@@ -43,21 +42,7 @@ OPEN = RateLimitPolicy(same_content_interval_seconds=30, daily_limit=1000)
 
 
 def draft(tokens: list[str], params: tuple[str, ...], template: str = "123456") -> PushDraft:
-    return PushDraft(
-        audience_type=int(AudienceType.TOKEN_LIST),
-        token_list=tokens,
-        has_message=True,
-        title="t",
-        content="c",
-        resend_by_sms=True,
-        has_sms_info=True,
-        delay_trigger_time=DELAY,
-        trigger_condition=int(TriggerCondition.NOT_ARRIVED),
-        sms_sign_name="Pushreach",
-        sms_template_id=template,
-        sms_app_id="1400000001",
-        sms_template_params=list(params),
-    )
+    return sms_push_draft(tokens, DELAY, sms_template_id=template, sms_template_params=list(params))
 
 
 # (app index, phone indexes into POOL, template, params) per push
