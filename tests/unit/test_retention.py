@@ -56,12 +56,12 @@ async def push(store: SqliteStore, app: App, push_id: str, at: float, *, sms: bo
 
 
 async def fire(store: SqliteStore, row: int, at: float, *, finish: bool = True) -> None:
-    job = await store.claim_fallback(row, at)
+    (job,) = await store.claim_fallbacks([row], at)
     assert job is not None
-    await store.reserve_sms(job, ("+8613800000001",), OPEN, at)
-    await store.finish_sms(job, [SmsOutcome("+8613800000001", SmsStatus.SENT)], at)
+    await store.reserve_sms_many([(job, ("+8613800000001",), OPEN)], at)
+    await store.finish_sms_many([(job.push, SmsOutcome("+8613800000001", SmsStatus.SENT))], at)
     if finish:
-        await store.finish_fallback(job, 0, at)
+        await store.finish_fallbacks([(job, 0)], at)
 
 
 def rows(path: Path) -> dict[str, list[str]]:

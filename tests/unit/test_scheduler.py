@@ -448,10 +448,11 @@ async def test_a_fire_interrupted_before_every_phone_was_judged_sends_only_the_r
     await engine.clock.advance(DELAY)
     # The crashed process had claimed the fallback and reserved one phone, then died.
     push = await engine.get(receipt.push_id)
-    job = await engine.store.claim_fallback(push.id, engine.clock.time())
+    (job,) = await engine.store.claim_fallbacks([push.id], engine.clock.time())
     assert job is not None
     window = RateLimiter().window(job.policy, engine.clock.time())
-    assert await engine.store.reserve_sms(job, (PHONES[0],), window, engine.clock.time()) == ([PHONES[0]], 0)
+    reserved = await engine.store.reserve_sms_many([(job, (PHONES[0],), window)], engine.clock.time())
+    assert reserved == [([PHONES[0]], 0)]
 
     engine.new_scheduler()
     await engine.scheduler.start()

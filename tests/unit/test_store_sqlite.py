@@ -132,35 +132,35 @@ async def test_answered_writes_survive_a_reopen(tmp_path: Path) -> None:
 async def test_a_fallback_is_claimed_only_from_pending_or_firing(store: SqliteStore) -> None:
     app = await app_of(store)
     plain = await add_push(store, app, "plain", ["t"], sms=False)
-    assert await store.claim_fallback(plain, NOW) is None, "a push without SMS has no fallback"
+    assert await store.claim_fallbacks([plain], NOW) == [], "a push without SMS has no fallback"
     cancelled = await add_push(store, app, "cancelled", ["t"])
     assert await store.cancel_fallback(app.id, "cancelled", NOW) is FallbackState.CANCELLED
-    assert await store.claim_fallback(cancelled, NOW) is None
+    assert await store.claim_fallbacks([cancelled], NOW) == []
     row = await add_push(store, app, "live", ["t"])
-    job = await store.claim_fallback(row, NOW)
+    (job,) = await store.claim_fallbacks([row], NOW)
     assert job is not None and job.sms_info == INFO and job.push_id == "live"
     with pytest.raises(FailedPrecondition):
         await store.cancel_fallback(app.id, "live", NOW)
-    await store.finish_fallback(job, 0, NOW)
-    assert await store.claim_fallback(row, NOW) is None
+    await store.finish_fallbacks([(job, 0)], NOW)
+    assert await store.claim_fallbacks([row], NOW) == []
     assert await store.live_fallbacks() == []
 
 
 async def test_sms_records_are_unique_per_push_and_phone_and_sending_becomes_unknown(store: SqliteStore) -> None:
     app = await app_of(store)
     row = await add_push(store, app, "p", ["t"])
-    job = await store.claim_fallback(row, NOW)
+    (job,) = await store.claim_fallbacks([row], NOW)
     assert job is not None
     window = RateLimiter().window(job.policy, NOW)
     phones = ("+8613800000001", "+8613800000002")
-    assert await store.reserve_sms(job, phones, window, NOW) == (list(phones), 0)
-    assert await store.reserve_sms(job, phones, window, NOW) == ([], 0), "a second reservation is a no-op"
-    await store.finish_sms(job, [SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s-1")], NOW)
+    assert await store.reserve_sms_many([(job, phones, window)], NOW) == [(list(phones), 0)]
+    assert await store.reserve_sms_many([(job, phones, window)], NOW) == [([], 0)], "a second reservation is a no-op"
+    await store.finish_sms_many([(job.push, SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s-1"))], NOW)
     assert await store.recover_interrupted_sms(NOW) == 1
     records = {r.phone_number: r.status for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
     assert records == {phones[0]: SmsStatus.SENT, phones[1]: SmsStatus.UNKNOWN}
     # A late provider answer cannot turn UNKNOWN into FAILED...
-    await store.finish_sms(job, [SmsOutcome(phones[1], SmsStatus.FAILED)], NOW)
+    await store.finish_sms_many([(job.push, SmsOutcome(phones[1], SmsStatus.FAILED))], NOW)
     # ...but a delivery receipt may still say what became of it.
     assert await store.apply_receipts([DeliveryReceipt(phones[0], "s-1", True, NOW + 5)]) == 1
     records = {r.phone_number: r.status for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
@@ -257,12 +257,12 @@ async def exercise(store: SqliteStore) -> None:
     assert outcomes == [EventOutcome.ACCEPTED] * 3
     await store.live_fallbacks()
     await store.recover_interrupted_sms(NOW)
-    job = await store.claim_fallback(row, NOW)
+    (job,) = await store.claim_fallbacks([row], NOW)
     assert job is not None
-    await store.recipients(job)
-    await store.reserve_sms(job, ("+8613800000002",), RateLimiter().window(job.policy, NOW), NOW)
-    await store.finish_sms(job, [SmsOutcome("+8613800000002", SmsStatus.SENT, serial_no="s1")], NOW)
-    await store.finish_fallback(job, 0, NOW)
+    await store.recipients_many([job])
+    await store.reserve_sms_many([(job, ("+8613800000002",), RateLimiter().window(job.policy, NOW))], NOW)
+    await store.finish_sms_many([(job.push, SmsOutcome("+8613800000002", SmsStatus.SENT, serial_no="s1"))], NOW)
+    await store.finish_fallbacks([(job, 0)], NOW)
     await store.apply_receipts([DeliveryReceipt("+8613800000002", "s1", True, NOW)])
     await store.push_targets(row, 0, 100)
     await store.push_funnel(row)

@@ -137,37 +137,27 @@ class Store(Protocol):
     async def recover_interrupted_sms(self, now: float) -> int:
         """SENDING records left by a stopped process become UNKNOWN (never sent again)."""
 
-    async def claim_fallback(self, push: int, now: float) -> FireJob | None:
-        """PENDING (or interrupted FIRING) -> FIRING; None when there is nothing to fire."""
-
-    async def recipients(self, job: FireJob) -> list[Recipient]: ...
-    async def reserve_sms(
-        self, job: FireJob, phones: tuple[str, ...], window: Window, now: float
-    ) -> tuple[list[str], int]:
-        """For each phone without a record for this push: a SENDING record, or a
-        RATE_LIMITED one when `window` says so. Returns (phones to send, rate-limited count)."""
-
-    async def finish_sms(self, job: FireJob, outcomes: list[SmsOutcome], now: float) -> None: ...
-    async def finish_fallback(self, job: FireJob, no_phone_count: int, now: float) -> None: ...
-
-    # fallbacks in groups: the scheduler's path; one store call (one transaction) per group
+    # firing, in groups: one store call (one transaction) per group of due pushes
     async def claim_fallbacks(self, pushes: list[int], now: float) -> list[FireJob]:
-        """claim_fallback for each push, in one transaction; only the claimed come back."""
+        """PENDING (or interrupted FIRING) -> FIRING for each push, in one transaction; only the
+        claimed come back (a cancelled, finished or SMS-less push has nothing to fire)."""
 
     async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
-        """recipients of each job, by push row id, in one read."""
+        """The targets of each job as the fallback sees them, by push row id, in one read."""
 
     async def reserve_sms_many(
         self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
     ) -> list[tuple[list[str], int]]:
-        """reserve_sms for each (job, phones, window), in order and in one transaction, so a
-        record written for one push counts toward the limits of the same number in the next."""
+        """For each (job, phones, window), each phone without a record for that push gets a
+        SENDING record, or a RATE_LIMITED one when `window` says so; answers (phones to send,
+        rate-limited count) per job. In order and in one transaction, so a record written for
+        one push counts toward the limits of the same number in the next."""
 
     async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
         """Record the provider's answers, each for (push row id, phone), in one transaction."""
 
     async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
-        """finish_fallback for each (job, no-phone count), in one transaction."""
+        """FIRING -> DONE for each (job, no-phone count), in one transaction."""
 
     # SMS records and receipts
     async def list_sms_records(

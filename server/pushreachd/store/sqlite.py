@@ -747,10 +747,6 @@ class SqliteStore:
 
         return await self._write(op)
 
-    async def claim_fallback(self, push: int, now: float) -> FireJob | None:
-        jobs = await self.claim_fallbacks([push], now)
-        return jobs[0] if jobs else None
-
     async def claim_fallbacks(self, pushes: list[int], now: float) -> list[FireJob]:
         sources = _in(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING))
         firing = int(FallbackState.FIRING)
@@ -788,9 +784,6 @@ class SqliteStore:
 
         return await self._write(op)
 
-    async def recipients(self, job: FireJob) -> list[Recipient]:
-        return (await self.recipients_many([job]))[job.push]
-
     async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
         def q(c: sqlite3.Connection) -> dict[int, list[Recipient]]:
             out: dict[int, list[Recipient]] = {job.push: [] for job in jobs}
@@ -814,11 +807,6 @@ class SqliteStore:
 
         return await self._read(q)
 
-    async def reserve_sms(
-        self, job: FireJob, phones: tuple[str, ...], window: Window, now: float
-    ) -> tuple[list[str], int]:
-        return (await self.reserve_sms_many([(job, phones, window)], now))[0]
-
     async def reserve_sms_many(
         self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
     ) -> list[tuple[list[str], int]]:
@@ -828,9 +816,6 @@ class SqliteStore:
             return [_reserve(conn, job, phones, window, now) for job, phones, window in reservations]
 
         return await self._write(op)
-
-    async def finish_sms(self, job: FireJob, outcomes: list[SmsOutcome], now: float) -> None:
-        await self.finish_sms_many([(job.push, o) for o in outcomes], now)
 
     async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
         by_status: dict[SmsStatus, list[tuple[Any, ...]]] = {}
@@ -849,9 +834,6 @@ class SqliteStore:
                 )
 
         await self._write(op)
-
-    async def finish_fallback(self, job: FireJob, no_phone_count: int, now: float) -> None:
-        await self.finish_fallbacks([(job, no_phone_count)], now)
 
     async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
         done, firing = int(FallbackState.DONE), int(FallbackState.FIRING)
@@ -998,7 +980,7 @@ class SqliteStore:
 def _reserve(
     conn: sqlite3.Connection, job: FireJob, phones: tuple[str, ...], window: Window, now: float
 ) -> tuple[list[str], int]:
-    """reserve_sms for one push, inside the caller's transaction."""
+    """The reservation of reserve_sms_many for one push, inside the caller's transaction."""
     info = job.sms_info
     key = content_key(info)
     params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
