@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 import grpc
+from pushreach import basic_auth as basic
 from pushreach.v1 import push_pb2_grpc
 
 from pushreachd.model import FallbackState, SmsStatus
 
 from . import dbgen, procs
 from .common import Config, Figure
-from .load import CHANNEL_OPTIONS, basic, percentile, push_request
+from .load import CHANNEL_OPTIONS, percentile, push_request
 
 SECRET_ID, SECRET_KEY = "AKIDbenchmark000000000000000000000", "benchmark-secret-key-000000000000"
 

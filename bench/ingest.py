@@ -14,11 +14,12 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from pushreach import basic_auth as basic
 from pushreach.v1 import event_pb2, event_pb2_grpc, push_pb2_grpc
 
 from . import procs
 from .common import Config, Figure
-from .load import CHANNEL_OPTIONS, Run, basic, closed_loop, push_request
+from .load import CHANNEL_OPTIONS, Run, closed_loop, push_request
 
 
 async def _push_run(target: str, md: tuple, *, tokens_per_push: int, concurrency: int, count: int,

@@ -7,7 +7,6 @@ calls were made or `seconds` passed, whichever is first (every loop is bounded b
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,11 +18,6 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.max_send_message_length", 4 * 1024 * 1024),
 ]
-
-
-def basic(access_id: str, secret: str) -> tuple[tuple[str, str], ...]:
-    token = base64.b64encode(f"{access_id}:{secret}".encode()).decode()
-    return (("authorization", f"Basic {token}"),)
 
 
 @dataclass

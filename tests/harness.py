@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
+from pushreach import basic_auth as basic  # tests say basic(access_id, secret)
 from pushreach.v1 import (
     admin_pb2_grpc,
     device_pb2,
@@ -38,11 +38,6 @@ def test_settings(tmp_path: Path, **changes: object) -> Settings:
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
-
-
-def basic(access_id: str, secret: str) -> tuple[tuple[str, str], ...]:
-    token = base64.b64encode(f"{access_id}:{secret}".encode()).decode()
-    return (("authorization", f"Basic {token}"),)
 
 
 @dataclass

@@ -9,7 +9,6 @@ events, then kills the process without warning. A last start lets every due fall
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pushreach import basic_auth
 from pushreach.v1 import device_pb2, event_pb2, push_pb2
 
 from pushreachd.fallback import Recipient, decide
@@ -184,7 +184,7 @@ async def test_sigkill_mid_run_loses_nothing_answered_and_sends_no_sms_twice(tmp
     rng = random.Random(20250615)
     server = Server(tmp_path)
     access_id, secret = server.create_app()
-    metadata = (("authorization", "Basic " + base64.b64encode(f"{access_id}:{secret}".encode()).decode()),)
+    metadata = basic_auth(access_id, secret)
     ledger = Ledger()
     channel: grpc.aio.Channel | None = None
     try:

@@ -4,6 +4,6 @@
 (see `pushreach.client` for an example). This package never imports the server.
 """
 
-from .client import Client, FieldViolation, PushreachError, TimeLike, timestamp
+from .client import Client, FieldViolation, PushreachError, TimeLike, basic_auth, timestamp
 
-__all__ = ["Client", "FieldViolation", "PushreachError", "TimeLike", "timestamp"]
+__all__ = ["Client", "FieldViolation", "PushreachError", "TimeLike", "basic_auth", "timestamp"]

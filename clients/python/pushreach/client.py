@@ -128,6 +128,13 @@ def timestamp(value: TimeLike) -> timestamp_pb2.Timestamp:
     return t
 
 
+def basic_auth(access_id: str, secret_key: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that authenticates an app (TPNS's scheme):
+    `authorization: Basic base64(access_id:secret_key)`."""
+    token = base64.b64encode(f"{access_id}:{secret_key}".encode()).decode()
+    return (("authorization", f"Basic {token}"),)
+
+
 class Client:
     """A pushreach client for one app. Use it as `async with Client(...) as client:`.
 
@@ -166,8 +173,7 @@ class Client:
             self._channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
         else:
             self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-        token = base64.b64encode(f"{access_id}:{secret_key}".encode()).decode()
-        self._metadata = (("authorization", f"Basic {token}"),)
+        self._metadata = basic_auth(access_id, secret_key)
         self.target = target
         self.timeout = timeout
         self.retries = retries
