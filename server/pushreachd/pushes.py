@@ -203,12 +203,10 @@ class PushService:
     async def cancel_fallback(self, app: App, push_id: str) -> FallbackState:
         if not push_id:
             raise InvalidArgument.one("push_id", "required")
-        push = await self._store.get_push(app.id, push_id)
-        if push is None:
+        cancelled = await self._store.cancel_fallback(app.id, push_id, self._clock.time())
+        if cancelled is None:
             raise NotFound(f"push {push_id!r} not found")
-        state = await self._store.cancel_fallback(app.id, push_id, self._clock.time())
-        if state is None:
-            raise NotFound(f"push {push_id!r} not found")
+        row_id, state = cancelled
         if state is FallbackState.CANCELLED:
-            self._fallbacks.disarm(push.id)
+            self._fallbacks.disarm(row_id)
         return state

@@ -134,7 +134,7 @@ async def test_a_fallback_is_claimed_only_from_pending_or_firing(store: SqliteSt
     plain = await add_push(store, app, "plain", ["t"], sms=False)
     assert await store.claim_fallbacks([plain], NOW) == [], "a push without SMS has no fallback"
     cancelled = await add_push(store, app, "cancelled", ["t"])
-    assert await store.cancel_fallback(app.id, "cancelled", NOW) is FallbackState.CANCELLED
+    assert await store.cancel_fallback(app.id, "cancelled", NOW) == (cancelled, FallbackState.CANCELLED)
     assert await store.claim_fallbacks([cancelled], NOW) == []
     row = await add_push(store, app, "live", ["t"])
     (job,) = await store.claim_fallbacks([row], NOW)

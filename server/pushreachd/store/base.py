@@ -115,8 +115,9 @@ class Store(Protocol):
 
     async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]: ...
     async def push_funnel(self, push: int) -> Funnel: ...
-    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> FallbackState | None:
-        """PENDING -> CANCELLED. Returns the state after the call; None for an unknown push."""
+    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> tuple[int, FallbackState] | None:
+        """PENDING -> CANCELLED. Returns the push's row id and its state after the call; None
+        for an unknown push."""
 
     # devices
     async def bind_phone(self, app_id: int, token: str, phone: str, now: float) -> Device: ...

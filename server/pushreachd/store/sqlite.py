@@ -567,8 +567,8 @@ class SqliteStore:
 
         return await self._read(q)
 
-    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> FallbackState | None:
-        def op(conn: sqlite3.Connection) -> FallbackState | None:
+    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> tuple[int, FallbackState] | None:
+        def op(conn: sqlite3.Connection) -> tuple[int, FallbackState] | None:
             row = conn.execute(
                 "SELECT id, fallback_state FROM pushes WHERE push_id=? AND app_id=?", (push_id, app_id)
             ).fetchone()
@@ -576,14 +576,14 @@ class SqliteStore:
                 return None
             state = FallbackState(row[1])
             if state in (FallbackState.CANCELLED, FallbackState.NONE):
-                return state
+                return row[0], state
             if state is not FallbackState.PENDING:
                 raise FailedPrecondition(f"the fallback has already fired ({state.name})")
             conn.execute(
                 "UPDATE pushes SET fallback_state=?, fallback_ended_at=? WHERE id=? AND fallback_state=?",
                 (int(FallbackState.CANCELLED), now, row[0], int(FallbackState.PENDING)),
             )
-            return FallbackState.CANCELLED
+            return row[0], FallbackState.CANCELLED
 
         return await self._write(op)
 
