@@ -492,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_apps_list)
 
     rotate = apps_sub.add_parser("rotate-secret", help="give an app a new secret key",
-                                 description="Give an app a new secret key; the old one stops working at once.")
+                                 description="Give an app a new secret key. The old one stops working; a service "
+                                 "already running on the database may accept it for up to 2 s more.")
     rotate.add_argument("access_id", help="the app's access id")
     _add_db_arguments(rotate)
     rotate.set_defaults(func=cmd_apps_rotate_secret)
