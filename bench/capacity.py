@@ -36,8 +36,8 @@ async def _measure(way: str, n: int, step: int) -> dict[str, object]:
     holders: list[object] = []
     if way == "pushreach":
         from pushreachd.clock import SystemClock
-        from pushreachd.ratelimit import RateLimiter
-        from pushreachd.scheduler import Scheduler
+        from pushreachd.engine.ratelimit import RateLimiter
+        from pushreachd.engine.scheduler import Scheduler
 
         clock = SystemClock()
         scheduler = Scheduler(None, None, clock, limiter=RateLimiter("Asia/Shanghai"),  # type: ignore[arg-type]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pushreachd.api.convert import push_draft
 from pushreachd.model import FallbackState
+from pushreachd.services.validation import validate_push
 from pushreachd.store.migrations import migrate
-from pushreachd.validation import validate_push
 
 from .load import push_request
 

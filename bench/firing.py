@@ -22,7 +22,6 @@ from pathlib import Path
 import grpc
 from pushreach import basic_auth as basic
 from pushreach.v1 import push_pb2_grpc
-
 from pushreachd.model import FallbackState, SmsStatus
 
 from . import dbgen, procs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pushreachd.model import AudienceType, TriggerCondition
-from pushreachd.validation import PushDraft
+from pushreachd.services.validation import PushDraft
 
 
 def sms_push_draft(tokens: list[str], delay: int, **changes: object) -> PushDraft:

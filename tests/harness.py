@@ -17,7 +17,6 @@ from pushreach.v1 import (
     push_pb2_grpc,
     sms_pb2_grpc,
 )
-
 from pushreachd.config import Settings
 from pushreachd.wiring import Overrides, Service
 

@@ -18,12 +18,12 @@ from typing import Any
 from pushreach.v1 import push_pb2, sms_pb2  # messages only: no grpc import here
 
 from . import config
-from .apps import AppService
 from .clock import SystemClock
 from .errors import DomainError
 from .logcontext import RequestIdFilter
 from .phone import PhoneMaskingFilter
 from .secrets import SecretBox, SecretError, load_master_key
+from .services.apps import AppService
 from .sms import emulator
 from .store.sqlite import SqliteStore
 
@@ -261,7 +261,7 @@ def _run_op(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped
 def _load_push_body(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from google.protobuf import json_format
 
-    from .tpns import TpnsBodyError, from_tpns
+    from .services.tpns import TpnsBodyError, from_tpns
 
     try:
         with (sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")) as f:

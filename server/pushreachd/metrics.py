@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from .scheduler import FireReport
+from .engine.scheduler import FireReport
 from .sms.provider import SmsBatch, SmsProvider, SmsProviderError, SmsResult
 
 log = logging.getLogger(__name__)

@@ -72,6 +72,36 @@ class EventOutcome(enum.IntEnum):
     INVALID = 5
 
 
+class Channel(enum.IntEnum):
+    """How a device is reached (proto `Channel`, same numbers)."""
+
+    APNS = 1
+    FCM = 2
+    HMS = 3
+    HONOR = 4
+    XIAOMI = 5
+    OPPO = 6
+    VIVO = 7
+    WEBHOOK = 8
+    LOG = 9
+
+
+class PushOutcome(enum.IntEnum):
+    """What became of one target's push (proto `PushOutcome`, same numbers)."""
+
+    PENDING = 1  # accepted by us, not yet answered by the channel
+    ACCEPTED = 2  # the channel took it (APNs 200, FCM name, vendor success)
+    INVALID_TOKEN = 3  # the vendor says the token is gone: later pushes skip it
+    FAILED = 4  # a permanent failure, with the vendor's code
+    EXPIRED = 5  # the push expired before the channel took it
+    NO_CHANNEL = 6  # the device's channel has no credentials for this app
+
+    @property
+    def final_failure(self) -> bool:
+        """The device definitely cannot get this push (for early_on_push_failure)."""
+        return self in (PushOutcome.INVALID_TOKEN, PushOutcome.FAILED, PushOutcome.EXPIRED, PushOutcome.NO_CHANNEL)
+
+
 class UnusedTargetReason(enum.IntEnum):
     DUPLICATE = 1
     ACCOUNT_HAS_NO_DEVICE = 2

@@ -18,20 +18,20 @@ from .api.interceptors import MetricsInterceptor
 from .api.push import PushServicer
 from .api.server import GrpcServer
 from .api.sms import SmsServicer
-from .apps import AppService
-from .channel.base import PushChannel
-from .channel.log import LogPushChannel
+from .channels.base import PushChannel
+from .channels.log import LogPushChannel
 from .clock import Clock, SystemClock
 from .config import Settings, parse_host_port
-from .devices import DeviceService
-from .events import EventService
+from .engine.ratelimit import RateLimiter
+from .engine.scheduler import Scheduler
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
-from .pushes import PushService
-from .ratelimit import RateLimiter
-from .reporting import ReportingService
-from .retention import RetentionPurger
-from .scheduler import Scheduler
 from .secrets import SecretBox, load_master_key
+from .services.apps import AppService
+from .services.devices import DeviceService
+from .services.events import EventService
+from .services.pushes import PushService
+from .services.reporting import ReportingService
+from .services.retention import RetentionPurger
 from .sms.console import ConsoleSmsProvider
 from .sms.provider import SmsCredentials, SmsProvider
 from .sms.receipts import ReceiptPoller, ReceiptServer

@@ -9,8 +9,8 @@ import time
 import grpc
 import pytest
 from pushreach.v1 import admin_pb2, device_pb2, event_pb2, push_pb2
-
 from pushreachd import limits
+
 from tests.harness import Running, basic, sms_push, start_service, test_settings
 
 

@@ -8,10 +8,19 @@ import base64
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from pushreach.v1 import admin_pb2, device_pb2, event_pb2, push_pb2, sms_pb2
 
-from tests.harness import ADMIN_TOKEN, Caller, Running, sms_push, start_service, test_settings
+from tests.harness import (
+    ADMIN_TOKEN,
+    Caller,
+    Running,
+    sms_push,
+    start_service,
+    test_settings,
+)
 
 SERVICES = {
     "pushreach.v1.PushService",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from pushreach.v1 import event_pb2
-
 from pushreachd.cli import build_parser, main, parse_time
+
 from tests.harness import Caller, Running, basic
 from tests.integration.test_fallback_e2e import report, wait_done
 from tests.unit.test_tpns import TPNS_SAMPLE

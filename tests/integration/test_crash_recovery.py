@@ -26,10 +26,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pushreach import basic_auth
 from pushreach.v1 import device_pb2, event_pb2, push_pb2
-
-from pushreachd.fallback import Recipient, decide
+from pushreachd.engine.fallback import Recipient, decide
 from pushreachd.model import FallbackState, PushSpec, SmsStatus
 from pushreachd.phone import mask_phone
+
 from tests.harness import Caller, sms_push
 
 PUSHREACH = [sys.executable, "-m", "pushreachd"]

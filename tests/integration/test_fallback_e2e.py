@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pushreach.v1 import event_pb2, sms_pb2
 
 from tests.harness import Caller, Running, sms_push, wait_done
@@ -47,12 +46,13 @@ async def test_not_arrived_sends_to_the_phones_that_did_not_report(server: Runni
 
 
 async def test_a_push_accepted_but_not_delivered_is_delivered_on_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pushreachd.channel.log import LogPushChannel
+    from pushreachd.channels.log import LogPushChannel
     from pushreachd.wiring import Overrides
+
     from tests.harness import start_service, test_settings
 
     class StuckChannel(LogPushChannel):
-        async def deliver(self, delivery):  # type: ignore[no-untyped-def]
+        async def send(self, delivery):  # type: ignore[no-untyped-def]
             raise ConnectionError("channel down")
 
     settings = test_settings(tmp_path)

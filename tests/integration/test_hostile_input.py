@@ -27,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pushreach.v1 import admin_pb2, device_pb2, event_pb2, push_pb2, sms_pb2
+from pushreachd.wiring import Service
 
 from tests.harness import ADMIN_TOKEN, basic, sms_push, test_settings
-from pushreachd.wiring import Service
 
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 MODULES = (push_pb2, device_pb2, event_pb2, sms_pb2, admin_pb2)

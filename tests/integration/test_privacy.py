@@ -9,11 +9,11 @@ import logging
 import grpc
 import pytest
 from pushreach.v1 import device_pb2, push_pb2
-
 from pushreachd.phone import PhoneMaskingFilter, redact_phone_numbers
 from pushreachd.sms.provider import SendOutcome, SmsBatch, SmsResult
 from pushreachd.wiring import Overrides
-from tests.harness import start_service, sms_push, test_settings
+
+from tests.harness import sms_push, start_service, test_settings
 
 PHONES = ["+8613800000001", "+8613800000002", "+447911123456"]
 

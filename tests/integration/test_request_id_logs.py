@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from pushreachd.logcontext import RequestIdFilter
+
 from tests.harness import Running, sms_push
 
 

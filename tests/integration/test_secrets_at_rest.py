@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 import pytest
 from pushreach.v1 import admin_pb2, device_pb2
-
 from pushreachd import cli
-from pushreachd.apps import AUTH_CACHE_SECONDS, AppService
 from pushreachd.clock import SystemClock
 from pushreachd.secrets import SecretBox, SecretError, load_master_key
+from pushreachd.services.apps import AUTH_CACHE_SECONDS, AppService
 from pushreachd.store.sqlite import SqliteStore
+
 from tests.harness import ADMIN_TOKEN, basic, start_service, test_settings
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)

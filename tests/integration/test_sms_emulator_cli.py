@@ -4,9 +4,13 @@ import argparse
 import asyncio
 
 import pytest
-
 from pushreachd.sms import emulator as emulator_mod
-from pushreachd.sms.provider import SmsBatch, SmsCredentials, SmsErrorKind, SmsProviderError
+from pushreachd.sms.provider import (
+    SmsBatch,
+    SmsCredentials,
+    SmsErrorKind,
+    SmsProviderError,
+)
 from pushreachd.sms.tencent import TencentSmsProvider
 
 

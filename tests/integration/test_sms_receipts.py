@@ -5,11 +5,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-
 from pushreachd.sms.emulator import SmsEmulator
 from pushreachd.sms.provider import DeliveryReceipt, SmsBatch, SmsCredentials
 from pushreachd.sms.receipts import ReceiptPoller, ReceiptServer
 from pushreachd.sms.tencent import TencentSmsProvider
+
 from tests.fakes import FakeClock
 
 CREDS = SmsCredentials("AKIDtest", "secret-key")

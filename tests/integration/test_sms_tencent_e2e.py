@@ -10,11 +10,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from pushreach.v1 import admin_pb2, push_pb2, sms_pb2
-
 from pushreachd.sms.emulator import SmsEmulator
 from pushreachd.sms.tencent import TencentSmsProvider
 from pushreachd.wiring import Overrides
-from tests.harness import ADMIN_TOKEN, Caller, Running, sms_push, start_service, test_settings, wait_done
+
+from tests.harness import (
+    ADMIN_TOKEN,
+    Caller,
+    Running,
+    sms_push,
+    start_service,
+    test_settings,
+    wait_done,
+)
 
 SECRET_ID, SECRET_KEY = "AKIDpushreachA", "key-of-app-a"
 OTHER_ID, OTHER_KEY = "AKIDpushreachB", "key-of-app-b"

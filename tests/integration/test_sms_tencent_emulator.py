@@ -4,11 +4,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from tencentcloud.common.credential import Credential
-from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
-from tencentcloud.sms.v20210111.sms_client_async import SmsClient
-
 from pushreachd.sms.emulator import SmsEmulator
 from pushreachd.sms.provider import (
     SendOutcome,
@@ -19,6 +14,11 @@ from pushreachd.sms.provider import (
 )
 from pushreachd.sms.sender import SmsSender
 from pushreachd.sms.tencent import TencentSmsProvider
+from tencentcloud.common.credential import Credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.sms.v20210111.sms_client_async import SmsClient
+
 from tests.fakes import FakeClock
 
 CREDS = SmsCredentials("AKIDtest", "secret-key")

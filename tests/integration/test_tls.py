@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pushreach.v1 import device_pb2, device_pb2_grpc
-
 from pushreachd import cli
+
 from tests.harness import basic, start_service, test_settings
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from pushreachd.admission import AppRequestLimiter, AuthFailureThrottle, peer_host
+
 from tests.fakes import FakeClock
 
 

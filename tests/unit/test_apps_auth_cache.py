@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from pushreachd.apps import AUTH_CACHE_SECONDS, AppService
 from pushreachd.errors import Unauthenticated
 from pushreachd.secrets import SecretBox
+from pushreachd.services.apps import AUTH_CACHE_SECONDS, AppService
 from pushreachd.store.sqlite import SqliteStore
+
 from tests.fakes import FakeClock
 
 

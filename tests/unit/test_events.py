@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from pushreachd import limits
 from pushreachd.errors import InvalidArgument
-from pushreachd.events import EventService, EventTally
-from pushreachd.model import App, EventOutcome, EventType, NewPush, PushReceipt, PushSpec, AudienceType, Target
+from pushreachd.model import (
+    App,
+    AudienceType,
+    EventOutcome,
+    EventType,
+    NewPush,
+    PushReceipt,
+    PushSpec,
+    Target,
+)
+from pushreachd.services.events import EventService, EventTally
+from pushreachd.services.validation import EventDraft
 from pushreachd.store.sqlite import SqliteStore
-from pushreachd.validation import EventDraft
+
 from tests.fakes import FakeClock
 
 ARRIVED, CLICKED = int(EventType.ARRIVED), int(EventType.CLICKED)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pushreachd.fallback import Recipient, condition_met, decide
+from pushreachd.engine.fallback import Recipient, condition_met, decide
 from pushreachd.model import TriggerCondition
 
 PHONES = ["", "+8613800000001", "+8613800000002", "+8613800000003", "+14155550100"]

@@ -11,7 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-
 from pushreachd.model import (
     App,
     AudienceType,
@@ -100,7 +99,6 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: Sqlite
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
 from pushreachd.model import EventIn, EventOutcome, EventType  # noqa: E402
 from pushreachd.store import sqlite as sqlite_store  # noqa: E402
 
@@ -154,8 +152,9 @@ def test_events_in_sets_answer_and_store_what_one_by_one_would(tmp_path_factory:
 
 # -- redelivery on start, in pages ----------------------------------------------------------------
 
-from pushreachd.channel.log import LogPushChannel  # noqa: E402
-from pushreachd.pushes import PushService  # noqa: E402
+from pushreachd.channels.log import LogPushChannel  # noqa: E402
+from pushreachd.services.pushes import PushService  # noqa: E402
+
 from tests.fakes import FakeClock  # noqa: E402
 
 
@@ -169,12 +168,12 @@ class _CountingChannel(LogPushChannel):
         super().__init__(keep=10_000)
         self.busy = self.most_busy = 0
 
-    async def deliver(self, delivery) -> None:  # type: ignore[no-untyped-def]
+    async def send(self, delivery):  # type: ignore[no-untyped-def]
         self.busy += 1
         self.most_busy = max(self.most_busy, self.busy)
         await asyncio.sleep(0)
         self.busy -= 1
-        await super().deliver(delivery)
+        return await super().send(delivery)
 
 
 async def test_redelivery_pages_through_undelivered_pushes_skipping_expired_and_later_ones(store: SqliteStore) -> None:

@@ -7,11 +7,16 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from pushreach.v1 import push_pb2, push_pb2_grpc
-
 from pushreachd.api.interceptors import MetricsInterceptor
+from pushreachd.engine.scheduler import FireReport
 from pushreachd.metrics import Metrics, TimedSmsProvider
-from pushreachd.scheduler import FireReport
-from pushreachd.sms.provider import SendOutcome, SmsBatch, SmsErrorKind, SmsProviderError, SmsResult
+from pushreachd.sms.provider import (
+    SendOutcome,
+    SmsBatch,
+    SmsErrorKind,
+    SmsProviderError,
+    SmsResult,
+)
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pushreachd import limits
-from pushreachd.channel.log import LogPushChannel
+from pushreachd.channels.log import LogPushChannel
 from pushreachd.errors import AlreadyExists, InvalidArgument
 from pushreachd.model import (
     App,
@@ -19,9 +19,9 @@ from pushreachd.model import (
     UnusedTarget,
     UnusedTargetReason,
 )
-from pushreachd.pushes import PushService
+from pushreachd.services.pushes import PushService
+from pushreachd.services.validation import PushDraft, validate_push
 from pushreachd.store.sqlite import SqliteStore
-from pushreachd.validation import PushDraft, validate_push
 
 from tests.builders import sms_push_draft
 from tests.fakes import FakeClock

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
+from pushreachd.engine.ratelimit import Window
 from pushreachd.model import (
     App,
     AudienceType,
@@ -22,10 +22,10 @@ from pushreachd.model import (
     Target,
     TriggerCondition,
 )
-from pushreachd.ratelimit import Window
-from pushreachd.retention import RetentionPurger
+from pushreachd.services.retention import RetentionPurger
 from pushreachd.store.base import SmsOutcome
 from pushreachd.store.sqlite import SqliteStore
+
 from tests.fakes import FakeClock
 
 DAY = 86400.0

@@ -14,7 +14,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from pushreachd.channel.log import LogPushChannel
+from pushreachd.channels.log import LogPushChannel
+from pushreachd.engine.ratelimit import (
+    DAILY_LIMIT_RULE,
+    PROVIDER_RULE,
+    SAME_CONTENT_RULE,
+    RateLimiter,
+)
+from pushreachd.engine.scheduler import FireReport, Scheduler
 from pushreachd.errors import FailedPrecondition
 from pushreachd.model import (
     App,
@@ -29,14 +36,7 @@ from pushreachd.model import (
     TriggerCondition,
 )
 from pushreachd.phone import is_mainland
-from pushreachd.pushes import PushService
-from pushreachd.ratelimit import (
-    DAILY_LIMIT_RULE,
-    PROVIDER_RULE,
-    SAME_CONTENT_RULE,
-    RateLimiter,
-)
-from pushreachd.scheduler import FireReport, Scheduler
+from pushreachd.services.pushes import PushService
 from pushreachd.sms.provider import SendOutcome, SmsErrorKind, SmsProviderError
 from pushreachd.sms.sender import SmsSender
 from pushreachd.store.sqlite import SqliteStore

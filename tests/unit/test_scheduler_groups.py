@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pushreachd.engine.ratelimit import SAME_CONTENT_RULE
 from pushreachd.model import (
     App,
     EventType,
@@ -26,10 +27,9 @@ from pushreachd.model import (
     SmsStatus,
 )
 from pushreachd.phone import is_mainland
-from pushreachd.ratelimit import SAME_CONTENT_RULE
+from pushreachd.services.validation import PushDraft
 from pushreachd.sms.batching import coalesce
 from pushreachd.sms.provider import SmsBatch, SmsResult
-from pushreachd.validation import PushDraft
 
 from tests.builders import sms_push_draft
 from tests.fakes import FakeClock, FakeSmsProvider

@@ -6,7 +6,6 @@ import stat
 import sys
 
 import pytest
-
 from pushreachd import secrets as s
 from pushreachd.secrets import (
     SecretBox,

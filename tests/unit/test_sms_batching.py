@@ -1,6 +1,5 @@
 from hypothesis import given
 from hypothesis import strategies as st
-
 from pushreachd.phone import is_mainland
 from pushreachd.sms.batching import split_batches
 

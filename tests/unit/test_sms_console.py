@@ -1,7 +1,6 @@
 import logging
 
 import pytest
-
 from pushreachd.sms.console import ConsoleSmsProvider
 from pushreachd.sms.provider import SendOutcome, SmsBatch
 

@@ -2,7 +2,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-
 from pushreachd.sms.receipts import MalformedCallback, parse_callback
 
 

@@ -2,7 +2,6 @@ import asyncio
 import random
 
 import pytest
-
 from pushreachd.sms.provider import (
     SendOutcome,
     SmsBatch,
@@ -12,6 +11,7 @@ from pushreachd.sms.provider import (
     SmsResult,
 )
 from pushreachd.sms.sender import SmsSender
+
 from tests.fakes import FakeClock
 
 PHONES = ("+8613800000001", "+8613800000002")

@@ -1,8 +1,12 @@
 import socket
 
 import pytest
-
-from pushreachd.sms.provider import SmsBatch, SmsCredentials, SmsErrorKind, SmsProviderError
+from pushreachd.sms.provider import (
+    SmsBatch,
+    SmsCredentials,
+    SmsErrorKind,
+    SmsProviderError,
+)
 from pushreachd.sms.tencent import TencentSmsProvider, classify, parse_endpoint
 
 

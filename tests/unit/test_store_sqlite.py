@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
+from pushreachd.engine.ratelimit import RateLimiter
 from pushreachd.errors import AlreadyExists, FailedPrecondition
 from pushreachd.model import (
     App,
@@ -27,7 +27,6 @@ from pushreachd.model import (
     Target,
     TriggerCondition,
 )
-from pushreachd.ratelimit import RateLimiter
 from pushreachd.sms.provider import DeliveryReceipt
 from pushreachd.store.base import SmsOutcome
 from pushreachd.store.sqlite import SqliteStore

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 import pytest
+from pushreachd.engine.timer import WheelTimer
 
-from pushreachd.timer import WheelTimer
 from tests.fakes import FakeClock
 
 
@@ -149,7 +149,7 @@ async def test_failing_callback_is_logged_and_the_loop_keeps_running(
     timer.start()
     timer.add(clock.time() + 1, 1)
     timer.add(clock.time() + 2, 2)
-    with caplog.at_level(logging.ERROR, logger="pushreachd.timer"):
+    with caplog.at_level(logging.ERROR, logger="pushreachd.engine.timer"):
         await clock.advance(1)
         await clock.advance(1)
     assert seen == [1, 2]

@@ -7,8 +7,7 @@ import copy
 import pytest
 from google.protobuf import json_format
 from pushreach.v1 import push_pb2
-
-from pushreachd.tpns import TpnsBodyError, from_tpns
+from pushreachd.services.tpns import TpnsBodyError, from_tpns
 
 # From TPNS's supplementary-SMS documentation, unchanged.
 TPNS_SAMPLE = {

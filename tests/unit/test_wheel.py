@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-
-from pushreachd.wheel import TimingWheel
+from pushreachd.engine.wheel import TimingWheel
 
 DAY_MS = 86_400_000
 

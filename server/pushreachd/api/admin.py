@@ -3,10 +3,10 @@ from __future__ import annotations
 import grpc
 from pushreach.v1 import admin_pb2, admin_pb2_grpc
 
-from ..apps import AppService
 from ..model import RateLimitPolicy
-from ..pagination import decode_token, encode_token
-from ..validation import Violations, page_size
+from ..services.apps import AppService
+from ..services.pagination import decode_token, encode_token
+from ..services.validation import Violations, page_size
 from . import convert
 from .auth import Authenticator
 from .rpc import admin_rpc

@@ -9,10 +9,10 @@ import hmac
 import grpc
 
 from ..admission import AppRequestLimiter, AuthFailureThrottle, peer_host
-from ..apps import AppService
 from ..clock import Clock
 from ..errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from ..model import App
+from ..services.apps import AppService
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str:

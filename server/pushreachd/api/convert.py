@@ -5,9 +5,18 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 from pushreach.v1 import admin_pb2, device_pb2, push_pb2, sms_pb2
 
-from ..model import App, Device, Funnel, Push, PushReceipt, PushSpec, SmsRecord, TargetView
+from ..model import (
+    App,
+    Device,
+    Funnel,
+    Push,
+    PushReceipt,
+    PushSpec,
+    SmsRecord,
+    TargetView,
+)
 from ..phone import mask_phone
-from ..validation import PushDraft, Violations
+from ..services.validation import PushDraft, Violations
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 MIN_TIMESTAMP_SECONDS = -62135596800

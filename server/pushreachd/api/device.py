@@ -3,8 +3,8 @@ from __future__ import annotations
 import grpc
 from pushreach.v1 import device_pb2, device_pb2_grpc
 
-from ..devices import DeviceService
 from ..model import App
+from ..services.devices import DeviceService
 from . import convert
 from .auth import Authenticator
 from .rpc import app_rpc

@@ -5,9 +5,9 @@ from pushreach.v1 import event_pb2, event_pb2_grpc
 
 from .. import limits
 from ..errors import ResourceExhausted
-from ..events import EventService
 from ..model import App
-from ..validation import EventDraft
+from ..services.events import EventService
+from ..services.validation import EventDraft
 from . import convert
 from .auth import Authenticator
 from .rpc import app_rpc

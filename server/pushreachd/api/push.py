@@ -4,7 +4,7 @@ import grpc
 from pushreach.v1 import push_pb2, push_pb2_grpc
 
 from ..model import App
-from ..pushes import PushService
+from ..services.pushes import PushService
 from . import convert
 from .auth import Authenticator
 from .rpc import app_rpc

@@ -8,8 +8,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from pushreach.v1 import admin_pb2, admin_pb2_grpc, device_pb2, device_pb2_grpc, event_pb2, event_pb2_grpc
-from pushreach.v1 import push_pb2, push_pb2_grpc, sms_pb2, sms_pb2_grpc
+from pushreach.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    device_pb2,
+    device_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    push_pb2,
+    push_pb2_grpc,
+    sms_pb2,
+    sms_pb2_grpc,
+)
 
 from .admin import AdminServicer
 from .device import DeviceServicer

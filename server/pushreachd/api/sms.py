@@ -4,8 +4,8 @@ import grpc
 from pushreach.v1 import sms_pb2, sms_pb2_grpc
 
 from ..model import App, SmsRecordFilter, SmsStatus
-from ..reporting import ReportingService
-from ..validation import Violations
+from ..services.reporting import ReportingService
+from ..services.validation import Violations
 from . import convert
 from .auth import Authenticator
 from .rpc import app_rpc

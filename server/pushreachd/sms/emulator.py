@@ -35,7 +35,12 @@ import aiohttp
 import phonenumbers
 from aiohttp import web
 
-from pushreachd.phone import InvalidPhoneNumber, is_mainland, mask_phone, normalize_phone
+from pushreachd.phone import (
+    InvalidPhoneNumber,
+    is_mainland,
+    mask_phone,
+    normalize_phone,
+)
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..fallback import Recipient
+from ..engine.fallback import Recipient
+from ..engine.ratelimit import Window
 from ..model import (
     App,
     Device,
@@ -30,7 +31,6 @@ from ..model import (
     Statistics,
     TargetView,
 )
-from ..ratelimit import Window
 from ..sms.provider import DeliveryReceipt
 
 

@@ -18,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from ..engine.fallback import Recipient
+from ..engine.ratelimit import Window
+from ..engine.states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
 from ..errors import AlreadyExists, FailedPrecondition, NotFound
-from ..fallback import Recipient
 from ..model import (
     App,
     Device,
@@ -42,9 +44,7 @@ from ..model import (
     UnusedTarget,
     UnusedTargetReason,
 )
-from ..ratelimit import Window
 from ..sms.provider import DeliveryReceipt
-from ..states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
 from .base import FireJob, PurgeCounts, SmsOutcome
 from .migrations import migrate
 

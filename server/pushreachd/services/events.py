@@ -10,10 +10,10 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import limits
-from .clock import Clock
-from .model import App, EventIn, EventOutcome
-from .store.base import Store
+from .. import limits
+from ..clock import Clock
+from ..model import App, EventIn, EventOutcome
+from ..store.base import Store
 from .validation import EventDraft, Violations, validate_event
 
 STREAM_DEPTH = 4  # messages of one ReportEvents stream being stored at once

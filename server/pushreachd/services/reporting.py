@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .clock import Clock
-from .model import App, SmsRecord, SmsRecordFilter, Statistics
+from ..clock import Clock
+from ..model import App, SmsRecord, SmsRecordFilter, Statistics
+from ..store.base import Store
 from .pagination import decode_token, encode_token
-from .store.base import Store
 from .validation import Violations, page_size, validate_phone
 
 DEFAULT_STATISTICS_DAYS = 7

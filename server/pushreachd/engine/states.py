@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from .model import FallbackState, SmsStatus
+from ..model import FallbackState, SmsStatus
 
 S = TypeVar("S")
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from .base import PushDelivery
+from ..model import Channel, PushOutcome
+from .base import PushDelivery, TokenOutcome
 
 log = logging.getLogger(__name__)
 
 
 class LogPushChannel:
-    name = "log"
+    channel = Channel.LOG
+    max_batch = 100_000
 
     def __init__(self, keep: int = 1000) -> None:
         self.deliveries: deque[PushDelivery] = deque(maxlen=keep)
         self.delivered_count = 0
 
-    async def deliver(self, delivery: PushDelivery) -> None:
+    async def send(self, delivery: PushDelivery) -> list[TokenOutcome]:
         self.deliveries.append(delivery)
         self.delivered_count += 1
         log.info(
@@ -31,3 +33,7 @@ class LogPushChannel:
             len(delivery.tokens),
             delivery.spec.title,
         )
+        return [TokenOutcome(token, PushOutcome.ACCEPTED) for token in delivery.tokens]
+
+    async def aclose(self) -> None:
+        pass

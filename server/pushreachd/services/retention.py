@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .clock import Clock
-from .store.base import PurgeCounts, Store
+from ..clock import Clock
+from ..store.base import PurgeCounts, Store
 
 log = logging.getLogger(__name__)
 

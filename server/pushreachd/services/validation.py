@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import limits
-from .errors import FieldViolation, InvalidArgument
-from .model import (
+from .. import limits
+from ..errors import FieldViolation, InvalidArgument
+from ..model import (
     AudienceType,
     Environment,
     EventIn,
@@ -22,7 +22,7 @@ from .model import (
     SmsInfo,
     TriggerCondition,
 )
-from .phone import InvalidPhoneNumber, normalize_phone
+from ..phone import InvalidPhoneNumber, normalize_phone
 
 
 @dataclass

@@ -30,15 +30,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .clock import Clock
+from ..clock import Clock
+from ..model import RateLimitPolicy, SmsStatus
+from ..phone import mask_phone
+from ..sms.batching import coalesce
+from ..sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
+from ..sms.sender import SmsSender
+from ..store.base import FireJob, SmsOutcome, Store
 from .fallback import Decision, decide
-from .model import RateLimitPolicy, SmsStatus
-from .phone import mask_phone
 from .ratelimit import PROVIDER_RULE, RateLimiter, Window
-from .sms.batching import coalesce
-from .sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
-from .sms.sender import SmsSender
-from .store.base import FireJob, SmsOutcome, Store
 from .timer import WheelTimer
 
 log = logging.getLogger(__name__)

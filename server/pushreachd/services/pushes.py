@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import Protocol
 
-from .channel.base import PushChannel, PushDelivery
-from .clock import Clock
-from .errors import InvalidArgument, NotFound
-from .model import (
+from ..channels.base import PushChannel, PushDelivery, TargetPayload
+from ..clock import Clock
+from ..errors import InvalidArgument, NotFound
+from ..model import (
     App,
     FallbackState,
     Funnel,
@@ -23,8 +24,8 @@ from .model import (
     UnusedTarget,
     UnusedTargetReason,
 )
+from ..store.base import Store
 from .pagination import decode_offset_token, encode_offset_token
-from .store.base import Store
 from .validation import PushDraft, Violations, page_size, validate_push
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class PushService:
             return stored
         if due is not None:
             self._fallbacks.arm(row_id, due)
-        self._deliver(row_id, PushDelivery(app.access_id, push_id, spec, tuple(t.token for t in targets)))
+        self._deliver(row_id, _delivery(app.access_id, push_id, spec, [t.token for t in targets], now))
         return stored
 
     async def _resolve_targets(self, app: App, spec: PushSpec) -> tuple[list[Target], list[UnusedTarget]]:
@@ -126,7 +127,7 @@ class PushService:
 
         async def run() -> None:
             try:
-                await self._channel.deliver(delivery)
+                await self._channel.send(delivery)
                 await self._store.mark_delivered(row_id, self._clock.time())
             except Exception:
                 log.exception("push channel failed for push %s", delivery.push_id)
@@ -160,7 +161,7 @@ class PushService:
             found, after = await self._store.undelivered_pushes(through, now, after, page)
             for access_id, push, tokens in found:
                 await slots.acquire()
-                task = self._deliver(push.id, PushDelivery(access_id, push.push_id, push.spec, tokens))
+                task = self._deliver(push.id, _delivery(access_id, push.push_id, push.spec, tokens, push.accepted_at))
                 task.add_done_callback(lambda _: slots.release())
                 count += 1
             if after is None:
@@ -210,3 +211,8 @@ class PushService:
         if state is FallbackState.CANCELLED:
             self._fallbacks.disarm(row_id)
         return state
+
+
+def _delivery(access_id: str, push_id: str, spec: PushSpec, tokens: Iterable[str], accepted_at: float) -> PushDelivery:
+    targets = tuple(TargetPayload(token, receipt="") for token in tokens)
+    return PushDelivery(access_id, push_id, spec, targets, expires_at=accepted_at + spec.expire_time)

@@ -1,7 +1,7 @@
 """A pure hierarchical timing wheel: which keys are due at a given time.
 
 No asyncio, no clock reads, no I/O: the caller says what time it is (`advance(now_ms)`),
-and pushreachd.timer.WheelTimer is the small driver that owns a clock and sleeps.
+and pushreachd.engine.timer.WheelTimer is the small driver that owns a clock and sleeps.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The asyncio driver of the timing wheel: sleeps on the injected clock, hands out due keys.
 
-The wheel (pushreachd.wheel) decides what is due; this module only decides when to ask.
+The wheel (pushreachd.engine.wheel) decides what is due; this module only decides when to ask.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 from pushreachd.clock import Clock
-from pushreachd.wheel import TimingWheel
+from pushreachd.engine.wheel import TimingWheel
 
 logger = logging.getLogger(__name__)
 

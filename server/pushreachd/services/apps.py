@@ -7,13 +7,20 @@ import hashlib
 import hmac
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import limits
-from .clock import Clock
-from .errors import AlreadyExists, NotFound, Unauthenticated
-from .model import App, RateLimitPolicy
-from .secrets import SecretBox, SecretError, VerifierCache, make_verifier, new_access_id, new_secret_key
-from .sms.provider import SmsCredentials
-from .store.base import Store
+from .. import limits
+from ..clock import Clock
+from ..errors import AlreadyExists, NotFound, Unauthenticated
+from ..model import App, RateLimitPolicy
+from ..secrets import (
+    SecretBox,
+    SecretError,
+    VerifierCache,
+    make_verifier,
+    new_access_id,
+    new_secret_key,
+)
+from ..sms.provider import SmsCredentials
+from ..store.base import Store
 from .validation import Violations, check_text
 
 MAX_SAME_CONTENT_INTERVAL = 86400

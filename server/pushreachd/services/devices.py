@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from . import limits
-from .clock import Clock
-from .errors import NotFound
-from .model import App, Device
-from .store.base import Store
-from .validation import Violations, check_request_id, check_text, check_token, validate_phone
+from .. import limits
+from ..clock import Clock
+from ..errors import NotFound
+from ..model import App, Device
+from ..store.base import Store
+from .validation import (
+    Violations,
+    check_request_id,
+    check_text,
+    check_token,
+    validate_phone,
+)
 
 
 class DeviceService:

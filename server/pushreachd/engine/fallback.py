@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import TriggerCondition
+from ..model import TriggerCondition
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from .model import RateLimitPolicy
+from ..model import RateLimitPolicy
 
 SAME_CONTENT_RULE = "same_content"
 DAILY_LIMIT_RULE = "daily_limit"
