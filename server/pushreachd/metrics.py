@@ -128,6 +128,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.provider_errors = Counter(
+            f"{PREFIX}_sms_provider_errors",
+            "SMS provider calls that failed as a whole, by provider and the provider's error code "
+            "(AuthFailure.SecretIdNotFound, InternalError, ...).",
+            ["provider", "code"],
+            registry=r,
+        )
         self.commit_seconds = Histogram(
             f"{PREFIX}_store_commit_duration_seconds",
             "Duration of one store transaction (group commit), writes included.",
@@ -171,8 +178,10 @@ class Metrics:
         self.commit_batch.observe(batch_size)
         self.commit_seconds.observe(seconds)
 
-    def observe_provider_call(self, provider: str, result: str, seconds: float) -> None:
+    def observe_provider_call(self, provider: str, result: str, seconds: float, code: str = "") -> None:
         self.provider_seconds.labels(provider, result).observe(seconds)
+        if code:
+            self.provider_errors.labels(provider, code).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -184,7 +193,7 @@ class TimedSmsProvider:
     def __init__(
         self,
         inner: SmsProvider,
-        observe: Callable[[str, str, float], None],
+        observe: Callable[[str, str, float, str], None],
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.inner = inner
@@ -195,16 +204,16 @@ class TimedSmsProvider:
 
     async def send(self, batch: SmsBatch) -> list[SmsResult]:
         started = self._timer()
-        result = "error"
+        result, code = "error", ""
         try:
             results = await self.inner.send(batch)
             result = "ok"
             return results
         except SmsProviderError as exc:
-            result = exc.kind.value.lower()
+            result, code = exc.kind.value.lower(), exc.code
             raise
         finally:
-            self._observe(self.name, result, self._timer() - started)
+            self._observe(self.name, result, self._timer() - started, code)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -132,6 +132,11 @@ async def test_provider_calls_are_timed_by_result(error: Exception | None, resul
     labels = {"provider": "scripted", "result": result}
     assert value(m, "pushreach_sms_provider_duration_seconds_count", **labels) == 1
     assert value(m, "pushreach_sms_provider_duration_seconds_sum", **labels) == 0.25
+    code = error.code if isinstance(error, SmsProviderError) else ""
+    if code:  # the provider's code is counted, so an alert can single out AuthFailure
+        assert value(m, "pushreach_sms_provider_errors_total", provider="scripted", code=code) == 1
+    else:
+        assert "pushreach_sms_provider_errors_total{" not in m.exposition().decode()
     await timed.close()
     assert inner.closed
 
