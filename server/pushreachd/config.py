@@ -154,6 +154,35 @@ class Settings:
         default=90,
         metadata=_help("days SMS records and finished pushes are kept; 0 = keep forever"),
     )
+    # Android vendor channels: where each sends (the emulator, a regional host).
+    hms_endpoint: str = field(
+        default="https://push-api.cloud.huawei.com",
+        metadata=_help("Huawei Push Kit base URL (POST <url>/v1/<app_id>/messages:send)"),
+    )
+    hms_token_endpoint: str = field(
+        default="https://oauth-login.cloud.huawei.com/oauth2/v3/token",
+        metadata=_help("Huawei OAuth 2.0 token URL (client credentials)"),
+    )
+    honor_endpoint: str = field(
+        default="https://push-api.cloud.honor.com",
+        metadata=_help("Honor Push base URL (POST <url>/api/v1/<app_id>/sendMessage)"),
+    )
+    honor_token_endpoint: str = field(
+        default="https://iam.developer.honor.com/auth/token",
+        metadata=_help("Honor OAuth 2.0 token URL (client credentials)"),
+    )
+    xiaomi_endpoint: str = field(
+        default="https://api.xmpush.xiaomi.com",
+        metadata=_help("Xiaomi Push base URL (POST <url>/v3/message/regid); global: api.xmpush.global.xiaomi.com"),
+    )
+    oppo_endpoint: str = field(
+        default="https://api.push.oppomobile.com",
+        metadata=_help("OPPO Push base URL (/server/v1/auth, /server/v1/message/notification/unicast_batch)"),
+    )
+    vivo_endpoint: str = field(
+        default="https://api-push.vivo.com.cn",
+        metadata=_help("vivo Push base URL (/message/auth, /message/send, /message/pushToList)"),
+    )
 
     @property
     def resolved_master_key_file(self) -> str:
@@ -450,6 +479,20 @@ def _check_endpoint(value: str) -> str | None:
     return None
 
 
+def _check_base_url(value: str) -> str | None:
+    """An http(s) URL with a host, optionally a path (a token endpoint, a proxy prefix)."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        return f"must be an http(s) URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL such as https://host or http://127.0.0.1:8080"
+    if parts.query or parts.fragment or parts.username:
+        return "must be an http(s) URL without query, fragment or user"
+    return None
+
+
 def _check_time_zone(value: str) -> str | None:
     try:
         zoneinfo.ZoneInfo(value)
@@ -513,6 +556,13 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "app_rate_burst": _check_range(0, 1_000_000),
     "auth_failure_limit": _check_range(0, 1000),
     "retention_days": _check_range(0, 36500),
+    "hms_endpoint": _check_base_url,
+    "hms_token_endpoint": _check_base_url,
+    "honor_endpoint": _check_base_url,
+    "honor_token_endpoint": _check_base_url,
+    "xiaomi_endpoint": _check_base_url,
+    "oppo_endpoint": _check_base_url,
+    "vivo_endpoint": _check_base_url,
 }
 
 

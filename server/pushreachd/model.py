@@ -135,6 +135,56 @@ class SmsInfo:
     sms_template_params: tuple[str, ...]
 
 
+# TPNS's names for the channels in `channel_rules`, and ours.
+CHANNEL_RULE_NAMES: dict[str, Channel] = {
+    "apns": Channel.APNS,
+    "fcm": Channel.FCM,
+    "hw": Channel.HMS,
+    "honor": Channel.HONOR,
+    "xm": Channel.XIAOMI,
+    "oppo": Channel.OPPO,
+    "vivo": Channel.VIVO,
+    "webhook": Channel.WEBHOOK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VendorOptions:
+    """A push's per-vendor fields (TPNS `channel_rules` and `message.android.*_ch_id`...).
+
+    Empty means "the app's default" (from the channel's credentials file), then the vendor's.
+    """
+
+    disabled_channels: frozenset[Channel] = frozenset()
+    hw_ch_id: str = ""  # Huawei android.notification.channel_id
+    hw_category: str = ""  # Huawei android.category (WORK, ACCOUNT, EXPRESS, MARKETING...)
+    hw_importance: int = 0  # 1 marketing (LOW), 2 service/communication (NORMAL); Huawei and Honor
+    xm_ch_id: str = ""  # Xiaomi extra.channel_id
+    oppo_ch_id: str = ""  # OPPO notification.channel_id (private channel for service messages)
+    oppo_category: str = ""  # OPPO notification.category (IM, ACCOUNT, ORDER, MARKETING...)
+    vivo_ch_id: str = ""  # vivo classification: "0" operational, "1" system
+    vivo_category: str = ""  # vivo category (IM, ACCOUNT, ORDER, MARKETING...)
+
+    def is_default(self) -> bool:
+        return self == VendorOptions()
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {
+            name: getattr(self, name)
+            for name in self.__slots__  # type: ignore[attr-defined]
+            if name != "disabled_channels" and getattr(self, name)
+        }
+        if self.disabled_channels:
+            d["disabled_channels"] = sorted(int(c) for c in self.disabled_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> VendorOptions:
+        d = dict(d)
+        disabled = frozenset(Channel(c) for c in d.pop("disabled_channels", ()))  # type: ignore[union-attr]
+        return cls(disabled_channels=disabled, **d)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class PushSpec:
     """A push body as the caller sent it (TPNS field names), after defaults are applied."""
@@ -150,6 +200,7 @@ class PushSpec:
     environment: Environment = Environment.PRODUCT
     resend_by_sms: bool = False
     sms_info: SmsInfo | None = None
+    vendor: VendorOptions | None = None  # None: no per-vendor fields given
 
     def to_json(self, *, tokens: bool = True) -> str:
         """The body as sorted compact JSON (what is stored, and what the fingerprint digests).
@@ -178,12 +229,16 @@ class PushSpec:
             "title": self.title,
             "token_list": list(self.token_list) if tokens else [],
         }
+        # Only when given, so bodies without vendor fields digest as they always did.
+        if self.vendor is not None and not self.vendor.is_default():
+            d["vendor"] = self.vendor.to_dict()
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> PushSpec:
         d = json.loads(text)
         info = d.pop("sms_info")
+        vendor = d.pop("vendor", None)
         return cls(
             audience_type=AudienceType(d.pop("audience_type")),
             token_list=tuple(d.pop("token_list")),
@@ -200,6 +255,7 @@ class PushSpec:
                 sms_app_id=info["sms_app_id"],
                 sms_template_params=tuple(info["sms_template_params"]),
             ),
+            vendor=None if vendor is None else VendorOptions.from_dict(vendor),
             **d,
         )
 

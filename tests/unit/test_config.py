@@ -259,6 +259,11 @@ def test_error_names_flag_as_source() -> None:
         ("--tencent-sms-endpoint", "https://sms.example.com/path"),
         ("--tencent-sms-endpoint", "https://sms.example.com:99999"),
         ("--tls-cert", "/no/such/cert.pem"),
+        ("--hms-endpoint", "push-api.cloud.huawei.com"),
+        ("--hms-token-endpoint", "ftp://oauth.example.com/token"),
+        ("--xiaomi-endpoint", "https://api.example.com:99999"),
+        ("--oppo-endpoint", "https://api.example.com/?q=1"),
+        ("--vivo-endpoint", ""),
     ],
 )
 def test_invalid_values_rejected(flag: str, value: str) -> None:
@@ -284,6 +289,11 @@ def test_invalid_values_rejected(flag: str, value: str) -> None:
         ("--tencent-sms-endpoint", "sms.tencentcloudapi.com"),
         ("--tencent-sms-endpoint", "http://127.0.0.1:8080"),
         ("--tencent-sms-endpoint", "https://sms.example.com:8443/"),
+        ("--hms-endpoint", "http://127.0.0.1:8088"),
+        ("--hms-token-endpoint", "http://127.0.0.1:8088/oauth2/v3/token"),
+        ("--honor-token-endpoint", "https://iam.developer.honor.com/auth/token"),
+        ("--xiaomi-endpoint", "https://api.xmpush.global.xiaomi.com"),
+        ("--oppo-endpoint", "https://api-intl.push.oppomobile.com/"),
     ],
 )
 def test_valid_boundaries_accepted(flag: str, value: str) -> None:

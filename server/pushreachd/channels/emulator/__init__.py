@@ -1,0 +1,1 @@
+"""Loopback emulators of the push vendors, speaking their wire protocols (auth included)."""
