@@ -14,7 +14,7 @@ from pathlib import Path
 from pushreachd.api.convert import push_draft
 from pushreachd.model import FallbackState
 from pushreachd.services.validation import validate_push
-from pushreachd.store.migrations import migrate
+from pushreachd.store.sqlite.migrations import migrate
 
 from .load import push_request
 

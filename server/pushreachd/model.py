@@ -397,3 +397,26 @@ class Statistics:
     sms_by_status: dict[SmsStatus, int] = field(default_factory=dict)
     sms_fee: int = 0
     pending_fallback_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One target of a push as the fallback sees it when it fires."""
+
+    token: str
+    phone_number: str  # E.164, "" when no phone is bound
+    arrived: bool
+    clicked: bool
+    notifications_enabled: bool | None  # latest report; None if never reported
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """A delivery report from the SMS provider (Tencent's callback or PullSmsSendStatus)."""
+
+    phone_number: str  # E.164
+    serial_no: str
+    delivered: bool
+    receive_time: float  # seconds since the epoch
+    code: str = ""  # report_status / errmsg
+    description: str = ""

@@ -102,7 +102,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: Sqlite
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pushreachd.model import EventIn, EventOutcome, EventType  # noqa: E402
-from pushreachd.store import sqlite as sqlite_store  # noqa: E402
+from pushreachd.store.sqlite import events as sqlite_store  # noqa: E402
 
 _event = st.builds(
     EventIn,
@@ -134,7 +134,7 @@ def test_events_in_sets_answer_and_store_what_one_by_one_would(tmp_path_factory:
     results = []
     for set_based in (False, True):
         conn = sqlite3.connect(":memory:", isolation_level=None)
-        from pushreachd.store.migrations import migrate
+        from pushreachd.store.sqlite.migrations import migrate
 
         migrate(conn)
         conn.execute("INSERT INTO apps (id, access_id, name, secret_verifier, created_at) VALUES (1,'a','a','v',0)")

@@ -288,7 +288,7 @@ async def test_cancelling_the_writer_ends_it_and_cancels_its_waiters(tmp_path) -
 
     waiter = asyncio.ensure_future(store._write(slow))
     await asyncio.to_thread(entered.wait, 5)
-    writer = store._writer_task
+    writer = store.writer.task
     assert writer is not None
     writer.cancel()
     release.set()

@@ -8,18 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import TriggerCondition
+from ..model import Recipient, TriggerCondition
 
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One target of a push as the fallback sees it when it fires."""
-
-    token: str
-    phone_number: str  # E.164, "" when no phone is bound
-    arrived: bool
-    clicked: bool
-    notifications_enabled: bool | None  # latest report; None if never reported
+__all__ = ["Decision", "Recipient", "condition_met", "decide"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,23 +9,37 @@ which window to count and whether a send may go ahead.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from ..model import RateLimitPolicy
+from ..model import RateLimitPolicy, SmsInfo
 
 SAME_CONTENT_RULE = "same_content"
 DAILY_LIMIT_RULE = "daily_limit"
 PROVIDER_RULE = "provider"
 
 
+def content_key(info: SmsInfo) -> str:
+    """What "the same content" means for the 30-second rule: one template with one set of
+    parameters, under one signature and SMS app."""
+    return json.dumps(
+        [info.sms_app_id, info.sms_sign_name, info.sms_template_id, list(info.sms_template_params)],
+        ensure_ascii=False,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
-    """What the store must count for one decision."""
+    """What the store must count for one decision, and the decision itself (the store calls
+    `verdict` inside the transaction that writes the record: store.base.RateWindow)."""
 
     day_start: float  # epoch seconds of midnight today in the policy's time zone
     same_content_since: float  # a same-content SMS at or after this blocks
     daily_limit: int
+
+    def content_key(self, info: SmsInfo) -> str:
+        return content_key(info)
 
     def verdict(self, sent_today: int, last_same_content_at: float | None) -> str | None:
         """The rule that blocks a send, or None when it may go ahead."""

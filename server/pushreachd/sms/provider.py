@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..model import DeliveryReceipt  # noqa: F401  (re-exported: providers build them)
+
 
 @dataclass(frozen=True, slots=True)
 class SmsCredentials:
@@ -78,15 +80,3 @@ class SmsProvider(Protocol):
         """Send one batch; raise SmsProviderError when the whole call fails."""
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReceipt:
-    """A delivery report from the provider (Tencent's callback or PullSmsSendStatus)."""
-
-    phone_number: str  # E.164
-    serial_no: str
-    delivered: bool
-    receive_time: float  # seconds since the epoch
-    code: str = ""  # report_status / errmsg
-    description: str = ""

@@ -1,8 +1,13 @@
 """The Store protocol: everything the engine keeps, behind one interface.
 
-SQLite (sqlite.py) is the embedded implementation. Nothing here assumes one process: state
-changes are guarded transitions (states.py), SMS records are unique per (push, phone), and
-rate-limit decisions are taken inside the transaction that writes the record.
+SQLite (sqlite/) is the embedded implementation; PostgreSQL sits beside it behind the same
+protocol. The store knows model types only (plus the small store-level types below, which the
+engine imports). Nothing here assumes one process: state changes are guarded transitions
+(engine/states.py tables, applied as `WHERE state IN (...)`), SMS records are unique per
+(push, phone), and rate-limit decisions (the engine's RateWindow) are taken inside the
+transaction that writes the record. Calls are set-based: one call, one transaction, however
+many rows; "in one transaction" below means all or nothing, and visible to the next call once
+the call has returned. Times are seconds since the epoch (float), as the caller's clock says.
 """
 
 from __future__ import annotations
@@ -11,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..engine.fallback import Recipient
-from ..engine.ratelimit import Window
 from ..model import (
     App,
+    DeliveryReceipt,
     Device,
     EventIn,
     EventOutcome,
@@ -24,6 +28,7 @@ from ..model import (
     Push,
     PushReceipt,
     RateLimitPolicy,
+    Recipient,
     SmsInfo,
     SmsRecord,
     SmsRecordFilter,
@@ -31,7 +36,26 @@ from ..model import (
     Statistics,
     TargetView,
 )
-from ..sms.provider import DeliveryReceipt
+
+
+class RateWindow(Protocol):
+    """The per-number rate-limit rule for one decision, as the engine states it
+    (engine.ratelimit.Window). The store counts what it names, in the transaction that writes
+    the record, and asks `verdict`; it never re-implements the rule."""
+
+    @property
+    def day_start(self) -> float:
+        """SMS counted toward the daily limit: those dated at or after this."""
+
+    @property
+    def same_content_since(self) -> float:
+        """A same-content SMS dated at or after this blocks."""
+
+    def content_key(self, info: SmsInfo) -> str:
+        """What "the same content" means: records with equal keys are the same content."""
+
+    def verdict(self, sent_today: int, last_same_content_at: float | None) -> str | None:
+        """The rule (its name) that blocks a send, or None when it may go ahead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +171,7 @@ class Store(Protocol):
         """The targets of each job as the fallback sees them, by push row id, in one read."""
 
     async def reserve_sms_many(
-        self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
+        self, reservations: list[tuple[FireJob, tuple[str, ...], RateWindow]], now: float
     ) -> list[tuple[list[str], int]]:
         """For each (job, phones, window), each phone without a record for that push gets a
         SENDING record, or a RATE_LIMITED one when `window` says so; answers (phones to send,

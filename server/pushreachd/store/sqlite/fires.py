@@ -1,0 +1,230 @@
+"""Fires and SMS records: claim due fallbacks, read their recipients, reserve a record per
+phone under the rate limits, record the provider's answers, finish; list records, apply
+delivery receipts.
+
+State changes are guarded by the engine's transition tables (`WHERE status IN (...)` built
+from states.sources_of), so a transition another writer already made is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ...engine.states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
+from ...model import (
+    DeliveryReceipt,
+    FallbackState,
+    PushSpec,
+    RateLimitPolicy,
+    Recipient,
+    SmsRecord,
+    SmsRecordFilter,
+    SmsStatus,
+)
+from ..base import FireJob, RateWindow, SmsOutcome
+from . import rows
+from .rows import CHUNK, SMS_COLUMNS, in_list
+
+# SMS that count toward the per-number limits: everything that may have reached the phone.
+COUNTED = (
+    SmsStatus.SENDING,
+    SmsStatus.SENT,
+    SmsStatus.DELIVERED,
+    SmsStatus.UNDELIVERED,
+    SmsStatus.UNKNOWN,
+)
+_COUNTED_SQL = in_list(COUNTED)
+
+
+def live_fallbacks(conn: sqlite3.Connection) -> list[tuple[int, float]]:
+    live = in_list((FallbackState.PENDING, FallbackState.FIRING))
+    return conn.execute(f"SELECT id, fallback_due_at FROM pushes WHERE fallback_state IN ({live})").fetchall()
+
+
+def recover_interrupted(conn: sqlite3.Connection, now: float) -> int:
+    cur = conn.execute(
+        "UPDATE sms_records SET status=?, provider_message=? WHERE status=?",
+        (
+            int(SmsStatus.UNKNOWN),
+            "the service stopped before the provider answered; not sent again",
+            int(SmsStatus.SENDING),
+        ),
+    )
+    return cur.rowcount
+
+
+def claim(conn: sqlite3.Connection, pushes: list[int], now: float) -> list[FireJob]:
+    sources = in_list(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING))
+    firing = int(FallbackState.FIRING)
+    wanted = list(dict.fromkeys(pushes))
+    jobs: list[FireJob] = []
+    for start in range(0, len(wanted), CHUNK):
+        ids = in_list(wanted[start : start + CHUNK])
+        found = conn.execute(
+            "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
+            "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials "
+            f"FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({ids}) "
+            f"AND p.fallback_state IN ({sources}) ORDER BY p.id"
+        ).fetchall()
+        if not found:
+            continue
+        conn.execute(f"UPDATE pushes SET fallback_state={firing} WHERE id IN ({in_list(r[0] for r in found)})")
+        for row in found:
+            spec = PushSpec.from_json(row[3])
+            assert spec.sms_info is not None
+            jobs.append(
+                FireJob(
+                    push=row[0],
+                    push_id=row[1],
+                    app_id=row[2],
+                    access_id=row[5],
+                    sms_info=spec.sms_info,
+                    policy=RateLimitPolicy(row[6], row[7], row[8]),
+                    sms_credentials_blob=row[9],
+                    due_at=row[4],
+                )
+            )
+    return jobs
+
+
+def recipients(conn: sqlite3.Connection, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
+    out: dict[int, list[Recipient]] = {job.push: [] for job in jobs}
+    by_app: dict[int, list[int]] = {}
+    for job in jobs:
+        by_app.setdefault(job.app_id, []).append(job.push)
+    for app_id, pushes in by_app.items():
+        for start in range(0, len(pushes), CHUNK):
+            found = conn.execute(
+                "SELECT t.push, t.token, coalesce(d.phone, ''), t.arrived_at IS NOT NULL, "
+                "t.clicked_at IS NOT NULL, d.notifications_enabled FROM targets t "
+                "LEFT JOIN devices d ON d.app_id=? AND d.token=t.token "
+                f"WHERE t.push IN ({in_list(pushes[start : start + CHUNK])}) ORDER BY t.push, t.seq",
+                (app_id,),
+            ).fetchall()
+            for r in found:
+                out[r[0]].append(Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5])))
+    return out
+
+
+def reserve(
+    conn: sqlite3.Connection, job: FireJob, phones: tuple[str, ...], window: RateWindow, now: float
+) -> tuple[list[str], int]:
+    """One push's part of Store.reserve_sms_many, inside the caller's transaction."""
+    info = job.sms_info
+    key = window.content_key(info)
+    params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
+    to_send: list[str] = []
+    limited = 0
+    for phone in phones:
+        if conn.execute("SELECT 1 FROM sms_records WHERE push=? AND phone=?", (job.push, phone)).fetchone():
+            continue  # judged before an interruption: at most one SMS per (push, phone)
+        sent_today, last_same = conn.execute(
+            "SELECT coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN created_at END) "
+            f"FROM sms_records WHERE app_id=? AND phone=? AND status IN ({_COUNTED_SQL}) "
+            "AND created_at >= min(?, ?)",
+            (window.day_start, key, job.app_id, phone, window.day_start, window.same_content_since),
+        ).fetchone()
+        rule = window.verdict(sent_today, last_same)
+        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.SENDING
+        conn.execute(
+            "INSERT INTO sms_records (app_id, push, phone, status, content_key, sms_app_id, template_id, "
+            "sign_name, params, rate_limit_rule, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.app_id,
+                job.push,
+                phone,
+                int(status),
+                key,
+                info.sms_app_id,
+                info.sms_template_id,
+                info.sms_sign_name,
+                params,
+                rule or "",
+                now,
+            ),
+        )
+        if rule:
+            limited += 1
+        else:
+            to_send.append(phone)
+    return to_send, limited
+
+
+def finish_sms(conn: sqlite3.Connection, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
+    by_status: dict[SmsStatus, list[tuple[Any, ...]]] = {}
+    for push, o in outcomes:
+        by_status.setdefault(o.status, []).append(
+            (int(o.status), o.code, o.message, o.serial_no, o.fee, o.rate_limit_rule, now, push, o.phone_number)
+        )
+    for status, changes in by_status.items():
+        allowed = in_list(sources_of(SMS_TRANSITIONS, status))
+        conn.executemany(
+            "UPDATE sms_records SET status=?, provider_code=?, provider_message=?, serial_no=?, fee=?, "
+            f"rate_limit_rule=?, sent_at=? WHERE push=? AND phone=? AND status IN ({allowed})",
+            changes,
+        )
+
+
+def finish_fallbacks(conn: sqlite3.Connection, finished: list[tuple[FireJob, int]], now: float) -> None:
+    done, firing = int(FallbackState.DONE), int(FallbackState.FIRING)
+    conn.executemany(
+        "UPDATE pushes SET fallback_state=?, fallback_ended_at=?, no_phone_count=? WHERE id=? AND fallback_state=?",
+        [(done, now, no_phone, job.push, firing) for job, no_phone in finished],
+    )
+
+
+def list_records(
+    conn: sqlite3.Connection, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int
+) -> list[SmsRecord]:
+    # With a push id, `+` keeps the planner off sms_by_app_time (which would walk the whole
+    # app's history newest first) so it reads the push's own records instead.
+    where = ["+r.app_id=?" if flt.push_id else "r.app_id=?"]
+    args: list[Any] = [app_id]
+    if flt.push_id:
+        where.append("p.push_id=?")
+        args.append(flt.push_id)
+    if flt.phone_number:
+        where.append("r.phone=?")
+        args.append(flt.phone_number)
+    if flt.statuses:
+        where.append(f"r.status IN ({in_list(flt.statuses)})")
+    if flt.start_time is not None:
+        where.append("r.created_at >= ?")
+        args.append(flt.start_time)
+    if flt.end_time is not None:
+        where.append("r.created_at < ?")
+        args.append(flt.end_time)
+    if before is not None:
+        where.append("(r.created_at < ? OR (r.created_at = ? AND r.id < ?))")
+        args.extend([before[0], before[0], before[1]])
+    sql = (
+        f"SELECT {SMS_COLUMNS} FROM sms_records r JOIN pushes p ON p.id = r.push "
+        f"WHERE {' AND '.join(where)} ORDER BY r.created_at DESC, r.id DESC LIMIT ?"
+    )
+    args.append(limit)
+    return [rows.sms_record(r) for r in conn.execute(sql, args).fetchall()]
+
+
+def apply_receipts(conn: sqlite3.Connection, receipts: list[DeliveryReceipt]) -> int:
+    matched = 0
+    for rc in receipts:
+        status = SmsStatus.DELIVERED if rc.delivered else SmsStatus.UNDELIVERED
+        allowed = in_list(sources_of(SMS_TRANSITIONS, status))
+        cur = conn.execute(
+            "UPDATE sms_records SET status=?, received_at=?, report_code=?, report_description=? "
+            # `serial_no != ''` lets SQLite use the partial index sms_by_serial.
+            f"WHERE serial_no=? AND serial_no != '' AND phone=? AND status IN ({allowed})",
+            (int(status), rc.receive_time, rc.code, rc.description, rc.serial_no, rc.phone_number),
+        )
+        matched += cur.rowcount
+    return matched
+
+
+def sms_sources(conn: sqlite3.Connection) -> list[tuple[str, bytes, str]]:
+    return conn.execute(
+        "SELECT DISTINCT a.access_id, a.sms_credentials, r.sms_app_id FROM sms_records r "
+        "JOIN apps a ON a.id = r.app_id WHERE a.sms_credentials IS NOT NULL "
+        f"AND r.status = {int(SmsStatus.SENT)}"
+    ).fetchall()

@@ -1,0 +1,216 @@
+"""SqliteStore: the Store protocol on one SQLite file (WAL, one group-commit writer, a few
+readers). Each method is one read or one write of the SQL in this package's concern modules;
+this class only routes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from ...model import (
+    App,
+    DeliveryReceipt,
+    Device,
+    EventIn,
+    EventOutcome,
+    FallbackState,
+    Funnel,
+    NewPush,
+    Push,
+    PushReceipt,
+    RateLimitPolicy,
+    Recipient,
+    SmsRecord,
+    SmsRecordFilter,
+    Statistics,
+    TargetView,
+)
+from ..base import FireJob, PurgeCounts, RateWindow, SmsOutcome
+from . import apps, devices, events, fires, pushes, reporting, retention
+from .migrations import migrate
+from .readers import ReaderPool
+from .writer import GroupCommitWriter, WriteStats
+
+
+class SqliteStore:
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._writer = GroupCommitWriter(self._connect)
+        self._readers = ReaderPool(self._connect)
+        self._write = self._writer.write
+        self._read = self._readers.read
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @property
+    def stats(self) -> WriteStats:
+        return self._writer.stats
+
+    @property
+    def on_commit(self) -> Callable[[int, float], None] | None:
+        return self._writer.on_commit
+
+    @on_commit.setter
+    def on_commit(self, observe: Callable[[int, float], None] | None) -> None:
+        self._writer.on_commit = observe
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        return self._writer
+
+    async def open(self) -> None:
+        await self._writer.open(migrate)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        self._readers.close()
+
+    # apps
+
+    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App:
+        return await self._write(lambda c: apps.create(c, access_id, name, verifier, now))
+
+    async def get_app(self, access_id: str) -> App | None:
+        return await self._read(lambda c: apps.by_access_id(c, access_id))
+
+    async def list_apps(self, after_id: int, limit: int) -> list[App]:
+        return await self._read(lambda c: apps.page(c, after_id, limit))
+
+    async def set_app_secret(self, app_id: int, verifier: str) -> None:
+        await self._write(lambda c: apps.set_secret(c, app_id, verifier))
+
+    async def set_sms_credentials(self, app_id: int, blob: bytes) -> App:
+        return await self._write(lambda c: apps.set_sms_credentials(c, app_id, blob))
+
+    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
+        return await self._write(lambda c: apps.reseal_sms_credentials(c, reseal))
+
+    async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App:
+        return await self._write(lambda c: apps.set_rate_limit_policy(c, app_id, policy))
+
+    # pushes
+
+    async def tokens_of_accounts(self, app_id: int, accounts: list[str]) -> dict[str, list[str]]:
+        return await self._read(lambda c: pushes.tokens_of_accounts(c, app_id, accounts))
+
+    async def create_push(self, push: NewPush, fingerprint: str) -> tuple[PushReceipt, int | None]:
+        return await self._write(lambda c: pushes.create(c, push, fingerprint))
+
+    async def get_push(self, app_id: int, push_id: str) -> Push | None:
+        return await self._read(lambda c: pushes.get(c, app_id, push_id))
+
+    async def mark_delivered(self, push: int, now: float) -> None:
+        # Under load many pushes reach the channel between two commits: their marks join one
+        # write (one executemany, one future) instead of a write each.
+        await self._writer.join("delivered", (now, push), pushes.mark_delivered)
+
+    async def last_push_row(self) -> int:
+        return await self._read(pushes.last_row)
+
+    async def expire_undelivered(self, through: int, now: float) -> int:
+        return await self._write(lambda c: pushes.expire_undelivered(c, through, now))
+
+    async def undelivered_pushes(
+        self, through: int, now: float, after: tuple[float, int] | None, limit: int, max_targets: int = 50_000
+    ) -> tuple[list[tuple[str, Push, tuple[str, ...]]], tuple[float, int] | None]:
+        return await self._read(lambda c: pushes.undelivered(c, through, now, after, limit, max_targets))
+
+    async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]:
+        return await self._read(lambda c: pushes.targets(c, push, offset, limit))
+
+    async def push_funnel(self, push: int) -> Funnel:
+        return await self._read(lambda c: reporting.funnel(c, push))
+
+    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> tuple[int, FallbackState] | None:
+        return await self._write(lambda c: pushes.cancel_fallback(c, app_id, push_id, now))
+
+    # devices
+
+    async def bind_phone(self, app_id: int, token: str, phone: str, now: float) -> Device:
+        return await self._write(
+            lambda c: devices.change(c, app_id, token, now, lambda c: devices.set_phone(c, app_id, token, phone))
+        )
+
+    async def unbind_phone(self, app_id: int, token: str, now: float) -> Device:
+        return await self._write(
+            lambda c: devices.change(c, app_id, token, now, lambda c: devices.set_phone(c, app_id, token, ""))
+        )
+
+    async def bind_account(self, app_id: int, token: str, account: str, now: float, max_tokens: int) -> Device:
+        return await self._write(
+            lambda c: devices.change(
+                c, app_id, token, now, lambda c: devices.bind_account(c, app_id, token, account, now, max_tokens)
+            )
+        )
+
+    async def unbind_account(self, app_id: int, token: str, account: str, now: float) -> Device:
+        return await self._write(
+            lambda c: devices.change(
+                c, app_id, token, now, lambda c: devices.unbind_account(c, app_id, token, account)
+            )
+        )
+
+    async def get_device(self, app_id: int, token: str) -> Device | None:
+        return await self._read(lambda c: devices.get(c, app_id, token))
+
+    # events
+
+    async def record_events(self, app_id: int, events_in: list[EventIn], now: float) -> list[EventOutcome]:
+        return await self._write(lambda c: events.record(c, app_id, events_in, now))
+
+    # fallbacks and SMS records
+
+    async def live_fallbacks(self) -> list[tuple[int, float]]:
+        return await self._read(fires.live_fallbacks)
+
+    async def recover_interrupted_sms(self, now: float) -> int:
+        return await self._write(lambda c: fires.recover_interrupted(c, now))
+
+    async def claim_fallbacks(self, push_rows: list[int], now: float) -> list[FireJob]:
+        return await self._write(lambda c: fires.claim(c, push_rows, now))
+
+    async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
+        return await self._read(lambda c: fires.recipients(c, jobs))
+
+    async def reserve_sms_many(
+        self, reservations: list[tuple[FireJob, tuple[str, ...], RateWindow]], now: float
+    ) -> list[tuple[list[str], int]]:
+        # In order, in one transaction: a record written for an earlier push counts toward the
+        # limits of the same number in a later one.
+        return await self._write(
+            lambda c: [fires.reserve(c, job, phones, window, now) for job, phones, window in reservations]
+        )
+
+    async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
+        await self._write(lambda c: fires.finish_sms(c, outcomes, now))
+
+    async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
+        await self._write(lambda c: fires.finish_fallbacks(c, finished, now))
+
+    async def list_sms_records(
+        self, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int
+    ) -> list[SmsRecord]:
+        return await self._read(lambda c: fires.list_records(c, app_id, flt, before, limit))
+
+    async def apply_receipts(self, receipts: list[DeliveryReceipt]) -> int:
+        return await self._write(lambda c: fires.apply_receipts(c, receipts))
+
+    async def sms_sources(self) -> list[tuple[str, bytes, str]]:
+        return await self._read(fires.sms_sources)
+
+    async def statistics(self, app_id: int, start: float, end: float) -> Statistics:
+        return await self._read(lambda c: reporting.statistics(c, app_id, start, end))
+
+    # retention
+
+    async def purge_expired(
+        self, finished_before: float | None, idempotency_before: float, limit: int
+    ) -> PurgeCounts:
+        return await self._write(lambda c: retention.purge(c, finished_before, idempotency_before, limit))
