@@ -6,6 +6,7 @@ from google.protobuf import timestamp_pb2
 from pushreach.v1 import admin_pb2, device_pb2, push_pb2, sms_pb2
 
 from ..model import (
+    CHANNEL_RULE_NAMES,
     App,
     Device,
     Funnel,
@@ -14,9 +15,10 @@ from ..model import (
     PushSpec,
     SmsRecord,
     TargetView,
+    VendorOptions,
 )
 from ..phone import mask_phone
-from ..services.validation import PushDraft, Violations
+from ..services.validation import AndroidDraft, PushDraft, Violations
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 MIN_TIMESTAMP_SECONDS = -62135596800
@@ -65,6 +67,21 @@ def push_draft(r: push_pb2.PushRequest) -> PushDraft:
         sms_template_id=info.sms_template_id,
         sms_app_id=info.sms_app_id,
         sms_template_params=list(info.sms_template_params),
+        android=_android_draft(r.message.android) if r.message.HasField("android") else None,
+        channel_rules=[(rule.channel, rule.disable) for rule in r.channel_rules],
+    )
+
+
+def _android_draft(a: push_pb2.AndroidMessage) -> AndroidDraft:
+    return AndroidDraft(
+        hw_ch_id=a.hw_ch_id,
+        hw_category=a.hw_category,
+        hw_importance=a.hw_importance,
+        xm_ch_id=a.xm_ch_id,
+        oppo_ch_id=a.oppo_ch_id,
+        oppo_category=a.oppo_category,
+        vivo_ch_id=a.vivo_ch_id,
+        vivo_category=a.vivo_category,
     )
 
 
@@ -85,7 +102,7 @@ def push_request(spec: PushSpec, request_id: str) -> push_pb2.PushRequest:
         audience_type=int(spec.audience_type),
         token_list=list(spec.token_list),
         account_list=list(spec.account_list),
-        message=push_pb2.Message(title=spec.title, content=spec.content),
+        message=push_pb2.Message(title=spec.title, content=spec.content, android=_android(spec.vendor)),
         message_type=int(spec.message_type),
         expire_time=spec.expire_time,
         multi_pkg=spec.multi_pkg,
@@ -101,7 +118,31 @@ def push_request(spec: PushSpec, request_id: str) -> push_pb2.PushRequest:
             sms_app_id=info.sms_app_id,
             sms_template_params=list(info.sms_template_params),
         ),
+        channel_rules=_channel_rules(spec.vendor),
     )
+
+
+def _android(v: VendorOptions | None) -> push_pb2.AndroidMessage | None:
+    if v is None:
+        return None
+    a = push_pb2.AndroidMessage(
+        hw_ch_id=v.hw_ch_id,
+        hw_category=v.hw_category,
+        hw_importance=v.hw_importance,
+        xm_ch_id=v.xm_ch_id,
+        oppo_ch_id=v.oppo_ch_id,
+        oppo_category=v.oppo_category,
+        vivo_ch_id=v.vivo_ch_id,
+        vivo_category=v.vivo_category,
+    )
+    return a if a.ByteSize() else None
+
+
+def _channel_rules(v: VendorOptions | None) -> list[push_pb2.ChannelRule]:
+    if v is None:
+        return []
+    names = {channel: name for name, channel in CHANNEL_RULE_NAMES.items()}
+    return [push_pb2.ChannelRule(channel=names[c], disable=True) for c in sorted(v.disabled_channels) if c in names]
 
 
 def push_summary(p: Push) -> push_pb2.PushSummary:

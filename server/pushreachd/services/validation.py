@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from .. import limits
 from ..errors import FieldViolation, InvalidArgument
 from ..model import (
+    CHANNEL_RULE_NAMES,
     AudienceType,
+    Channel,
     Environment,
     EventIn,
     EventType,
@@ -21,8 +23,23 @@ from ..model import (
     PushSpec,
     SmsInfo,
     TriggerCondition,
+    VendorOptions,
 )
 from ..phone import InvalidPhoneNumber, normalize_phone
+
+
+@dataclass
+class AndroidDraft:
+    """TPNS `message.android` vendor fields as they arrive."""
+
+    hw_ch_id: str = ""
+    hw_category: str = ""
+    hw_importance: int = 0
+    xm_ch_id: str = ""
+    oppo_ch_id: str = ""
+    oppo_category: str = ""
+    vivo_ch_id: str = ""
+    vivo_category: str = ""
 
 
 @dataclass
@@ -46,6 +63,8 @@ class PushDraft:
     sms_template_id: str = ""
     sms_app_id: str = ""
     sms_template_params: list[str] = field(default_factory=list)
+    android: AndroidDraft | None = None
+    channel_rules: list[tuple[str, bool]] = field(default_factory=list)  # (channel, disable)
 
 
 @dataclass(slots=True)
@@ -127,6 +146,7 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
     if d.expire_time > limits.MAX_EXPIRE_SECONDS or d.expire_time < 0:
         v.add("expire_time", f"between 0 and {limits.MAX_EXPIRE_SECONDS} seconds")
     sms_info = _sms_info(v, d, min_delay_seconds) if d.resend_by_sms else None
+    vendor = _vendor_options(v, d)
     v.raise_if_any()
     return PushSpec(
         audience_type=audience,
@@ -140,6 +160,56 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         environment=environment,
         resend_by_sms=d.resend_by_sms,
         sms_info=sms_info,
+        vendor=vendor,
+    )
+
+
+_CHANNEL_ID = re.compile(r"[!-~]{1,64}")
+_CATEGORY = re.compile(r"[A-Z][A-Z_]{0,31}")
+
+
+def _vendor_options(v: Violations, d: PushDraft) -> VendorOptions | None:
+    """TPNS's channel_rules and message.android fields; None when none was given."""
+    disabled: set[Channel] = set()
+    seen: set[str] = set()
+    if len(d.channel_rules) > len(CHANNEL_RULE_NAMES):
+        v.add("channel_rules", f"at most {len(CHANNEL_RULE_NAMES)} rules, one per channel")
+    else:
+        for i, (name, disable) in enumerate(d.channel_rules):
+            path = f"channel_rules[{i}].channel"
+            if name not in CHANNEL_RULE_NAMES:
+                v.add(path, f"unknown channel; one of {', '.join(CHANNEL_RULE_NAMES)}")
+            elif name in seen:
+                v.add(path, "this channel already has a rule")
+            else:
+                seen.add(name)
+                if disable:
+                    disabled.add(CHANNEL_RULE_NAMES[name])
+    a = d.android
+    if a is None:
+        return VendorOptions(disabled_channels=frozenset(disabled)) if disabled else None
+    for name in ("hw_ch_id", "xm_ch_id", "oppo_ch_id"):
+        value = getattr(a, name)
+        if value and _CHANNEL_ID.fullmatch(value) is None:
+            v.add(f"message.android.{name}", "at most 64 printable ASCII characters without spaces")
+    for name in ("hw_category", "oppo_category", "vivo_category"):
+        value = getattr(a, name)
+        if value and _CATEGORY.fullmatch(value) is None:
+            v.add(f"message.android.{name}", "a category in capitals, e.g. WORK, ACCOUNT, ORDER (at most 32)")
+    if a.hw_importance not in (0, 1, 2):
+        v.add("message.android.hw_importance", "0 (unset), 1 (marketing) or 2 (service)")
+    if a.vivo_ch_id not in ("", "0", "1"):
+        v.add("message.android.vivo_ch_id", '"0" (operational), "1" (system) or empty')
+    return VendorOptions(
+        disabled_channels=frozenset(disabled),
+        hw_ch_id=a.hw_ch_id,
+        hw_category=a.hw_category,
+        hw_importance=a.hw_importance,
+        xm_ch_id=a.xm_ch_id,
+        oppo_ch_id=a.oppo_ch_id,
+        oppo_category=a.oppo_category,
+        vivo_ch_id=a.vivo_ch_id,
+        vivo_category=a.vivo_category,
     )
 
 

@@ -199,25 +199,125 @@ class Message(_message.Message):
 
     TITLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    ANDROID_FIELD_NUMBER: _builtins.int
     title: _builtins.str
     """Notification title. Required, at most 256 characters."""
     content: _builtins.str
     """Notification body. Required, at most 4,000 characters; title and content together at
     most 4 KB of UTF-8.
     """
+    @_builtins.property
+    def android(self) -> Global___AndroidMessage:
+        """Per-vendor Android fields (TPNS `message.android`): message classification for the
+        Huawei, Honor, Xiaomi, OPPO and vivo channels. Optional; an empty field means the app's
+        default from the channel's credentials file, then the vendor's.
+        """
+
     def __init__(
         self,
         *,
         title: _builtins.str = ...,
         content: _builtins.str = ...,
+        android: Global___AndroidMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["android", b"android"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["android", b"android", "content", b"content", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class AndroidMessage(_message.Message):
+    """Android vendor fields of a push, with TPNS's names. Each takes effect on its vendor's
+    channel only. Vendors cap marketing pushes per device per day: classify approval,
+    payment and order notifications as service messages (see docs/CHANNELS.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HW_CH_ID_FIELD_NUMBER: _builtins.int
+    HW_CATEGORY_FIELD_NUMBER: _builtins.int
+    HW_IMPORTANCE_FIELD_NUMBER: _builtins.int
+    XM_CH_ID_FIELD_NUMBER: _builtins.int
+    OPPO_CH_ID_FIELD_NUMBER: _builtins.int
+    OPPO_CATEGORY_FIELD_NUMBER: _builtins.int
+    VIVO_CH_ID_FIELD_NUMBER: _builtins.int
+    VIVO_CATEGORY_FIELD_NUMBER: _builtins.int
+    hw_ch_id: _builtins.str
+    """Huawei notification channel id (android.notification.channel_id). At most 64 printable
+    ASCII characters.
+    """
+    hw_category: _builtins.str
+    """Huawei message category (android.category), e.g. WORK, ACCOUNT, EXPRESS, IM,
+    MARKETING: capitals and underscores, at most 32.
+    """
+    hw_importance: _builtins.int
+    """Huawei and Honor importance: 0 unset, 1 information and marketing (LOW), 2 service and
+    communication (NORMAL).
+    """
+    xm_ch_id: _builtins.str
+    """Xiaomi channel id (extra.channel_id) as registered in Xiaomi's console. At most 64
+    printable ASCII characters.
+    """
+    oppo_ch_id: _builtins.str
+    """OPPO channel id (notification.channel_id), e.g. the private channel for service
+    messages. At most 64 printable ASCII characters.
+    """
+    oppo_category: _builtins.str
+    """OPPO category (notification.category), e.g. ORDER, ACCOUNT, TODO, IM, MARKETING."""
+    vivo_ch_id: _builtins.str
+    """vivo classification: "0" operational message, "1" system message; empty = unset."""
+    vivo_category: _builtins.str
+    """vivo category, e.g. ORDER, ACCOUNT, TODO, IM, MARKETING."""
+    def __init__(
+        self,
+        *,
+        hw_ch_id: _builtins.str = ...,
+        hw_category: _builtins.str = ...,
+        hw_importance: _builtins.int = ...,
+        xm_ch_id: _builtins.str = ...,
+        oppo_ch_id: _builtins.str = ...,
+        oppo_category: _builtins.str = ...,
+        vivo_ch_id: _builtins.str = ...,
+        vivo_category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hw_category", b"hw_category", "hw_ch_id", b"hw_ch_id", "hw_importance", b"hw_importance", "oppo_category", b"oppo_category", "oppo_ch_id", b"oppo_ch_id", "vivo_category", b"vivo_category", "vivo_ch_id", b"vivo_ch_id", "xm_ch_id", b"xm_ch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AndroidMessage: _TypeAlias = AndroidMessage  # noqa: Y015
+
+@_typing.final
+class ChannelRule(_message.Message):
+    """TPNS `channel_rules` entry: turn one channel off for this push."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    DISABLE_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """TPNS's channel name: apns, fcm, hw (Huawei), honor, xm (Xiaomi), oppo, vivo, webhook."""
+    disable: _builtins.bool
+    """True: do not use this channel for this push; its targets are recorded NO_CHANNEL with
+    code "channel_rules" (and count as unreachable for early_on_push_failure).
+    """
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        disable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "disable", b"disable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelRule: _TypeAlias = ChannelRule  # noqa: Y015
 
 @_typing.final
 class SmsInfo(_message.Message):
@@ -284,6 +384,7 @@ class PushRequest(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     RESEND_BY_SMS_FIELD_NUMBER: _builtins.int
     SMS_INFO_FIELD_NUMBER: _builtins.int
+    CHANNEL_RULES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155): a retry with the same id returns the first response; the same
     id with a different body answers ALREADY_EXISTS. Optional, at most 128 characters,
@@ -323,6 +424,12 @@ class PushRequest(_message.Message):
     def sms_info(self) -> Global___SmsInfo:
         """SMS fallback settings; required when `resend_by_sms` is true, ignored otherwise."""
 
+    @_builtins.property
+    def channel_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelRule]:
+        """Channels to leave out for this push (TPNS `channel_rules`). At most one rule per
+        channel. Optional.
+        """
+
     def __init__(
         self,
         *,
@@ -337,10 +444,11 @@ class PushRequest(_message.Message):
         environment: Global___Environment.ValueType = ...,
         resend_by_sms: _builtins.bool = ...,
         sms_info: Global___SmsInfo | None = ...,
+        channel_rules: _abc.Iterable[Global___ChannelRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "sms_info", b"sms_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "audience_type", b"audience_type", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "token_list", b"token_list"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "token_list", b"token_list"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
