@@ -490,6 +490,8 @@ def _check_base_url(value: str) -> str | None:
         return "must be an http(s) URL such as https://host or http://127.0.0.1:8080"
     if parts.query or parts.fragment or parts.username:
         return "must be an http(s) URL without query, fragment or user"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return "plain http only to a loopback address (an emulator); use https"
     return None
 
 

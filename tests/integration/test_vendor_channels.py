@@ -306,3 +306,24 @@ async def test_oppo_batches_per_token_receipts_in_one_call(emulator) -> None:  #
     assert state.send_calls["oppo"] == 2  # 1,000 messages per unicast_batch call
     assert {o.outcome for o in outcomes} == {PushOutcome.ACCEPTED}
     assert state.delivered_to("oppo", "tok-1499")[0].data["pushreach_receipt"] == "r-tok-1499"
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_create_takes_endpoints_clock_from_the_context(emulator, vendor) -> None:  # type: ignore[no-untyped-def]
+    """What the channel registry calls: module.create(credentials, context)."""
+    from types import SimpleNamespace
+
+    state, url = emulator
+    clock = FakeClock()
+    endpoints = {f"{v}_endpoint": url for v in VENDORS}
+    endpoints |= {"hms_token_endpoint": f"{url}/oauth2/v3/token", "honor_token_endpoint": f"{url}/auth/token"}
+    context = SimpleNamespace(endpoints=endpoints, ca_file="", timeout=5.0, clock=clock)
+    module = {"hms": hms, "honor": honor, "xiaomi": xiaomi, "oppo": oppo, "vivo": vivo}[vendor]
+    ch = module.create(module.validate_credentials(CREDS[vendor]), context)
+    try:
+        [outcome] = await ch.send(delivery(clock, ["tok-a"]))
+    finally:
+        await ch.aclose()
+    assert ch.http.is_closed
+    assert outcome.outcome == PushOutcome.ACCEPTED
+    assert len(state.delivered_to(vendor, "tok-a")) == 1

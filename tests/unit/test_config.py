@@ -264,6 +264,7 @@ def test_error_names_flag_as_source() -> None:
         ("--xiaomi-endpoint", "https://api.example.com:99999"),
         ("--oppo-endpoint", "https://api.example.com/?q=1"),
         ("--vivo-endpoint", ""),
+        ("--honor-endpoint", "http://push.example.com"),
     ],
 )
 def test_invalid_values_rejected(flag: str, value: str) -> None:

@@ -30,6 +30,8 @@ from . import vendor
 from .base import Backoff, PushDelivery, TargetPayload, TokenOutcome
 from .vendor import AuthExpired, Failed, Retry, TokenCache
 
+DEFAULT_ENDPOINT = "https://push-api.cloud.huawei.com"
+DEFAULT_TOKEN_ENDPOINT = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
 channel = Channel.HMS
 MAX_TOKENS = 1000
 MAX_TTL = 15 * 86400  # Huawei keeps offline messages at most 15 days
@@ -67,10 +69,11 @@ class HmsChannel(vendor.VendorChannel):
         token_endpoint: str,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        own_http: bool | None = None,
         backoff: Backoff | None = None,
         verify: str | bool = True,
     ) -> None:
-        super().__init__(credentials, clock=clock, http=http, backoff=backoff, verify=verify)
+        super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff, verify=verify)
         self.app_id = self.credentials["app_id"]
         self.send_url = f"{endpoint.rstrip('/')}/v1/{self.app_id}/messages:send"
         self.token_url = token_endpoint
@@ -173,13 +176,14 @@ def oauth_token(response: httpx.Response) -> tuple[str, float]:
     return token, lifetime
 
 
-def open_channel(  # settings: config.Settings (hms_endpoint, hms_token_endpoint)
-    credentials: Mapping[str, Any], settings: Any, *, clock: Clock, http: httpx.AsyncClient | None = None
-) -> HmsChannel:
+def create(credentials: Mapping[str, Any], context: Any) -> HmsChannel:
+    """The channel for one app (registry's ChannelKind): endpoints from the context's
+    settings (hms_endpoint, hms_token_endpoint), its CA file, timeout and clock."""
     return HmsChannel(
         credentials,
-        endpoint=settings.hms_endpoint,
-        token_endpoint=settings.hms_token_endpoint,
-        clock=clock,
-        http=http,
+        endpoint=vendor.endpoint(context, "hms_endpoint", DEFAULT_ENDPOINT),
+        token_endpoint=vendor.endpoint(context, "hms_token_endpoint", DEFAULT_TOKEN_ENDPOINT),
+        clock=context.clock,
+        http=vendor.client_for(context),
+        own_http=True,
     )

@@ -28,6 +28,8 @@ from .base import Backoff, PushDelivery, TargetPayload, TokenOutcome
 from .hms import oauth_token
 from .vendor import AuthExpired, Failed, Retry, TokenCache
 
+DEFAULT_ENDPOINT = "https://push-api.cloud.honor.com"
+DEFAULT_TOKEN_ENDPOINT = "https://iam.developer.honor.com/auth/token"
 channel = Channel.HONOR
 MAX_TOKENS = 1000
 MAX_TTL = 15 * 86400
@@ -55,10 +57,11 @@ class HonorChannel(vendor.VendorChannel):
         token_endpoint: str,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        own_http: bool | None = None,
         backoff: Backoff | None = None,
         verify: str | bool = True,
     ) -> None:
-        super().__init__(credentials, clock=clock, http=http, backoff=backoff, verify=verify)
+        super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff, verify=verify)
         self.send_url = f"{endpoint.rstrip('/')}/api/v1/{self.credentials['app_id']}/sendMessage"
         self.token_url = token_endpoint
         self._tokens = TokenCache(self._fetch_token, clock)
@@ -137,13 +140,14 @@ def _strings(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def open_channel(  # settings: config.Settings (honor_endpoint, honor_token_endpoint)
-    credentials: Mapping[str, Any], settings: Any, *, clock: Clock, http: httpx.AsyncClient | None = None
-) -> HonorChannel:
+def create(credentials: Mapping[str, Any], context: Any) -> HonorChannel:
+    """The channel for one app (registry's ChannelKind): endpoints from the context's
+    settings (honor_endpoint, honor_token_endpoint), its CA file, timeout and clock."""
     return HonorChannel(
         credentials,
-        endpoint=settings.honor_endpoint,
-        token_endpoint=settings.honor_token_endpoint,
-        clock=clock,
-        http=http,
+        endpoint=vendor.endpoint(context, "honor_endpoint", DEFAULT_ENDPOINT),
+        token_endpoint=vendor.endpoint(context, "honor_token_endpoint", DEFAULT_TOKEN_ENDPOINT),
+        clock=context.clock,
+        http=vendor.client_for(context),
+        own_http=True,
     )

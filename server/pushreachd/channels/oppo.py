@@ -32,6 +32,7 @@ from . import vendor
 from .base import Backoff, PushDelivery, TargetPayload, TokenOutcome
 from .vendor import AuthExpired, Failed, Retry, TokenCache
 
+DEFAULT_ENDPOINT = "https://api.push.oppomobile.com"
 channel = Channel.OPPO
 MAX_MESSAGES = 1000
 MIN_TTL, MAX_TTL = 3600, 10 * 86400  # OPPO's off_line_ttl bounds
@@ -66,10 +67,11 @@ class OppoChannel(vendor.VendorChannel):
         endpoint: str,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        own_http: bool | None = None,
         backoff: Backoff | None = None,
         verify: str | bool = True,
     ) -> None:
-        super().__init__(credentials, clock=clock, http=http, backoff=backoff, verify=verify)
+        super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff, verify=verify)
         base = endpoint.rstrip("/")
         self.auth_url = f"{base}/server/v1/auth"
         self.send_url = f"{base}/server/v1/message/notification/unicast_batch"
@@ -152,7 +154,13 @@ class OppoChannel(vendor.VendorChannel):
         return outcomes
 
 
-def open_channel(  # settings: config.Settings (oppo_endpoint)
-    credentials: Mapping[str, Any], settings: Any, *, clock: Clock, http: httpx.AsyncClient | None = None
-) -> OppoChannel:
-    return OppoChannel(credentials, endpoint=settings.oppo_endpoint, clock=clock, http=http)
+def create(credentials: Mapping[str, Any], context: Any) -> OppoChannel:
+    """The channel for one app (registry's ChannelKind): endpoints from the context's
+    settings (oppo_endpoint), its CA file, timeout and clock."""
+    return OppoChannel(
+        credentials,
+        endpoint=vendor.endpoint(context, "oppo_endpoint", DEFAULT_ENDPOINT),
+        clock=context.clock,
+        http=vendor.client_for(context),
+        own_http=True,
+    )

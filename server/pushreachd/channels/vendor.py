@@ -21,9 +21,11 @@ import asyncio
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import certifi
 import httpx
 
 from ..clock import Clock
@@ -236,6 +238,28 @@ def all_outcomes(
     return [TokenOutcome(t.token, outcome, code, message, vendor_id) for t in targets]
 
 
+def client_for(context: Any) -> httpx.AsyncClient:
+    """The HTTP client a channel built by `create(credentials, context)` owns: the context's
+    timeout, and its `ca_file` trusted beside the public CAs (tests, private gateways)."""
+    ca_file = getattr(context, "ca_file", "")
+    verify: ssl.SSLContext | bool = True
+    if ca_file:
+        verify = ssl.create_default_context(cafile=certifi.where())
+        verify.load_verify_locations(cafile=ca_file)
+    timeout = float(getattr(context, "timeout", 0) or 0)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout) if timeout > 0 else HTTP_TIMEOUT, verify=verify, follow_redirects=False
+    )
+
+
+def endpoint(context: Any, name: str, default: str) -> str:
+    """The endpoint setting `name` from a ChannelContext, or the vendor's default."""
+    pick = getattr(context, "endpoint", None)
+    if pick is not None:
+        return str(pick(name, default))
+    return str(getattr(context, "endpoints", {}).get(name) or default).rstrip("/")
+
+
 # -- the channel ---------------------------------------------------------------------------------
 
 
@@ -256,13 +280,14 @@ class VendorChannel:
         *,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        own_http: bool | None = None,
         backoff: Backoff | None = None,
         verify: str | bool = True,
     ) -> None:
         self.credentials = dict(credentials)
         self.clock = clock
         self.backoff = backoff or Backoff()
-        self._own_http = http is None
+        self._own_http = http is None if own_http is None else own_http
         self.http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT, verify=verify)
         self.calls = 0  # vendor send calls made (tests, metrics)
         self._limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)

@@ -30,6 +30,7 @@ from . import vendor
 from .base import Backoff, PushDelivery, TargetPayload, TokenOutcome
 from .vendor import AuthExpired, Failed, Retry, TokenCache
 
+DEFAULT_ENDPOINT = "https://api-push.vivo.com.cn"
 channel = Channel.VIVO
 MAX_TOKENS = 1000
 MIN_TTL, MAX_TTL = 60, 7 * 86400
@@ -62,10 +63,11 @@ class VivoChannel(vendor.VendorChannel):
         endpoint: str,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        own_http: bool | None = None,
         backoff: Backoff | None = None,
         verify: str | bool = True,
     ) -> None:
-        super().__init__(credentials, clock=clock, http=http, backoff=backoff, verify=verify)
+        super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff, verify=verify)
         self.base = endpoint.rstrip("/")
         self._tokens = TokenCache(self._fetch_token, clock)
 
@@ -166,7 +168,13 @@ def _raise_unless_ok(body: dict[str, Any]) -> None:
         raise Failed(result or "no_result", str(body.get("desc", "")))
 
 
-def open_channel(  # settings: config.Settings (vivo_endpoint)
-    credentials: Mapping[str, Any], settings: Any, *, clock: Clock, http: httpx.AsyncClient | None = None
-) -> VivoChannel:
-    return VivoChannel(credentials, endpoint=settings.vivo_endpoint, clock=clock, http=http)
+def create(credentials: Mapping[str, Any], context: Any) -> VivoChannel:
+    """The channel for one app (registry's ChannelKind): endpoints from the context's
+    settings (vivo_endpoint), its CA file, timeout and clock."""
+    return VivoChannel(
+        credentials,
+        endpoint=vendor.endpoint(context, "vivo_endpoint", DEFAULT_ENDPOINT),
+        clock=context.clock,
+        http=vendor.client_for(context),
+        own_http=True,
+    )

@@ -27,6 +27,7 @@ from . import vendor
 from .base import Backoff, PushDelivery, TargetPayload, TokenOutcome
 from .vendor import Failed, Retry, TokenCache
 
+DEFAULT_ENDPOINT = "https://api.xmpush.xiaomi.com"
 channel = Channel.XIAOMI
 MAX_TOKENS = 1000
 MAX_TTL = 14 * 86400  # Xiaomi keeps offline messages at most two weeks
@@ -51,10 +52,11 @@ class XiaomiChannel(vendor.VendorChannel):
         endpoint: str,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
+        own_http: bool | None = None,
         backoff: Backoff | None = None,
         verify: str | bool = True,
     ) -> None:
-        super().__init__(credentials, clock=clock, http=http, backoff=backoff, verify=verify)
+        super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff, verify=verify)
         self.send_url = f"{endpoint.rstrip('/')}/v3/message/regid"
 
     def tokens(self) -> TokenCache:
@@ -108,7 +110,13 @@ class XiaomiChannel(vendor.VendorChannel):
         ]
 
 
-def open_channel(  # settings: config.Settings (xiaomi_endpoint)
-    credentials: Mapping[str, Any], settings: Any, *, clock: Clock, http: httpx.AsyncClient | None = None
-) -> XiaomiChannel:
-    return XiaomiChannel(credentials, endpoint=settings.xiaomi_endpoint, clock=clock, http=http)
+def create(credentials: Mapping[str, Any], context: Any) -> XiaomiChannel:
+    """The channel for one app (registry's ChannelKind): endpoints from the context's
+    settings (xiaomi_endpoint), its CA file, timeout and clock."""
+    return XiaomiChannel(
+        credentials,
+        endpoint=vendor.endpoint(context, "xiaomi_endpoint", DEFAULT_ENDPOINT),
+        clock=context.clock,
+        http=vendor.client_for(context),
+        own_http=True,
+    )

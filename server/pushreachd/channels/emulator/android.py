@@ -226,3 +226,21 @@ async def serve_from_args(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(stop.wait(), args.seconds)
         else:
             await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pushreachd.channels.emulator.android --apps FILE [--listen HOST:PORT]`."""
+    parser = argparse.ArgumentParser(prog="python -m pushreachd.channels.emulator.android", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    try:
+        asyncio.run(serve_from_args(args))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"android push emulator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
