@@ -102,6 +102,13 @@ class PushOutcome(enum.IntEnum):
         return self in (PushOutcome.INVALID_TOKEN, PushOutcome.FAILED, PushOutcome.EXPIRED, PushOutcome.NO_CHANNEL)
 
 
+class StatisticsInterval(enum.IntEnum):
+    """Width of the time buckets of GetStatistics (proto `StatisticsInterval`)."""
+
+    HOUR = 1
+    DAY = 2  # a calendar day in the request's time zone
+
+
 class UnusedTargetReason(enum.IntEnum):
     DUPLICATE = 1
     ACCOUNT_HAS_NO_DEVICE = 2
@@ -420,3 +427,16 @@ class DeliveryReceipt:
     receive_time: float  # seconds since the epoch
     code: str = ""  # report_status / errmsg
     description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PushListItem:
+    """One push in an app's list of pushes (the console's push list)."""
+
+    id: int  # internal, for paging
+    push_id: str
+    title: str
+    accepted_at: float
+    target_count: int
+    fallback_state: FallbackState
+    fallback_due_at: float | None

@@ -86,6 +86,18 @@ async def test_get_push_statistics_and_metrics_match_the_scenario(metered: Runni
     assert (stats.sms.sent, stats.sms.failed, stats.sms.rate_limited, stats.sms.unknown) == (2, 0, 1, 0)
     assert stats.sms_fee == 2  # the console provider bills 1 per SMS sent
     assert stats.pending_fallback_count == 1
+    assert list(stats.buckets) == []  # none unless asked for
+
+    hourly = await app.sms.GetStatistics(
+        sms_pb2.GetStatisticsRequest(interval=sms_pb2.STATISTICS_INTERVAL_HOUR, time_zone="Asia/Shanghai"),
+        metadata=app.metadata,
+    )
+    assert len(hourly.buckets) in (7 * 24, 7 * 24 + 1)  # the default 7 days, clipped at both ends
+    assert sum(b.push_count for b in hourly.buckets) == 3
+    assert sum(b.target_count for b in hourly.buckets) == 7
+    assert sum(b.arrived_count for b in hourly.buckets) == 3
+    assert sum(b.sms.sent for b in hourly.buckets) == 2 and sum(b.sms.rate_limited for b in hourly.buckets) == 1
+    assert hourly.buckets[-1].end_time == hourly.end_time and hourly.buckets[0].start_time == hourly.start_time
 
     # Another app sees none of it.
     other = await metered.new_app("other")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import grpc
 from pushreach.v1 import sms_pb2, sms_pb2_grpc
 
-from ..model import App, SmsRecordFilter, SmsStatus
+from ..model import App, SmsRecordFilter, SmsStatus, Statistics, StatisticsInterval
 from ..services.reporting import ReportingService
 from ..services.validation import Violations
 from . import convert
@@ -50,9 +50,18 @@ class SmsServicer(sms_pb2_grpc.SmsServiceServicer):
         v = Violations()
         start = convert.checked_seconds(v, "start_time", request.start_time) if request.HasField("start_time") else None
         end = convert.checked_seconds(v, "end_time", request.end_time) if request.HasField("end_time") else None
+        interval = None
+        if request.interval:
+            try:
+                interval = StatisticsInterval(request.interval)
+            except ValueError:
+                v.add("interval", f"unknown value {request.interval}")
         v.raise_if_any()
-        s = await self._reporting.statistics(app, start, end)
-        by = s.sms_by_status
+        buckets: list[Statistics] = []
+        if interval is None:
+            s = await self._reporting.statistics(app, start, end)
+        else:
+            s, buckets = await self._reporting.statistics_series(app, start, end, interval, request.time_zone)
         return sms_pb2.GetStatisticsResponse(
             start_time=convert.ts(s.start_time),
             end_time=convert.ts(s.end_time),
@@ -62,14 +71,32 @@ class SmsServicer(sms_pb2_grpc.SmsServiceServicer):
             clicked_count=s.clicked_count,
             arrival_rate=s.arrived_count / s.target_count if s.target_count else 0.0,
             click_rate=s.clicked_count / s.target_count if s.target_count else 0.0,
-            sms=sms_pb2.SmsOutcomeCounts(
-                sent=by.get(SmsStatus.SENT, 0) + by.get(SmsStatus.DELIVERED, 0) + by.get(SmsStatus.UNDELIVERED, 0),
-                delivered=by.get(SmsStatus.DELIVERED, 0),
-                undelivered=by.get(SmsStatus.UNDELIVERED, 0),
-                failed=by.get(SmsStatus.FAILED, 0),
-                rate_limited=by.get(SmsStatus.RATE_LIMITED, 0),
-                unknown=by.get(SmsStatus.UNKNOWN, 0) + by.get(SmsStatus.SENDING, 0),
-            ),
+            sms=_sms_counts(s),
             sms_fee=s.sms_fee,
             pending_fallback_count=s.pending_fallback_count,
+            buckets=[
+                sms_pb2.StatisticsBucket(
+                    start_time=convert.ts(b.start_time),
+                    end_time=convert.ts(b.end_time),
+                    push_count=b.push_count,
+                    target_count=b.target_count,
+                    arrived_count=b.arrived_count,
+                    clicked_count=b.clicked_count,
+                    sms=_sms_counts(b),
+                    sms_fee=b.sms_fee,
+                )
+                for b in buckets
+            ],
         )
+
+
+def _sms_counts(s: Statistics) -> sms_pb2.SmsOutcomeCounts:
+    by = s.sms_by_status
+    return sms_pb2.SmsOutcomeCounts(
+        sent=by.get(SmsStatus.SENT, 0) + by.get(SmsStatus.DELIVERED, 0) + by.get(SmsStatus.UNDELIVERED, 0),
+        delivered=by.get(SmsStatus.DELIVERED, 0),
+        undelivered=by.get(SmsStatus.UNDELIVERED, 0),
+        failed=by.get(SmsStatus.FAILED, 0),
+        rate_limited=by.get(SmsStatus.RATE_LIMITED, 0),
+        unknown=by.get(SmsStatus.UNKNOWN, 0) + by.get(SmsStatus.SENDING, 0),
+    )

@@ -33,6 +33,7 @@ from ..model import (
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
+    PushListItem,
     Statistics,
     TargetView,
 )
@@ -56,6 +57,9 @@ class RateWindow(Protocol):
 
     def verdict(self, sent_today: int, last_same_content_at: float | None) -> str | None:
         """The rule (its name) that blocks a send, or None when it may go ahead."""
+
+
+STATISTICS_SLOT = 900  # seconds: the grain of statistics_by_slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,20 @@ class Store(Protocol):
         """(access id, credentials blob, sms app id) pairs that sent recently, for polling."""
 
     async def statistics(self, app_id: int, start: float, end: float) -> Statistics: ...
+    async def statistics_by_slot(self, app_id: int, start: float, end: float) -> list[Statistics]:
+        """Statistics of the pushes accepted in [start, end), one per STATISTICS_SLOT-second slot
+        of the epoch (slot k covers [k*SLOT, (k+1)*SLOT)) that has any, oldest first, each with
+        its slot's bounds as start/end (clipped to the range). The domain folds slots into hours
+        or local days; 15 minutes divides every time zone's offset."""
+        ...
+
+    async def list_pushes(
+        self, app_id: int, query: str, before: tuple[float, int] | None, limit: int
+    ) -> list[PushListItem]:
+        """The app's pushes, newest first (by accepted_at, then id), strictly before `before`
+        (accepted_at, id) when given. `query`, when not empty, keeps pushes whose push_id starts
+        with it or whose title contains it (case-insensitive for ASCII)."""
+        ...
 
     # retention
     async def purge_expired(

@@ -70,6 +70,30 @@ SMS_STATUS_UNDELIVERED: SmsStatus.ValueType  # 7
 """A delivery receipt says it did not reach the phone."""
 Global___SmsStatus: _TypeAlias = SmsStatus  # noqa: Y015
 
+class _StatisticsInterval:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatisticsIntervalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatisticsInterval.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATISTICS_INTERVAL_UNSPECIFIED: _StatisticsInterval.ValueType  # 0
+    """No buckets: only the range's totals."""
+    STATISTICS_INTERVAL_HOUR: _StatisticsInterval.ValueType  # 1
+    """One bucket per hour of the time zone; a range of at most 31 days."""
+    STATISTICS_INTERVAL_DAY: _StatisticsInterval.ValueType  # 2
+    """One bucket per calendar day of the time zone; a range of at most 366 days."""
+
+class StatisticsInterval(_StatisticsInterval, metaclass=_StatisticsIntervalEnumTypeWrapper):
+    """Width of the time buckets of GetStatistics."""
+
+STATISTICS_INTERVAL_UNSPECIFIED: StatisticsInterval.ValueType  # 0
+"""No buckets: only the range's totals."""
+STATISTICS_INTERVAL_HOUR: StatisticsInterval.ValueType  # 1
+"""One bucket per hour of the time zone; a range of at most 31 days."""
+STATISTICS_INTERVAL_DAY: StatisticsInterval.ValueType  # 2
+"""One bucket per calendar day of the time zone; a range of at most 366 days."""
+Global___StatisticsInterval: _TypeAlias = StatisticsInterval  # noqa: Y015
+
 @_typing.final
 class SmsRecord(_message.Message):
     """One SMS: one push to one phone. At most one record exists per (push, phone)."""
@@ -262,6 +286,14 @@ class GetStatisticsRequest(_message.Message):
 
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    interval: Global___StatisticsInterval.ValueType
+    """Also answer the figures per hour or per day (`buckets`). Optional: no buckets."""
+    time_zone: _builtins.str
+    """IANA time zone whose hours and calendar days the buckets follow (e.g. `Asia/Shanghai`).
+    Optional: UTC.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Pushes accepted at or after this time. Optional: default 7 days before `end_time`."""
@@ -275,14 +307,72 @@ class GetStatisticsRequest(_message.Message):
         *,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        interval: Global___StatisticsInterval.ValueType = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatisticsRequest: _TypeAlias = GetStatisticsRequest  # noqa: Y015
+
+@_typing.final
+class StatisticsBucket(_message.Message):
+    """The figures of the pushes accepted in one bucket of time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PUSH_COUNT_FIELD_NUMBER: _builtins.int
+    TARGET_COUNT_FIELD_NUMBER: _builtins.int
+    ARRIVED_COUNT_FIELD_NUMBER: _builtins.int
+    CLICKED_COUNT_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
+    SMS_FEE_FIELD_NUMBER: _builtins.int
+    push_count: _builtins.int
+    """Pushes accepted in the bucket."""
+    target_count: _builtins.int
+    """Targets of those pushes."""
+    arrived_count: _builtins.int
+    """Targets that reported arrival."""
+    clicked_count: _builtins.int
+    """Targets that reported a click."""
+    sms_fee: _builtins.int
+    """Billed SMS (sum of `Fee`)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the bucket (inclusive); the first bucket starts at the range's start."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the bucket (exclusive); the last bucket ends at the range's end."""
+
+    @_builtins.property
+    def sms(self) -> Global___SmsOutcomeCounts:
+        """SMS of those pushes, by outcome."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        push_count: _builtins.int = ...,
+        target_count: _builtins.int = ...,
+        arrived_count: _builtins.int = ...,
+        clicked_count: _builtins.int = ...,
+        sms: Global___SmsOutcomeCounts | None = ...,
+        sms_fee: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "sms", b"sms", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived_count", b"arrived_count", "clicked_count", b"clicked_count", "end_time", b"end_time", "push_count", b"push_count", "sms", b"sms", "sms_fee", b"sms_fee", "start_time", b"start_time", "target_count", b"target_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatisticsBucket: _TypeAlias = StatisticsBucket  # noqa: Y015
 
 @_typing.final
 class SmsOutcomeCounts(_message.Message):
@@ -343,6 +433,7 @@ class GetStatisticsResponse(_message.Message):
     SMS_FIELD_NUMBER: _builtins.int
     SMS_FEE_FIELD_NUMBER: _builtins.int
     PENDING_FALLBACK_COUNT_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
     push_count: _builtins.int
     """Pushes accepted in the range."""
     target_count: _builtins.int
@@ -371,6 +462,12 @@ class GetStatisticsResponse(_message.Message):
     def sms(self) -> Global___SmsOutcomeCounts:
         """SMS of those pushes, by outcome."""
 
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatisticsBucket]:
+        """The same figures per bucket of `interval`, oldest first, empty buckets included; empty
+        when no interval was asked for.
+        """
+
     def __init__(
         self,
         *,
@@ -385,10 +482,11 @@ class GetStatisticsResponse(_message.Message):
         sms: Global___SmsOutcomeCounts | None = ...,
         sms_fee: _builtins.int = ...,
         pending_fallback_count: _builtins.int = ...,
+        buckets: _abc.Iterable[Global___StatisticsBucket] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "sms", b"sms", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_rate", b"arrival_rate", "arrived_count", b"arrived_count", "click_rate", b"click_rate", "clicked_count", b"clicked_count", "end_time", b"end_time", "pending_fallback_count", b"pending_fallback_count", "push_count", b"push_count", "sms", b"sms", "sms_fee", b"sms_fee", "start_time", b"start_time", "target_count", b"target_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_rate", b"arrival_rate", "arrived_count", b"arrived_count", "buckets", b"buckets", "click_rate", b"click_rate", "clicked_count", b"clicked_count", "end_time", b"end_time", "pending_fallback_count", b"pending_fallback_count", "push_count", b"push_count", "sms", b"sms", "sms_fee", b"sms_fee", "start_time", b"start_time", "target_count", b"target_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,6 +17,7 @@ from ...model import (
     Funnel,
     NewPush,
     Push,
+    PushListItem,
     PushReceipt,
     RateLimitPolicy,
     Recipient,
@@ -207,6 +208,14 @@ class SqliteStore:
 
     async def statistics(self, app_id: int, start: float, end: float) -> Statistics:
         return await self._read(lambda c: reporting.statistics(c, app_id, start, end))
+
+    async def statistics_by_slot(self, app_id: int, start: float, end: float) -> list[Statistics]:
+        return await self._read(lambda c: reporting.statistics_by_slot(c, app_id, start, end))
+
+    async def list_pushes(
+        self, app_id: int, query: str, before: tuple[float, int] | None, limit: int
+    ) -> list[PushListItem]:
+        return await self._read(lambda c: reporting.list_pushes(c, app_id, query, before, limit))
 
     # retention
 
