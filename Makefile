@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TS := clients/typescript
 
-.PHONY: run test lint-protos protos bench clean
+.PHONY: run test test-ts lint-protos breaking protos bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,20 +18,31 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
+# The TypeScript client's own dependencies (and protoc-gen-es), from its lock file.
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --silent --no-audit --no-fund
+	touch $@
+
 ## run: set up and start the service on its embedded defaults (SQLite, console SMS)
 run: $(VENV)/.installed
 	$(BIN)/pushreach serve
 
-## test: set up and run the whole test suite (includes the generated-code drift check)
-test: $(VENV)/.installed
+## test: set up and run the whole test suite (includes the generated-code drift check), then the
+## TypeScript client's tests (node:test) against a real `pushreach serve`
+test: $(VENV)/.installed node_modules/.installed $(TS)/node_modules/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory test-ts
+
+## test-ts: build the TypeScript client and run its tests (needs .venv for `pushreach serve`)
+test-ts: $(VENV)/.installed $(TS)/node_modules/.installed
+	cd $(TS) && npm test
 
 ## lint-protos: buf lint (STANDARD) on protos/
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
 
-## protos: regenerate clients/python/pushreach/v1 from protos/
-protos: $(VENV)/.installed
+## protos: regenerate clients/python/pushreach/v1 and clients/typescript/src/gen from protos/
+protos: $(VENV)/.installed node_modules/.installed $(TS)/node_modules/.installed
 	$(BIN)/python scripts/gen_protos.py
 
 ## bench: run the benchmarks in bench/ and print their figures
@@ -38,4 +50,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache
+	rm -rf $(VENV) node_modules $(TS)/node_modules $(TS)/dist .pytest_cache
