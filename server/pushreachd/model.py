@@ -44,13 +44,20 @@ class FallbackState(enum.IntEnum):
 
 
 class SmsStatus(enum.IntEnum):
-    SENDING = 1
+    SENDING = 1  # dispatched: its provider call is under way
+
     SENT = 2
     DELIVERED = 3
     FAILED = 4
     RATE_LIMITED = 5
     UNKNOWN = 6
     UNDELIVERED = 7
+    RESERVED = 8  # judged and counted, not yet handed to the provider
+
+    @property
+    def in_flight(self) -> bool:
+        """Not yet answered: it counts as sent now for the rate limits."""
+        return self in (SmsStatus.RESERVED, SmsStatus.SENDING)
 
 
 class EventType(enum.IntEnum):
@@ -360,6 +367,37 @@ class Funnel:
     no_phone_count: int = 0
     arrived_after_sms_count: int = 0
     sms_unknown_count: int = 0
+    sms_undelivered_count: int = 0
+    sms_pending_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SmsCounts:
+    """SMS records by outcome: the one mapping of statuses that GetPush's funnel and
+    GetStatistics both use."""
+
+    sent: int = 0  # accepted by the provider: SENT, DELIVERED, UNDELIVERED
+    delivered: int = 0
+    undelivered: int = 0  # sent, and a receipt says it did not arrive
+    failed: int = 0  # FAILED only (an UNDELIVERED SMS was sent)
+    rate_limited: int = 0
+    unknown: int = 0  # UNKNOWN: may have been sent; never sent again
+    pending: int = 0  # RESERVED or SENDING: not yet answered
+
+    @classmethod
+    def of(cls, by_status: dict[SmsStatus, int]) -> SmsCounts:
+        def n(*statuses: SmsStatus) -> int:
+            return sum(by_status.get(s, 0) for s in statuses)
+
+        return cls(
+            sent=n(SmsStatus.SENT, SmsStatus.DELIVERED, SmsStatus.UNDELIVERED),
+            delivered=n(SmsStatus.DELIVERED),
+            undelivered=n(SmsStatus.UNDELIVERED),
+            failed=n(SmsStatus.FAILED),
+            rate_limited=n(SmsStatus.RATE_LIMITED),
+            unknown=n(SmsStatus.UNKNOWN),
+            pending=n(SmsStatus.RESERVED, SmsStatus.SENDING),
+        )
 
 
 @dataclass(frozen=True, slots=True)

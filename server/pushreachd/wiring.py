@@ -181,9 +181,13 @@ class Service:
         return sources
 
     async def stop(self) -> None:
-        """Stop taking calls, finish those in flight, finish fires, flush the store."""
+        """Health NOT_SERVING and stop firing at once; then, within the grace, finish the calls
+        and the provider calls in flight (what was not dispatched stays reserved for the next
+        start); flush the store."""
         grace = self.settings.shutdown_grace_seconds
-        await self.grpc.stop(grace)
+        await self.grpc.not_serving()
+        self.scheduler.begin_stop()
+        await asyncio.gather(self.grpc.stop(grace), self.scheduler.stop(grace))
         if self._poller_task is not None:
             self._poller_task.cancel()
         if self._retention_task is not None:
@@ -191,7 +195,6 @@ class Service:
             await asyncio.gather(self._retention_task, return_exceptions=True)
         if self.receipt_server is not None:
             await self.receipt_server.stop()
-        await self.scheduler.stop(grace)
         await self.pushes.stop()
         await self.provider.close()
         await self.store.close()

@@ -59,12 +59,13 @@ class Engine:
     pushes: PushService = field(init=False)
     reports: list[FireReport] = field(default_factory=list)
     options: dict[str, int] = field(default_factory=dict)  # Scheduler keyword arguments
+    sender_options: dict[str, int] = field(default_factory=dict)  # SmsSender keyword arguments
 
     def new_scheduler(self) -> Scheduler:
         """A scheduler as a fresh process would build it, over the same store."""
         self.scheduler = Scheduler(
             self.store,
-            SmsSender(self.provider, self.clock),
+            SmsSender(self.provider, self.clock, **self.sender_options),
             self.clock,
             limiter=RateLimiter("Asia/Shanghai"),
             credentials=lambda access_id, blob: None,
@@ -137,12 +138,16 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 
 
 async def _engine(
-    tmp_path: Path, clock: FakeClock, provider: FakeSmsProvider | None = None, **options: int
+    tmp_path: Path,
+    clock: FakeClock,
+    provider: FakeSmsProvider | None = None,
+    sender_options: dict[str, int] | None = None,
+    **options: int,
 ) -> AsyncIterator[Engine]:
     store = SqliteStore(str(tmp_path / "unit.db"))
     await store.open()
     app = await store.create_app("app-1", "app", "verifier", clock.time())
-    e = Engine(store, clock, provider or FakeSmsProvider(), app, options=options)
+    e = Engine(store, clock, provider or FakeSmsProvider(), app, options=options, sender_options=sender_options or {})
     e.new_scheduler()
     await e.scheduler.start()
     try:
@@ -441,25 +446,108 @@ async def test_sending_records_left_by_a_stop_become_unknown_and_are_never_resen
     assert engine.provider.numbers == [], "never sent a second time"
 
 
-async def test_a_fire_interrupted_before_every_phone_was_judged_sends_only_the_rest(engine: Engine) -> None:
+async def test_after_a_crash_reserved_records_are_sent_dispatched_ones_unknown_the_rest_judged(engine: Engine) -> None:
     tokens = await three_phones(engine)
     receipt = await engine.push(tokens)
     await engine.scheduler.stop()
     await engine.clock.advance(DELAY)
-    # The crashed process had claimed the fallback and reserved one phone, then died.
+    # The crashed process had claimed the fallback, reserved two phones and dispatched the
+    # call carrying one of them, then died before the answer; the third phone was not judged.
     push = await engine.get(receipt.push_id)
     (job,) = await engine.store.claim_fallbacks([push.id], engine.clock.time())
-    assert job is not None
     window = RateLimiter().window(job.policy, engine.clock.time())
-    reserved = await engine.store.reserve_sms_many([(job, (PHONES[0],), window)], engine.clock.time())
-    assert reserved == [([PHONES[0]], 0)]
+    reserved = await engine.store.reserve_sms_many([(job, tuple(PHONES[:2]), window)], engine.clock.time())
+    assert reserved == [(PHONES[:2], 0)]
+    assert await engine.store.dispatch_sms([(push.id, PHONES[1])], engine.clock.time()) == [True]
+    assert await engine.store.dispatch_sms([(push.id, PHONES[1])], engine.clock.time()) == [False], "once"
 
     engine.new_scheduler()
     await engine.scheduler.start()
     await engine.done(receipt.push_id)
     by_phone = {r.phone_number: r.status for r in await engine.records(receipt.push_id)}
-    assert by_phone == {PHONES[0]: SmsStatus.UNKNOWN, PHONES[1]: SmsStatus.SENT, PHONES[2]: SmsStatus.SENT}
-    assert sorted(engine.provider.numbers) == PHONES[1:]
+    assert by_phone == {PHONES[0]: SmsStatus.SENT, PHONES[1]: SmsStatus.UNKNOWN, PHONES[2]: SmsStatus.SENT}
+    assert sorted(engine.provider.numbers) == [PHONES[0], PHONES[2]], "the dispatched one is never sent again"
+
+
+async def test_a_graceful_stop_lets_calls_in_flight_finish_and_leaves_the_rest_reserved(tmp_path: Path) -> None:
+    phones = [f"+86138000001{i:02d}" for i in range(10)]
+    async for e in _engine(tmp_path, FakeClock(), sender_options={"per_app_concurrency": 2}, per_app=2):
+        receipts = []
+        for i, phone in enumerate(phones):
+            await e.bind(f"t{i}", phone)
+            receipts.append(await e.push([f"t{i}"], params=(str(i),)))  # one call each
+        e.provider.hold()
+        await e.clock.advance(DELAY)
+        await e.until(lambda: e.provider.calls == 2, "two calls in flight")
+        stopping = asyncio.ensure_future(e.scheduler.stop(grace=30))
+        await e.until(lambda: e.scheduler._stopping, "the stop to begin")
+        e.provider.release()  # the calls in flight answer within the grace
+        await asyncio.wait_for(stopping, 20)
+        records = await e.records()
+        assert sorted(r.status for r in records) == [SmsStatus.SENT] * 2 + [SmsStatus.RESERVED] * 8
+        assert e.provider.calls == 2, "nothing was dispatched after the stop began"
+        states = [(await e.get(r.push_id)).fallback_state for r in receipts]
+        assert sorted(states) == [FallbackState.FIRING] * 8 + [FallbackState.DONE] * 2
+
+        e.new_scheduler()
+        await e.scheduler.start()
+        for r in receipts:
+            await e.done(r.push_id)
+        assert {r.status for r in await e.records()} == {SmsStatus.SENT}
+        assert sorted(e.provider.numbers) == phones, "every phone exactly once"
+
+
+class _SlowProvider(FakeSmsProvider):
+    """Answers each call after `seconds` of the fake clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self._clock = clock
+        self._seconds = seconds
+        self.sleeping = False
+
+    async def send(self, batch):  # type: ignore[no-untyped-def]
+        self.sleeping = True
+        try:
+            await self._clock.sleep(self._seconds)
+        finally:
+            self.sleeping = False
+        return await super().send(batch)
+
+
+@pytest.mark.parametrize("lanes", [1, 2], ids=["B-waits-behind-A", "B-judged-while-A-waits"])
+async def test_the_30s_rule_holds_under_a_backlog(tmp_path: Path, lanes: int) -> None:
+    """The issue's case: the endpoint answers in 1 s, one call at a time; 40 fallbacks come due,
+    then push A to P; 33 s later push B to P with the same content. A is still waiting or was
+    only just sent when B is judged: B must be rate-limited, P gets one SMS."""
+    clock = FakeClock()
+    provider = _SlowProvider(clock, 1.0)
+    async for e in _engine(tmp_path, clock, provider, sender_options={"per_app_concurrency": 1}, per_app=lanes):
+        for i in range(40):
+            await e.bind(f"t{i}", f"+86138000002{i:02d}")
+        await e.bind("p", PHONES[0])
+        backlog = [await e.push([f"t{i}"], params=(f"other {i}",)) for i in range(40)]
+        a = await e.push(["p"], params=("approve", "42"))
+        await e.clock.advance(33)
+        b = await e.push(["p"], params=("approve", "42"))
+        await e.clock.advance(DELAY - 33)  # the 40 and A come due
+
+        async def both_done() -> bool:
+            states = {(await e.get(r.push_id)).fallback_state for r in (*backlog, a, b)}
+            return states == {FallbackState.DONE}
+
+        for _ in range(200):
+            if await both_done():
+                break
+            await e.until(lambda: provider.sleeping or not e.scheduler.backlog, "the next provider call")
+            await e.clock.advance(1.0)
+        assert await both_done()
+        assert e.provider.numbers.count(PHONES[0]) == 1, "P got one SMS"
+        (ra,) = await e.records(a.push_id)
+        (rb,) = await e.records(b.push_id)
+        assert ra.status is SmsStatus.SENT
+        assert (rb.status, rb.rate_limit_rule) == (SmsStatus.RATE_LIMITED, SAME_CONTENT_RULE)
+        assert rb.created_at >= ra.created_at + 33, "B's record is dated when it was reserved"
 
 
 # -- rate limits --------------------------------------------------------------------------------------
@@ -518,8 +606,10 @@ async def test_the_same_content_to_a_number_within_30_seconds_is_rate_limited(en
     other = await engine.push(["b"], params=("43", "Alice"))  # other content: not limited
     await engine.clock.advance(26)
     later = await engine.push(["b"])  # fires 41 s after the first SMS
-    await engine.clock.advance(DELAY)
-    for r in (first, repeat, other, later):
+    # Each fire finishes before the clock moves on to the next (the first SMS is sent at its
+    # due time: a sent SMS counts from when it was sent).
+    for r, step in ((first, DELAY - 41), (repeat, 10), (other, 5), (later, 26)):
+        await engine.clock.advance(step)
         await engine.done(r.push_id)
 
     async def status(r: PushReceipt) -> tuple[SmsStatus, str]:

@@ -145,7 +145,9 @@ async def test_a_fallback_is_claimed_only_from_pending_or_firing(store: SqliteSt
     assert await store.live_fallbacks() == []
 
 
-async def test_sms_records_are_unique_per_push_and_phone_and_sending_becomes_unknown(store: SqliteStore) -> None:
+async def test_sms_records_are_unique_per_push_and_phone_and_only_dispatched_ones_become_unknown(
+    store: SqliteStore,
+) -> None:
     app = await app_of(store)
     row = await add_push(store, app, "p", ["t"])
     (job,) = await store.claim_fallbacks([row], NOW)
@@ -153,7 +155,11 @@ async def test_sms_records_are_unique_per_push_and_phone_and_sending_becomes_unk
     window = RateLimiter().window(job.policy, NOW)
     phones = ("+8613800000001", "+8613800000002")
     assert await store.reserve_sms_many([(job, phones, window)], NOW) == [(list(phones), 0)]
-    assert await store.reserve_sms_many([(job, phones, window)], NOW) == [([], 0)], "a second reservation is a no-op"
+    # A second reservation writes nothing, and answers the still-RESERVED phones to be sent.
+    assert await store.reserve_sms_many([(job, phones, window)], NOW) == [(list(phones), 0)]
+    assert await store.dispatch_sms([(job.push, p) for p in phones], NOW) == [True, True]
+    assert await store.reserve_sms_many([(job, phones, window)], NOW) == [([], 0)], "dispatched: not again"
+    assert await store.dispatch_sms([(job.push, phones[0])], NOW) == [False], "a record is dispatched once"
     await store.finish_sms_many([(job.push, SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s-1"))], NOW)
     assert await store.recover_interrupted_sms(NOW) == 1
     records = {r.phone_number: r.status for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}

@@ -84,9 +84,13 @@ class GrpcServer:
         await self.server.start()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
 
+    async def not_serving(self) -> None:
+        """Health NOT_SERVING (overall and per service); calls are still taken."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def stop(self, grace: float) -> None:
         # Health first, so load balancers stop routing here while calls in flight finish.
-        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.not_serving()
         await self.server.stop(grace)
 
     async def _set_all(self, status: int) -> None:

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import grpc
 from pushreach.v1 import sms_pb2, sms_pb2_grpc
 
-from ..model import App, SmsRecordFilter, SmsStatus, Statistics, StatisticsInterval
+from ..model import (
+    App,
+    SmsCounts,
+    SmsRecordFilter,
+    SmsStatus,
+    Statistics,
+    StatisticsInterval,
+)
 from ..services.reporting import ReportingService
 from ..services.validation import Violations
 from . import convert
@@ -91,12 +100,4 @@ class SmsServicer(sms_pb2_grpc.SmsServiceServicer):
 
 
 def _sms_counts(s: Statistics) -> sms_pb2.SmsOutcomeCounts:
-    by = s.sms_by_status
-    return sms_pb2.SmsOutcomeCounts(
-        sent=by.get(SmsStatus.SENT, 0) + by.get(SmsStatus.DELIVERED, 0) + by.get(SmsStatus.UNDELIVERED, 0),
-        delivered=by.get(SmsStatus.DELIVERED, 0),
-        undelivered=by.get(SmsStatus.UNDELIVERED, 0),
-        failed=by.get(SmsStatus.FAILED, 0),
-        rate_limited=by.get(SmsStatus.RATE_LIMITED, 0),
-        unknown=by.get(SmsStatus.UNKNOWN, 0) + by.get(SmsStatus.SENDING, 0),
-    )
+    return sms_pb2.SmsOutcomeCounts(**asdict(SmsCounts.of(s.sms_by_status)))

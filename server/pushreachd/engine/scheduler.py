@@ -8,18 +8,25 @@ that a burst costs a few transactions and provider calls per group, not per push
    one transaction (PENDING -> FIRING). Each claimed fire goes to its app's lane.
 2. Up to `per_app` lane runners per app each take up to `group_size` of the app's fires,
    read their recipients in one read, judge each phone (fallback.decide), reserve a record
-   per phone under the rate limits in one transaction (SENDING or RATE_LIMITED, in order, so
-   an earlier push's record counts for a later one), merge the numbers of all the group's
-   pushes that share app, credentials, SMS app, signature, template and parameters into
-   provider calls of up to 200 (sms.batching.coalesce), record each call's answers per
-   (push, phone), and mark the group's fallbacks DONE in one transaction.
+   per phone under the rate limits (RESERVED or RATE_LIMITED, in order, so an earlier push's
+   record counts for a later one; the time is read here, when phones are reserved) in writes
+   of at most `max_phones_per_write` phones, merge the numbers of all the group's pushes that
+   share app, credentials, SMS app, signature, template and parameters into provider calls of
+   up to 200 (sms.batching.coalesce), mark each call's records dispatched (RESERVED ->
+   SENDING, one write per call, once the call holds its provider slot), record the call's
+   answers per (push, phone), and mark the fallbacks whose every phone was dispatched DONE.
 
 Lanes are per app, so a slow app only slows itself. A lane holds at most `group_size * per_app`
 claimed fires; beyond that it keeps only their ids and claims them again when it gets to them
 (FIRING -> FIRING is allowed), so a backlog costs little memory.
 
-A crash anywhere leaves a state the next start resumes from: SENDING records become UNKNOWN
-(never sent twice), and a FIRING fallback is fired again for the phones not yet judged.
+A crash anywhere leaves a state the next start resumes from: SENDING records (dispatched, no
+answer) become UNKNOWN (never sent twice); a FIRING fallback is fired again, which sends its
+RESERVED records and judges the phones not yet judged.
+
+Stopping (`stop`): claiming, reserving and dispatching end at once; provider calls already
+under way get up to the grace to finish; what was not dispatched stays RESERVED (its fallback
+FIRING) for the next start.
 """
 
 from __future__ import annotations
@@ -27,18 +34,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
 from ..clock import Clock
 from ..model import RateLimitPolicy, SmsStatus
 from ..phone import mask_phone
 from ..sms.batching import coalesce
 from ..sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
-from ..sms.sender import SmsSender
+from ..sms.sender import NotDispatched, SmsSender
 from ..store.base import FireJob, SmsOutcome, Store
 from .fallback import Decision, decide
 from .ratelimit import PROVIDER_RULE, RateLimiter, Window
+from .states import SMS_TRANSITIONS, check_transition
 from .timer import WheelTimer
 
 log = logging.getLogger(__name__)
@@ -59,7 +67,7 @@ class FireReport:
 
     push_id: str
     access_id: str
-    lateness: float  # seconds between due time and the start of the fire
+    lateness: float  # seconds between due time and the reservation of its phones
     sent: int
     failed: int
     rate_limited: int
@@ -115,9 +123,12 @@ class Scheduler:
         workers: int = 4,
         group_size: int = 256,
         per_app: int = 16,
+        max_phones_per_write: int = 2000,
     ) -> None:
-        if workers < 1 or group_size < 1 or per_app < 1:
-            raise ValueError("workers, group_size and per_app must be at least 1")
+        if workers < 1 or group_size < 1 or per_app < 1 or max_phones_per_write < 1:
+            raise ValueError("workers, group_size, per_app and max_phones_per_write must be at least 1")
+        self._max_phones = max_phones_per_write
+        self._stopping = False
         self._store = store
         self._sender = sender
         self._clock = clock
@@ -160,17 +171,27 @@ class Scheduler:
         log.info("scheduler started with %d live fallback(s)", len(live))
         return len(live)
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop arming, let fires under way finish for up to `grace` seconds, then cancel.
+    def begin_stop(self) -> None:
+        """Stop claiming, reserving and dispatching at once (provider calls under way go on)."""
+        self._stopping = True
+        for task in self._workers:
+            task.cancel()
 
-        A cancelled fire is resumed on the next start (its SENDING records become UNKNOWN).
+    async def stop(self, grace: float = 10.0) -> None:
+        """begin_stop, then give provider calls under way up to `grace` seconds to finish and
+        record their answers; then cancel what is left.
+
+        Records not dispatched stay RESERVED and their fallbacks FIRING: the next start sends
+        them. A call still under way when the grace ends leaves its records SENDING, which the
+        next start records UNKNOWN (never sent again).
         """
+        self.begin_stop()
         await self._timer.stop()
-        if self._queued:
-            try:
-                await asyncio.wait_for(self._drain(), timeout=grace)
-            except TimeoutError:
-                log.warning("%d fallback(s) still firing at shutdown; resumed on next start", len(self._queued))
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._runners:
+            _, pending = await asyncio.wait(set(self._runners), timeout=grace)
+            if pending:
+                log.warning("%d fire(s) still waiting for the SMS provider at the end of the grace", len(pending))
         tasks = [*self._workers, *self._runners]
         for task in tasks:
             task.cancel()
@@ -178,10 +199,6 @@ class Scheduler:
         self._workers = []
         self._runners.clear()
         self._lanes.clear()
-
-    async def _drain(self) -> None:
-        while self._queued:
-            await asyncio.sleep(0.01)
 
     def arm(self, push: int, due_at: float) -> None:
         self._timer.add(due_at, push)
@@ -202,8 +219,7 @@ class Scheduler:
             group = [await self._queue.get()]
             while len(group) < self._group_size and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            # The fire's time: its phones are judged and its records dated as of now.
-            now = self._clock.time()
+            now = self._clock.time()  # the claim's time (fires are dated when their phones are reserved)
             try:
                 jobs = await self._store.claim_fallbacks(group, now)
             except asyncio.CancelledError:
@@ -247,7 +263,7 @@ class Scheduler:
 
     async def _run_lane(self, access_id: str, lane: _Lane) -> None:
         try:
-            while lane.jobs or lane.parked:
+            while (lane.jobs or lane.parked) and not self._stopping:
                 lane.busy += 1
                 try:
                     await self._run_chunk(lane)
@@ -267,9 +283,8 @@ class Scheduler:
                 chunk.append(lane.jobs.popleft()[1])
         else:
             ids = [lane.parked.popleft() for _ in range(min(len(lane.parked), self._group_size))]
-            now = self._clock.time()
             try:
-                chunk = await self._store.claim_fallbacks(ids, now)
+                chunk = await self._store.claim_fallbacks(ids, self._clock.time())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -278,7 +293,7 @@ class Scheduler:
             claimed = {job.push for job in chunk}
             self._queued.difference_update(p for p in ids if p not in claimed)
         try:
-            await self._fire_jobs(chunk, now)
+            await self._fire_jobs(chunk)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -295,50 +310,83 @@ class Scheduler:
 
     async def fire_many(self, pushes: list[int]) -> list[FireReport]:
         """Claim and fire these pushes now, as one group; a report per push actually fired."""
-        now = self._clock.time()
-        jobs = await self._store.claim_fallbacks(pushes, now)
-        return await self._fire_jobs(jobs, now) if jobs else []
+        jobs = await self._store.claim_fallbacks(pushes, self._clock.time())
+        return await self._fire_jobs(jobs) if jobs else []
 
-    async def _fire_jobs(self, jobs: list[FireJob], now: float) -> list[FireReport]:
-        """Judge, reserve, send and finish claimed fallbacks as one group fired at `now`."""
+    def _parts(self, jobs: list[FireJob], decisions: list[Decision]) -> Iterator[list[tuple[FireJob, tuple[str, ...]]]]:
+        """The group's phones in reservation writes of at most `max_phones_per_write` phones (a
+        large push is split), so that no write holds the store for long."""
+        part: list[tuple[FireJob, tuple[str, ...]]] = []
+        room = self._max_phones
+        for job, d in zip(jobs, decisions):
+            phones = d.phones
+            while True:
+                take, phones = phones[:room], phones[room:]
+                part.append((job, take))
+                room -= len(take)
+                if room == 0:
+                    yield part
+                    part, room = [], self._max_phones
+                if not phones:
+                    break
+        if part:
+            yield part
+
+    async def _fire_jobs(self, jobs: list[FireJob]) -> list[FireReport]:
+        """Judge, reserve, send and finish claimed fallbacks as one group. A job some of whose
+        phones were not dispatched (a stop, a failed dispatch write) is left FIRING."""
         recipients = await self._store.recipients_many(jobs)
         decisions: list[Decision] = [decide(recipients[j.push], j.sms_info.trigger_condition) for j in jobs]
-        windows: dict[RateLimitPolicy, Window] = {}
-        for job in jobs:
-            if job.policy not in windows:
-                windows[job.policy] = self._limiter.window(job.policy, now)
-        reserved = await self._store.reserve_sms_many(
-            [(job, d.phones, windows[job.policy]) for job, d in zip(jobs, decisions)], now
-        )
         tallies = {job.push: _Tally() for job in jobs}
+        reserved_at: dict[int, float] = {}
+        unfinished: set[int] = set()
         items: list[tuple[_BatchKey, FireJob, str]] = []
-        for job, (to_send, limited) in zip(jobs, reserved):
-            tallies[job.push].rate_limited += limited
-            info = job.sms_info
-            key: _BatchKey = (
-                job.access_id,
-                job.sms_credentials_blob,
-                info.sms_app_id,
-                info.sms_sign_name,
-                info.sms_template_id,
-                info.sms_template_params,
+        for part in self._parts(jobs, decisions):
+            if self._stopping:
+                unfinished.update(job.push for job, _ in part)
+                continue
+            # The time phones are reserved: the rate-limit window, the records' date, lateness.
+            now = self._clock.time()
+            windows: dict[RateLimitPolicy, Window] = {}
+            for job, _ in part:
+                if job.policy not in windows:
+                    windows[job.policy] = self._limiter.window(job.policy, now)
+            reserved = await self._store.reserve_sms_many(
+                [(job, phones, windows[job.policy]) for job, phones in part], now
             )
-            items.extend((key, job, phone) for phone in to_send)
+            for (job, _), (to_send, limited) in zip(part, reserved):
+                reserved_at.setdefault(job.push, now)
+                tallies[job.push].rate_limited += limited
+                info = job.sms_info
+                key: _BatchKey = (
+                    job.access_id,
+                    job.sms_credentials_blob,
+                    info.sms_app_id,
+                    info.sms_sign_name,
+                    info.sms_template_id,
+                    info.sms_template_params,
+                )
+                items.extend((key, job, phone) for phone in to_send)
         batches = coalesce(items, self._sender.provider.max_batch_size)
         credentials: dict[tuple[str, bytes | None], SmsCredentials | None] = {}
         for key, _ in batches:
             if key[:2] not in credentials:
                 credentials[key[:2]] = self._credentials(key[0], key[1])
         # The sender bounds concurrency per app; the group's calls go out together.
-        await asyncio.gather(*(self._send(key, credentials[key[:2]], refs, tallies) for key, refs in batches))
-        await self._store.finish_fallbacks([(j, d.no_phone_count) for j, d in zip(jobs, decisions)], self._clock.time())
+        for left in await asyncio.gather(
+            *(self._send(key, credentials[key[:2]], refs, tallies) for key, refs in batches)
+        ):
+            unfinished.update(left)
+        finished = [(j, d) for j, d in zip(jobs, decisions) if j.push not in unfinished]
+        if finished:
+            await self._store.finish_fallbacks([(j, d.no_phone_count) for j, d in finished], self._clock.time())
         reports = []
-        for job, d in zip(jobs, decisions):
+        for job, d in finished:
             t = tallies[job.push]
             report = FireReport(
                 push_id=job.push_id,
                 access_id=job.access_id,
-                lateness=max(0.0, now - job.due_at),
+                lateness=max(0.0, reserved_at.get(job.push, self._clock.time()) - job.due_at),
                 sent=t.sent,
                 failed=t.failed,
                 rate_limited=t.rate_limited,
@@ -360,6 +408,8 @@ class Scheduler:
                 len(reports), len(batches), sum(r.sent for r in reports), sum(r.failed for r in reports),
                 sum(r.rate_limited for r in reports), sum(r.unknown for r in reports),
             )
+        if unfinished and not self._stopping:
+            raise RuntimeError(f"{len(unfinished)} fallback(s) not fully dispatched")
         return reports
 
     async def _send(
@@ -368,7 +418,9 @@ class Scheduler:
         credentials: SmsCredentials | None,
         refs: list[tuple[FireJob, str]],
         tallies: dict[int, _Tally],
-    ) -> None:
+    ) -> set[int]:
+        """One provider call: dispatch, send, record the answers. Returns the pushes of the
+        call's records left RESERVED (nothing dispatched), else an empty set."""
         access_id, _, sms_app_id, sign_name, template_id, params = key
         batch = SmsBatch(
             app_access_id=access_id,
@@ -381,19 +433,42 @@ class Scheduler:
             # Receipts match by serial number and phone; the context names the first push.
             session_context=refs[0][0].push_id,
         )
-        results = await self._sender.send(batch)  # one per number, in batch order; never raises
+        carried = refs  # the records this call dispatched
+
+        async def dispatch(b: SmsBatch) -> SmsBatch | None:
+            # Runs holding the provider slot, just before the call: one write per call.
+            nonlocal carried
+            if self._stopping:
+                raise _Stopping("the service is stopping; left RESERVED for the next start")
+            moved = await self._store.dispatch_sms([(job.push, phone) for job, phone in refs], self._clock.time())
+            carried = [ref for ref, ok in zip(refs, moved, strict=True) if ok]
+            return replace(b, phone_numbers=tuple(phone for _, phone in carried)) if carried else None
+
+        try:
+            results = await self._sender.send(batch, dispatch)  # one per carried number, in order
+        except NotDispatched as exc:
+            if not isinstance(exc.__cause__, _Stopping):
+                log.error("dispatching an SMS call of %d number(s) failed: %s", len(refs), exc.__cause__)
+            return {job.push for job, _ in refs}
         outcomes: list[tuple[int, SmsOutcome]] = []
-        for (job, _), r in zip(refs, results, strict=True):
+        for (job, _), r in zip(carried, results, strict=True):
             outcome = _outcome(r)
             outcomes.append((job.push, outcome))
             tallies[job.push].add(outcome.status)
             if r.outcome is not SendOutcome.SENT:
                 log.info("SMS for push %s to %s: %s %s", job.push_id, mask_phone(r.phone_number), r.outcome.name, r.code)
-        await self._store.finish_sms_many(outcomes, self._clock.time())
+        if outcomes:
+            await self._store.finish_sms_many(outcomes, self._clock.time())
+        return set()
+
+
+class _Stopping(Exception):
+    pass
 
 
 def _outcome(r: SmsResult) -> SmsOutcome:
     status = _STATUS_OF[r.outcome]
+    check_transition(SMS_TRANSITIONS, SmsStatus.SENDING, status)
     return SmsOutcome(
         phone_number=r.phone_number,
         status=status,

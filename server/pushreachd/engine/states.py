@@ -21,9 +21,13 @@ FALLBACK_TRANSITIONS: dict[FallbackState, frozenset[FallbackState]] = {
     FallbackState.NONE: frozenset(),
 }
 
-# None is "no record yet": a record is born SENDING, or RATE_LIMITED when a limit stops it.
+# None is "no record yet": a record is born RESERVED (judged, counted, not yet sent), or
+# RATE_LIMITED when a limit stops it. RESERVED -> SENDING is the dispatch, written just before
+# the provider call; only a SENDING record can end UNKNOWN (its call may have reached the
+# provider). A RESERVED record left by a stop is sent after the next start.
 SMS_TRANSITIONS: dict[SmsStatus | None, frozenset[SmsStatus]] = {
-    None: frozenset({SmsStatus.SENDING, SmsStatus.RATE_LIMITED}),
+    None: frozenset({SmsStatus.RESERVED, SmsStatus.RATE_LIMITED}),
+    SmsStatus.RESERVED: frozenset({SmsStatus.SENDING}),
     SmsStatus.SENDING: frozenset(
         {SmsStatus.SENT, SmsStatus.FAILED, SmsStatus.RATE_LIMITED, SmsStatus.UNKNOWN}
     ),
@@ -42,8 +46,17 @@ class IllegalTransition(RuntimeError):
 
 
 def check_transition(table: dict[S, frozenset], old: S, new) -> None:  # type: ignore[type-arg]
+    """Raise IllegalTransition unless `old -> new` is in the table."""
     if new not in table.get(old, frozenset()):
         raise IllegalTransition(f"{old!r} -> {new!r} is not allowed")
+
+
+def guard(table: dict[S, frozenset], new, *olds: S) -> tuple[S, ...]:  # type: ignore[type-arg]
+    """The sources a guarded write to `new` may change: `olds` (each checked against the
+    table), or every allowed source when none are named. For `WHERE state IN (...)`."""
+    for old in olds:
+        check_transition(table, old, new)
+    return olds or sources_of(table, new)
 
 
 def sources_of(table: dict[S, frozenset], new) -> tuple[S, ...]:  # type: ignore[type-arg]

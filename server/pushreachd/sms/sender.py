@@ -13,6 +13,11 @@ number. It never raises, so the caller can always write one final record per num
   provider raised something unexpected, is UNKNOWN too, for the same reason.
 Concurrency is bounded per app (one semaphore per app_access_id), so a slow or failing
 app cannot hold the slots of another app.
+
+`dispatch` (optional) runs once a slot is held, just before the first provider call: it
+records the batch's numbers as dispatched and answers the batch to send (the numbers it did
+dispatch), or None to send nothing. If it raises, nothing was sent and NotDispatched carries
+its error out of `send` (the numbers stay reserved for a later fire).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from pushreachd.clock import Clock
 from pushreachd.sms.provider import (
@@ -40,6 +47,13 @@ _KIND_OUTCOME = {
     SmsErrorKind.RATE_LIMITED: SendOutcome.RATE_LIMITED,
     SmsErrorKind.UNKNOWN: SendOutcome.UNKNOWN,  # never retried
 }
+
+
+Dispatch = Callable[[SmsBatch], Awaitable[SmsBatch | None]]
+
+
+class NotDispatched(Exception):
+    """`dispatch` refused or failed: nothing of the batch went to the provider."""
 
 
 class SmsSender:
@@ -78,28 +92,46 @@ class SmsSender:
         """Delay before retry number `retry` (0 for the first retry): full jitter, capped."""
         return self._rng.uniform(0.0, min(self._max_delay, self._base_delay * (2**retry)))
 
-    async def send(self, batch: SmsBatch) -> list[SmsResult]:
-        """One SmsResult per number of the batch, in batch order. Never raises."""
+    async def send(self, batch: SmsBatch, dispatch: Dispatch | None = None) -> list[SmsResult]:
+        """One SmsResult per number of the batch `dispatch` answered (the whole batch without
+        `dispatch`), in batch order; [] when it answered None. Raises only NotDispatched (and
+        CancelledError)."""
         self.batches += 1
+        sent = [batch]
         try:
-            results = await self._send_with_retries(batch)
+            results = await self._send_with_retries(batch, dispatch, sent)
+        except NotDispatched:
+            raise
         except SmsProviderError as exc:
-            return self._all(batch, _KIND_OUTCOME[exc.kind], exc.code, exc.message)
+            return self._all(sent[0], _KIND_OUTCOME[exc.kind], exc.code, exc.message)
         except asyncio.CancelledError:
-            raise  # shutting down: the records stay SENDING and become UNKNOWN
+            raise  # shutting down: dispatched records stay SENDING and become UNKNOWN
         except Exception as exc:  # a provider bug must not lose the whole batch's records
             # It may have raised after the request left, so the SMS may have been sent.
             log.exception("sms provider %s raised unexpectedly", self._provider.name)
-            return self._all(batch, SendOutcome.UNKNOWN, "ProviderError", type(exc).__name__)
-        return _align(batch, results)
+            return self._all(sent[0], SendOutcome.UNKNOWN, "ProviderError", type(exc).__name__)
+        return _align(sent[0], results)
 
-    async def _send_with_retries(self, batch: SmsBatch) -> list[SmsResult]:
+    async def _send_with_retries(
+        self, batch: SmsBatch, dispatch: Dispatch | None, sent: list[SmsBatch]
+    ) -> list[SmsResult]:
         slots = self._slots.setdefault(batch.app_access_id, asyncio.Semaphore(self._per_app))
         for attempt in range(self._max_attempts):
             try:
                 # The slot is held for the call only, not for the backoff sleep, so an
                 # app's retrying batch does not starve its other batches.
                 async with slots:
+                    if attempt == 0 and dispatch is not None:
+                        try:
+                            narrowed = await dispatch(batch)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as exc:
+                            raise NotDispatched(str(exc)) from exc
+                        if narrowed is None or not narrowed.phone_numbers:
+                            sent[0] = replace(batch, phone_numbers=())
+                            return []
+                        sent[0] = batch = narrowed
                     self.attempts += 1
                     return await self._provider.send(batch)
             except SmsProviderError as exc:

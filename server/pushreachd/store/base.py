@@ -81,7 +81,7 @@ class SmsOutcome:
     """The provider's answer for one phone of a fired push."""
 
     phone_number: str
-    status: SmsStatus  # SENT, FAILED or RATE_LIMITED
+    status: SmsStatus  # SENT, FAILED, RATE_LIMITED or UNKNOWN
     code: str = ""
     message: str = ""
     serial_no: str = ""
@@ -164,9 +164,10 @@ class Store(Protocol):
         """(push row id, due time) of every PENDING or FIRING fallback, for the wheel."""
 
     async def recover_interrupted_sms(self, now: float) -> int:
-        """SENDING records left by a stopped process become UNKNOWN (never sent again)."""
+        """At start: every SENDING (dispatched, unanswered) record becomes UNKNOWN, never sent
+        again; RESERVED records are left as they are (their fallbacks are still FIRING and send
+        them when fired again). Returns how many became UNKNOWN."""
 
-    # firing, in groups: one store call (one transaction) per group of due pushes
     async def claim_fallbacks(self, pushes: list[int], now: float) -> list[FireJob]:
         """PENDING (or interrupted FIRING) -> FIRING for each push, in one transaction; only the
         claimed come back (a cancelled, finished or SMS-less push has nothing to fire)."""
@@ -177,16 +178,30 @@ class Store(Protocol):
     async def reserve_sms_many(
         self, reservations: list[tuple[FireJob, tuple[str, ...], RateWindow]], now: float
     ) -> list[tuple[list[str], int]]:
-        """For each (job, phones, window), each phone without a record for that push gets a
-        SENDING record, or a RATE_LIMITED one when `window` says so; answers (phones to send,
-        rate-limited count) per job. In order and in one transaction, so a record written for
-        one push counts toward the limits of the same number in the next."""
+        """For each (job, phones, window), in order and in one transaction (so a record written
+        for one push counts toward the limits of the same number in the next): each phone with
+        no record for that push gets one dated `now`, RATE_LIMITED (rule named) when
+        `window.verdict` says so, else RESERVED. For the verdict, the app's records of the
+        number that may reach it count: RESERVED and SENDING as sent at `now`, the others
+        (SENT, DELIVERED, UNDELIVERED, UNKNOWN) from when they were sent (else dispatched,
+        else reserved); the daily count is of records reserved since `window.day_start`.
+        A phone whose record for that push is still RESERVED (a fire interrupted before its
+        call) is to be sent again; any other existing record is left alone. Answers, per job,
+        (phones to send, count newly rate-limited)."""
+
+    async def dispatch_sms(self, records: list[tuple[int, str]], now: float) -> list[bool]:
+        """RESERVED -> SENDING for each (push row id, phone), dated `now`, in one transaction:
+        written just before the one provider call that carries them. Answers, per record in
+        order, whether this call moved it; only those may be sent (False: not RESERVED any
+        more, e.g. another fire or instance dispatched it)."""
 
     async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
-        """Record the provider's answers, each for (push row id, phone), in one transaction."""
+        """Record the provider's answers (SENDING -> SENT, FAILED, RATE_LIMITED or UNKNOWN), each
+        for (push row id, phone), dated `now` (sent_at), in one transaction."""
 
     async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
-        """FIRING -> DONE for each (job, no-phone count), in one transaction."""
+        """FIRING -> DONE for each (job, no-phone count), in one transaction. Called only once
+        every phone of the job has a record other than RESERVED."""
 
     # SMS records and receipts
     async def list_sms_records(

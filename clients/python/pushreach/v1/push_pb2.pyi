@@ -570,6 +570,8 @@ class PushFunnel(_message.Message):
     NO_PHONE_COUNT_FIELD_NUMBER: _builtins.int
     ARRIVED_AFTER_SMS_COUNT_FIELD_NUMBER: _builtins.int
     SMS_UNKNOWN_COUNT_FIELD_NUMBER: _builtins.int
+    SMS_UNDELIVERED_COUNT_FIELD_NUMBER: _builtins.int
+    SMS_PENDING_COUNT_FIELD_NUMBER: _builtins.int
     target_count: _builtins.int
     """Device tokens targeted."""
     arrived_count: _builtins.int
@@ -581,7 +583,9 @@ class PushFunnel(_message.Message):
     sms_delivered_count: _builtins.int
     """SMS with a delivery receipt that says delivered."""
     sms_failed_count: _builtins.int
-    """SMS the provider refused or that failed after retries (FAILED, UNDELIVERED)."""
+    """SMS the provider refused or that failed after retries (FAILED). An UNDELIVERED SMS was
+    sent: it is in `sms_sent_count` and `sms_undelivered_count`, as in `SmsOutcomeCounts`.
+    """
     sms_rate_limited_count: _builtins.int
     """SMS suppressed by a rate limit."""
     no_phone_count: _builtins.int
@@ -589,9 +593,13 @@ class PushFunnel(_message.Message):
     arrived_after_sms_count: _builtins.int
     """Targets whose arrival was reported after their phone's SMS was sent."""
     sms_unknown_count: _builtins.int
-    """SMS whose outcome is unknown (the service stopped between the provider call and its
-    answer; never sent again).
+    """SMS whose outcome is unknown (UNKNOWN: the service stopped between the provider call and
+    its answer, or the answer was unreadable; never sent again).
     """
+    sms_undelivered_count: _builtins.int
+    """SMS with a delivery receipt that says not delivered (UNDELIVERED; also in `sms_sent_count`)."""
+    sms_pending_count: _builtins.int
+    """SMS reserved or dispatched and not yet answered (RESERVED, SENDING)."""
     def __init__(
         self,
         *,
@@ -605,10 +613,12 @@ class PushFunnel(_message.Message):
         no_phone_count: _builtins.int = ...,
         arrived_after_sms_count: _builtins.int = ...,
         sms_unknown_count: _builtins.int = ...,
+        sms_undelivered_count: _builtins.int = ...,
+        sms_pending_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived_after_sms_count", b"arrived_after_sms_count", "arrived_count", b"arrived_count", "clicked_count", b"clicked_count", "no_phone_count", b"no_phone_count", "sms_delivered_count", b"sms_delivered_count", "sms_failed_count", b"sms_failed_count", "sms_rate_limited_count", b"sms_rate_limited_count", "sms_sent_count", b"sms_sent_count", "sms_unknown_count", b"sms_unknown_count", "target_count", b"target_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived_after_sms_count", b"arrived_after_sms_count", "arrived_count", b"arrived_count", "clicked_count", b"clicked_count", "no_phone_count", b"no_phone_count", "sms_delivered_count", b"sms_delivered_count", "sms_failed_count", b"sms_failed_count", "sms_pending_count", b"sms_pending_count", "sms_rate_limited_count", b"sms_rate_limited_count", "sms_sent_count", b"sms_sent_count", "sms_undelivered_count", b"sms_undelivered_count", "sms_unknown_count", b"sms_unknown_count", "target_count", b"target_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

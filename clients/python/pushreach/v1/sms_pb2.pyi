@@ -31,7 +31,9 @@ class _SmsStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SmsStatus.V
     `ListSmsRecordsRequest.statuses` filter value.
     """
     SMS_STATUS_SENDING: _SmsStatus.ValueType  # 1
-    """Written before the provider call."""
+    """Dispatched: the provider call that carries it is under way (written just before the
+    call). If the service stops before the answer, it becomes UNKNOWN; never sent again.
+    """
     SMS_STATUS_SENT: _SmsStatus.ValueType  # 2
     """The provider accepted it."""
     SMS_STATUS_DELIVERED: _SmsStatus.ValueType  # 3
@@ -44,6 +46,10 @@ class _SmsStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SmsStatus.V
     """The service stopped between the provider call and its answer; never sent again."""
     SMS_STATUS_UNDELIVERED: _SmsStatus.ValueType  # 7
     """A delivery receipt says it did not reach the phone."""
+    SMS_STATUS_RESERVED: _SmsStatus.ValueType  # 8
+    """Reserved: judged and counted under the rate limits, not yet handed to the provider. A
+    stopped service sends it after its next start.
+    """
 
 class SmsStatus(_SmsStatus, metaclass=_SmsStatusEnumTypeWrapper):
     """Outcome of one SMS (one push, one phone). SENDING -> SENT | FAILED | RATE_LIMITED |
@@ -55,7 +61,9 @@ SMS_STATUS_UNSPECIFIED: SmsStatus.ValueType  # 0
 `ListSmsRecordsRequest.statuses` filter value.
 """
 SMS_STATUS_SENDING: SmsStatus.ValueType  # 1
-"""Written before the provider call."""
+"""Dispatched: the provider call that carries it is under way (written just before the
+call). If the service stops before the answer, it becomes UNKNOWN; never sent again.
+"""
 SMS_STATUS_SENT: SmsStatus.ValueType  # 2
 """The provider accepted it."""
 SMS_STATUS_DELIVERED: SmsStatus.ValueType  # 3
@@ -68,6 +76,10 @@ SMS_STATUS_UNKNOWN: SmsStatus.ValueType  # 6
 """The service stopped between the provider call and its answer; never sent again."""
 SMS_STATUS_UNDELIVERED: SmsStatus.ValueType  # 7
 """A delivery receipt says it did not reach the phone."""
+SMS_STATUS_RESERVED: SmsStatus.ValueType  # 8
+"""Reserved: judged and counted under the rate limits, not yet handed to the provider. A
+stopped service sends it after its next start.
+"""
 Global___SmsStatus: _TypeAlias = SmsStatus  # noqa: Y015
 
 class _StatisticsInterval:
@@ -386,6 +398,7 @@ class SmsOutcomeCounts(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     RATE_LIMITED_FIELD_NUMBER: _builtins.int
     UNKNOWN_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     sent: _builtins.int
     """Accepted by the provider: SENT, DELIVERED and UNDELIVERED together."""
     delivered: _builtins.int
@@ -397,7 +410,9 @@ class SmsOutcomeCounts(_message.Message):
     rate_limited: _builtins.int
     """RATE_LIMITED: suppressed by a rate limit (ours or the provider's)."""
     unknown: _builtins.int
-    """UNKNOWN, and SENDING not yet answered: outcome not known."""
+    """UNKNOWN: the provider may or may not have sent it; never sent again."""
+    pending: _builtins.int
+    """RESERVED or SENDING: reserved or dispatched, not yet answered."""
     def __init__(
         self,
         *,
@@ -407,10 +422,11 @@ class SmsOutcomeCounts(_message.Message):
         failed: _builtins.int = ...,
         rate_limited: _builtins.int = ...,
         unknown: _builtins.int = ...,
+        pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "failed", b"failed", "rate_limited", b"rate_limited", "sent", b"sent", "undelivered", b"undelivered", "unknown", b"unknown"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "failed", b"failed", "pending", b"pending", "rate_limited", b"rate_limited", "sent", b"sent", "undelivered", b"undelivered", "unknown", b"unknown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

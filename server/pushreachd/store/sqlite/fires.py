@@ -3,7 +3,8 @@ phone under the rate limits, record the provider's answers, finish; list records
 delivery receipts.
 
 State changes are guarded by the engine's transition tables (`WHERE status IN (...)` built
-from states.sources_of), so a transition another writer already made is a no-op.
+from states.guard, which checks each intended transition), so a transition another writer
+already made is a no-op.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import json
 import sqlite3
 from typing import Any
 
-from ...engine.states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
+from ...engine.states import (
+    FALLBACK_TRANSITIONS,
+    SMS_TRANSITIONS,
+    check_transition,
+    guard,
+)
 from ...model import (
     DeliveryReceipt,
     FallbackState,
@@ -27,8 +33,10 @@ from ..base import FireJob, RateWindow, SmsOutcome
 from . import rows
 from .rows import CHUNK, SMS_COLUMNS, in_list
 
-# SMS that count toward the per-number limits: everything that may have reached the phone.
+# SMS that count toward the per-number limits: everything that may reach or have reached the
+# phone. RESERVED and SENDING (not yet answered) count as sent now.
 COUNTED = (
+    SmsStatus.RESERVED,
     SmsStatus.SENDING,
     SmsStatus.SENT,
     SmsStatus.DELIVERED,
@@ -36,6 +44,7 @@ COUNTED = (
     SmsStatus.UNKNOWN,
 )
 _COUNTED_SQL = in_list(COUNTED)
+_IN_FLIGHT_SQL = in_list(s for s in SmsStatus if s.in_flight)
 
 
 def live_fallbacks(conn: sqlite3.Connection) -> list[tuple[int, float]]:
@@ -44,19 +53,22 @@ def live_fallbacks(conn: sqlite3.Connection) -> list[tuple[int, float]]:
 
 
 def recover_interrupted(conn: sqlite3.Connection, now: float) -> int:
+    """Dispatched records with no answer (SENDING) become UNKNOWN; RESERVED ones are left to be
+    sent when their (still FIRING) fallback fires again."""
+    (sending,) = guard(SMS_TRANSITIONS, SmsStatus.UNKNOWN, SmsStatus.SENDING)
     cur = conn.execute(
         "UPDATE sms_records SET status=?, provider_message=? WHERE status=?",
         (
             int(SmsStatus.UNKNOWN),
             "the service stopped before the provider answered; not sent again",
-            int(SmsStatus.SENDING),
+            int(sending),
         ),
     )
     return cur.rowcount
 
 
 def claim(conn: sqlite3.Connection, pushes: list[int], now: float) -> list[FireJob]:
-    sources = in_list(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING))
+    sources = in_list(guard(FALLBACK_TRANSITIONS, FallbackState.FIRING, FallbackState.PENDING, FallbackState.FIRING))
     firing = int(FallbackState.FIRING)
     wanted = list(dict.fromkeys(pushes))
     jobs: list[FireJob] = []
@@ -118,16 +130,33 @@ def reserve(
     to_send: list[str] = []
     limited = 0
     for phone in phones:
-        if conn.execute("SELECT 1 FROM sms_records WHERE push=? AND phone=?", (job.push, phone)).fetchone():
-            continue  # judged before an interruption: at most one SMS per (push, phone)
+        prior = conn.execute("SELECT status FROM sms_records WHERE push=? AND phone=?", (job.push, phone)).fetchone()
+        if prior is not None:
+            # Judged before an interruption: at most one SMS per (push, phone). A record that
+            # was reserved but never dispatched is still to be sent.
+            if prior[0] == SmsStatus.RESERVED:
+                to_send.append(phone)
+            continue
+        # In-flight records count as sent now; answered ones from when they were sent.
         sent_today, last_same = conn.execute(
-            "SELECT coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN created_at END) "
-            f"FROM sms_records WHERE app_id=? AND phone=? AND status IN ({_COUNTED_SQL}) "
-            "AND created_at >= min(?, ?)",
-            (window.day_start, key, job.app_id, phone, window.day_start, window.same_content_since),
+            "SELECT coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN "
+            f"(CASE WHEN status IN ({_IN_FLIGHT_SQL}) THEN ? ELSE coalesce(sent_at, dispatched_at, created_at) END) "
+            f"END) FROM sms_records WHERE app_id=? AND phone=? AND status IN ({_COUNTED_SQL}) "
+            f"AND (created_at >= min(?, ?) OR status IN ({_IN_FLIGHT_SQL}) OR sent_at >= ?)",
+            (
+                window.day_start,
+                key,
+                now,
+                job.app_id,
+                phone,
+                window.day_start,
+                window.same_content_since,
+                window.same_content_since,
+            ),
         ).fetchone()
         rule = window.verdict(sent_today, last_same)
-        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.SENDING
+        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.RESERVED
+        check_transition(SMS_TRANSITIONS, None, status)
         conn.execute(
             "INSERT INTO sms_records (app_id, push, phone, status, content_key, sms_app_id, template_id, "
             "sign_name, params, rate_limit_rule, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -152,6 +181,21 @@ def reserve(
     return to_send, limited
 
 
+def dispatch(conn: sqlite3.Connection, records: list[tuple[int, str]], now: float) -> list[bool]:
+    """RESERVED -> SENDING for each (push row id, phone): one write per provider call. Answers,
+    per record, whether this call moved it (False: another fire already dispatched it)."""
+    (reserved,) = guard(SMS_TRANSITIONS, SmsStatus.SENDING, SmsStatus.RESERVED)
+    sending = int(SmsStatus.SENDING)
+    return [
+        conn.execute(
+            "UPDATE sms_records SET status=?, dispatched_at=? WHERE push=? AND phone=? AND status=?",
+            (sending, now, push, phone, int(reserved)),
+        ).rowcount
+        == 1
+        for push, phone in records
+    ]
+
+
 def finish_sms(conn: sqlite3.Connection, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
     by_status: dict[SmsStatus, list[tuple[Any, ...]]] = {}
     for push, o in outcomes:
@@ -159,7 +203,7 @@ def finish_sms(conn: sqlite3.Connection, outcomes: list[tuple[int, SmsOutcome]],
             (int(o.status), o.code, o.message, o.serial_no, o.fee, o.rate_limit_rule, now, push, o.phone_number)
         )
     for status, changes in by_status.items():
-        allowed = in_list(sources_of(SMS_TRANSITIONS, status))
+        allowed = in_list(guard(SMS_TRANSITIONS, status, SmsStatus.SENDING))
         conn.executemany(
             "UPDATE sms_records SET status=?, provider_code=?, provider_message=?, serial_no=?, fee=?, "
             f"rate_limit_rule=?, sent_at=? WHERE push=? AND phone=? AND status IN ({allowed})",
@@ -168,10 +212,11 @@ def finish_sms(conn: sqlite3.Connection, outcomes: list[tuple[int, SmsOutcome]],
 
 
 def finish_fallbacks(conn: sqlite3.Connection, finished: list[tuple[FireJob, int]], now: float) -> None:
-    done, firing = int(FallbackState.DONE), int(FallbackState.FIRING)
+    (firing,) = guard(FALLBACK_TRANSITIONS, FallbackState.DONE, FallbackState.FIRING)
+    done = int(FallbackState.DONE)
     conn.executemany(
         "UPDATE pushes SET fallback_state=?, fallback_ended_at=?, no_phone_count=? WHERE id=? AND fallback_state=?",
-        [(done, now, no_phone, job.push, firing) for job, no_phone in finished],
+        [(done, now, no_phone, job.push, int(firing)) for job, no_phone in finished],
     )
 
 
@@ -211,7 +256,7 @@ def apply_receipts(conn: sqlite3.Connection, receipts: list[DeliveryReceipt]) ->
     matched = 0
     for rc in receipts:
         status = SmsStatus.DELIVERED if rc.delivered else SmsStatus.UNDELIVERED
-        allowed = in_list(sources_of(SMS_TRANSITIONS, status))
+        allowed = in_list(guard(SMS_TRANSITIONS, status))
         cur = conn.execute(
             "UPDATE sms_records SET status=?, received_at=?, report_code=?, report_description=? "
             # `serial_no != ''` lets SQLite use the partial index sms_by_serial.

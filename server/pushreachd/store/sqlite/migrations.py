@@ -105,6 +105,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX pushes_by_time ON pushes(accepted_at);
     CREATE INDEX idempotency_by_time ON idempotency(created_at);
     """,
+    # 3: reserved vs dispatched SMS records: when the provider call that carries a record
+    # began (the 30 s rule dates an answered-UNKNOWN record from it).
+    """
+    ALTER TABLE sms_records ADD COLUMN dispatched_at REAL;
+    """,
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ...engine.states import FALLBACK_TRANSITIONS, check_transition
 from ...errors import AlreadyExists, FailedPrecondition
 from ...model import FallbackState, NewPush, Push, PushReceipt, SmsStatus, TargetView
 from . import rows
@@ -156,6 +157,7 @@ def cancel_fallback(conn: sqlite3.Connection, app_id: int, push_id: str, now: fl
         return row[0], state
     if state is not FallbackState.PENDING:
         raise FailedPrecondition(f"the fallback has already fired ({state.name})")
+    check_transition(FALLBACK_TRANSITIONS, state, FallbackState.CANCELLED)
     conn.execute(
         "UPDATE pushes SET fallback_state=?, fallback_ended_at=? WHERE id=? AND fallback_state=?",
         (int(FallbackState.CANCELLED), now, row[0], int(FallbackState.PENDING)),

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 
-from ...model import FallbackState, Funnel, PushListItem, SmsStatus, Statistics
+from ...model import (
+    FallbackState,
+    Funnel,
+    PushListItem,
+    SmsCounts,
+    SmsStatus,
+    Statistics,
+)
 from ..base import STATISTICS_SLOT
 
 
@@ -26,20 +33,20 @@ def funnel(c: sqlite3.Connection, push: int) -> Funnel:
         (push,),
     ).fetchone()
 
-    def n(*statuses: SmsStatus) -> int:
-        return sum(by_status.get(int(s), 0) for s in statuses)
-
+    sms = SmsCounts.of({SmsStatus(status): count for status, count in by_status.items()})
     return Funnel(
         target_count=targets,
         arrived_count=arrived,
         clicked_count=clicked,
-        sms_sent_count=n(SmsStatus.SENT, SmsStatus.DELIVERED, SmsStatus.UNDELIVERED),
-        sms_delivered_count=n(SmsStatus.DELIVERED),
-        sms_failed_count=n(SmsStatus.FAILED, SmsStatus.UNDELIVERED),
-        sms_rate_limited_count=n(SmsStatus.RATE_LIMITED),
+        sms_sent_count=sms.sent,
+        sms_delivered_count=sms.delivered,
+        sms_failed_count=sms.failed,
+        sms_rate_limited_count=sms.rate_limited,
         no_phone_count=no_phone,
         arrived_after_sms_count=after_sms,
-        sms_unknown_count=n(SmsStatus.UNKNOWN, SmsStatus.SENDING),
+        sms_unknown_count=sms.unknown,
+        sms_undelivered_count=sms.undelivered,
+        sms_pending_count=sms.pending,
     )
 
 

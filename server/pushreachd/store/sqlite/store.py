@@ -189,6 +189,9 @@ class SqliteStore:
             lambda c: [fires.reserve(c, job, phones, window, now) for job, phones, window in reservations]
         )
 
+    async def dispatch_sms(self, records: list[tuple[int, str]], now: float) -> list[bool]:
+        return await self._write(lambda c: fires.dispatch(c, records, now))
+
     async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
         await self._write(lambda c: fires.finish_sms(c, outcomes, now))
 
