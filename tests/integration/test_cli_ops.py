@@ -101,6 +101,8 @@ async def test_status_stats_and_sms_list_show_what_happened(server: Running, cap
         "no_phone_count": 1,
         "arrived_after_sms_count": 1,
         "sms_unknown_count": 0,
+        "sms_undelivered_count": 0,
+        "sms_pending_count": 0,
     }
     assert [t["sms_status"] for t in status["targets"]] == [
         "SMS_STATUS_UNSPECIFIED", "SMS_STATUS_SENT", "SMS_STATUS_SENT", "SMS_STATUS_UNSPECIFIED",
@@ -111,7 +113,9 @@ async def test_status_stats_and_sms_list_show_what_happened(server: Running, cap
     stats = json.loads(out)
     assert (stats["push_count"], stats["target_count"], stats["arrived_count"], stats["clicked_count"]) == (1, 4, 3, 1)
     assert stats["arrival_rate"] == 0.75 and stats["click_rate"] == 0.25
-    assert stats["sms"] == {"sent": 2, "delivered": 0, "undelivered": 0, "failed": 0, "rate_limited": 0, "unknown": 0}
+    assert stats["sms"] == {
+        "sent": 2, "delivered": 0, "undelivered": 0, "failed": 0, "rate_limited": 0, "unknown": 0, "pending": 0
+    }
     assert stats["sms_fee"] == 2 and stats["pending_fallback_count"] == 0
     code, out, err = await cli(capsys, "stats", "--until", "2000-01-01", "--json", *conn)
     assert code == 0, err
