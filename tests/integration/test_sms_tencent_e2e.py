@@ -290,7 +290,7 @@ async def test_slow_provider_for_one_app_delays_neither_other_apps_nor_the_api(
     running = await serve()
     slow = await app_with_sms(running, "slow")
     fast = await app_with_sms(running, "fast", OTHER_ID, OTHER_KEY)
-    emulator.set_delay(3.0, secret_id=SECRET_ID)
+    emulator.set_delay(8.0, secret_id=SECRET_ID)  # well beyond the fast app's 2.5 s on a loaded machine
     # Four fallbacks of the slow app: their SendSms calls (the four numbers may share calls,
     # as they have one template and parameters) hang at the provider.
     slow_tokens = await bind_all(slow, mainland(4), "slow")
