@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "vendors")
 
 
 def machine() -> dict[str, object]:
@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import firing
 
         steps.append(("firing", lambda: firing.run(cfg, plots=not args.no_plots)))
+    if "vendors" in which:
+        from . import vendors
+
+        steps.append(("vendors", lambda: vendors.run(cfg)))
     for name, step in steps:
         t0 = time.monotonic()
         try:
