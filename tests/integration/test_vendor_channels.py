@@ -327,3 +327,26 @@ async def test_create_takes_endpoints_clock_from_the_context(emulator, vendor) -
     assert ch.http.is_closed
     assert outcome.outcome == PushOutcome.ACCEPTED
     assert len(state.delivered_to(vendor, "tok-a")) == 1
+
+
+async def test_emulator_control_endpoints(emulator) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    state, url = emulator
+    clock = FakeClock()
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.post("/_emulator/faults", json={"vendor": "xiaomi", "fault": "quota"})).status_code == 200
+        assert (await http.post("/_emulator/faults", json={"vendor": "nokia", "fault": "quota"})).status_code == 400
+        assert (await http.post("/_emulator/faults", json={"vendor": "hms", "fault": "invalid_token",
+                                                           "tokens": ["tok-x"]})).status_code == 200
+        ch = open_channel("xiaomi", url, clock)
+        try:
+            [refused] = await ch.send(delivery(clock, ["tok-a"]))
+            [accepted] = await ch.send(delivery(clock, ["tok-a"], push_id="p-2"))
+        finally:
+            await ch.aclose()
+        assert (refused.outcome, refused.code) == (PushOutcome.FAILED, "200002")
+        assert accepted.outcome == PushOutcome.ACCEPTED
+        got = (await http.get("/_emulator/delivered", params={"vendor": "xiaomi", "token": "tok-a"})).json()
+    assert [d["data"]["pushreach_push_id"] for d in got["delivered"]] == ["p-2"]
+    assert "tok-x" in state.invalid["hms"]

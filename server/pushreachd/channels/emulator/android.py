@@ -9,7 +9,8 @@ test marked it invalid.
 
 Faults are programmable per vendor: tokens the vendor calls invalid, flow control for the
 next N sends, an exhausted daily quota for the next N sends, every issued auth token
-expired at once.
+expired at once (from tests through EmulatorState, from the command line through flags, at
+run time through POST /_emulator/faults). GET /_emulator/delivered lists what devices got.
 """
 
 from __future__ import annotations
@@ -154,7 +155,41 @@ def create_app(state: EmulatorState) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     for module in (hms, honor, xiaomi, oppo, vivo):
         module.add_routes(app, state)
+    add_control_routes(app, state)
     return app
+
+
+def add_control_routes(app: web.Application, state: EmulatorState) -> None:
+    """/_emulator/...: what a device received, and faults, for people and scripts."""
+
+    async def delivered(request: web.Request) -> web.Response:
+        vendor, token = request.query.get("vendor", ""), request.query.get("token", "")
+        items = [
+            {"vendor": d.vendor, "app": d.app, "token": d.token, "title": d.title, "body": d.body,
+             "data": d.data, "classification": d.classification}
+            for d in state.delivered
+            if (not vendor or d.vendor == vendor) and (not token or d.token == token)
+        ]
+        return web.json_response({"delivered": items, "send_calls": dict(state.send_calls)})
+
+    async def faults(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            vendor, fault, times = body["vendor"], body["fault"], int(body.get("times", 1))
+            if vendor not in VENDORS or not 1 <= times <= 10_000:
+                raise ValueError(f"vendor must be one of {', '.join(VENDORS)}, times 1..10000")
+            if fault == "invalid_token":
+                state.mark_invalid(vendor, *[str(t) for t in body["tokens"]])
+            elif fault == "expire_auth":
+                state.expire_auth_tokens(vendor)
+            else:
+                state.fail_next(vendor, fault, times)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    app.router.add_get("/_emulator/delivered", delivered)
+    app.router.add_post("/_emulator/faults", faults)
 
 
 @contextlib.asynccontextmanager
@@ -189,6 +224,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--invalid-token", action="append", default=[], metavar="VENDOR:TOKEN", help="a token the vendor calls invalid"
     )
     parser.add_argument(
+        "--flow-control", action="append", default=[], metavar="VENDOR:N", help="answer the next N sends with flow control"
+    )
+    parser.add_argument(
+        "--quota", action="append", default=[], metavar="VENDOR:N", help="answer the next N sends with quota exhausted"
+    )
+    parser.add_argument(
         "--seconds", type=float, default=0, metavar="SECONDS", help="stop after this long (0 = until SIGTERM)"
     )
 
@@ -214,6 +255,12 @@ async def serve_from_args(args: argparse.Namespace) -> None:
     for item in args.invalid_token:
         vendor, _, token = item.partition(":")
         state.mark_invalid(vendor, token)
+    for fault, items in (("flow_control", args.flow_control), ("quota", args.quota)):
+        for item in items:
+            vendor, _, times = item.partition(":")
+            if vendor not in VENDORS or not times.isdigit():
+                raise ValueError(f"--{fault.replace('_', '-')} {item!r}: VENDOR:N with VENDOR one of {', '.join(VENDORS)}")
+            state.fail_next(vendor, fault, int(times))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
