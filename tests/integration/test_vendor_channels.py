@@ -350,3 +350,16 @@ async def test_emulator_control_endpoints(emulator) -> None:  # type: ignore[no-
         got = (await http.get("/_emulator/delivered", params={"vendor": "xiaomi", "token": "tok-a"})).json()
     assert [d["data"]["pushreach_push_id"] for d in got["delivered"]] == ["p-2"]
     assert "tok-x" in state.invalid["hms"]
+
+
+async def test_wrong_secret_asks_the_token_endpoint_once_for_a_big_push(emulator) -> None:  # type: ignore[no-untyped-def]
+    state, url = emulator
+    clock = FakeClock()
+    ch = open_channel("hms", url, clock, client_secret="nope")
+    try:
+        outcomes = await ch.send(delivery(clock, [f"tok-{i}" for i in range(50)]))  # 50 receipts: 50 batches
+    finally:
+        await ch.aclose()
+    assert {(o.outcome, o.code) for o in outcomes} == {(PushOutcome.FAILED, "oauth:1101")}
+    assert state.auth_requests["hms"] == 1
+    assert state.auth_calls["hms"] == 0  # refused requests issue no token

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from pushreachd.channels import hms, honor, oppo, vivo, xiaomi
-from pushreachd.channels.vendor import Failed, TokenCache
+from pushreachd.channels.vendor import Failed, Retry, TokenCache
 from pushreachd.errors import InvalidArgument
 
 from tests.fakes import FakeClock
@@ -109,17 +109,23 @@ async def test_token_cache_shares_one_fetch_and_renews_before_expiry() -> None:
     assert await cache.get() == "t3"
 
 
-async def test_token_cache_failure_is_not_cached() -> None:
+async def test_token_cache_remembers_a_refusal_for_a_minute() -> None:
     clock = FakeClock()
-    answers = [Failed("oauth:1101"), ("tok", 3600.0)]
+    answers: list[object] = [Retry("oauth_http_503"), Failed("oauth:1101"), ("tok", 3600.0)]
 
     async def fetch() -> tuple[str, float]:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer  # type: ignore[return-value]
 
     cache = TokenCache(fetch, clock)
+    with pytest.raises(Retry):  # a transient failure is not remembered
+        await cache.get()
     with pytest.raises(Failed):
         await cache.get()
+    with pytest.raises(Failed):  # every batch of a big push fails at once, without asking again
+        await cache.get()
+    assert cache.fetches == 0 and answers == [("tok", 3600.0)]
+    await clock.advance(TokenCache.FAILURE_MEMORY)
     assert await cache.get() == "tok"

@@ -83,8 +83,12 @@ class TokenCache:
 
     `fetch()` returns (token, lifetime in seconds) or raises Retry/Failed. Concurrent
     callers share one fetch. The token is renewed once a tenth of its life is left (at most
-    an hour early), or at once after `invalidate(token)`.
+    an hour early), or at once after `invalidate(token)`. A refusal (Failed: wrong secret)
+    is remembered for FAILURE_MEMORY seconds, so a push to many tokens asks once, not once
+    per batch.
     """
+
+    FAILURE_MEMORY = 60.0
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float]]], clock: Clock) -> None:
         self._fetch = fetch
@@ -92,13 +96,22 @@ class TokenCache:
         self._token = ""
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
+        self._refused: tuple[Failed, float] | None = None  # (the refusal, until when)
         self.fetches = 0  # how many tokens were fetched (metrics, tests)
 
     async def get(self) -> str:
         async with self._lock:
-            if self._token and self._clock.time() < self._renew_at:
+            now = self._clock.time()
+            if self._token and now < self._renew_at:
                 return self._token
-            token, lifetime = await self._fetch()
+            if self._refused is not None and now < self._refused[1]:
+                raise self._refused[0]
+            try:
+                token, lifetime = await self._fetch()
+            except Failed as exc:
+                self._refused = (exc, now + self.FAILURE_MEMORY)
+                raise
+            self._refused = None
             self.fetches += 1
             self._token = token
             self._renew_at = self._clock.time() + lifetime - min(3600.0, max(lifetime * 0.1, 1.0))

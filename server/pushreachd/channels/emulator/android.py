@@ -67,7 +67,8 @@ class EmulatorState:
     faults: dict[str, deque[str]] = field(default_factory=lambda: {v: deque() for v in VENDORS})
     delivered: list[Delivered] = field(default_factory=list)
     send_calls: Counter[str] = field(default_factory=Counter)
-    auth_calls: Counter[str] = field(default_factory=Counter)
+    auth_calls: Counter[str] = field(default_factory=Counter)  # auth tokens issued
+    auth_requests: Counter[str] = field(default_factory=Counter)  # token requests, refused ones too
     _issued: dict[str, _Issued] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 

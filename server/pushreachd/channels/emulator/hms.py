@@ -22,6 +22,7 @@ MAX_BODY = 4096
 
 def add_routes(app: web.Application, state: EmulatorState) -> None:
     async def token(request: web.Request) -> web.Response:
+        state.auth_requests[VENDOR] += 1
         form = await request.post()
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": 1102, "error_description": "unsupported grant_type"}, status=400)

@@ -19,6 +19,7 @@ VENDOR = "honor"
 
 def add_routes(app: web.Application, state: EmulatorState) -> None:
     async def token(request: web.Request) -> web.Response:
+        state.auth_requests[VENDOR] += 1
         form = await request.post()
         client_id = str(form.get("client_id", ""))
         match = [key for (vendor, key), s in state.apps.items() if vendor == VENDOR and s.get("client_id") == client_id]

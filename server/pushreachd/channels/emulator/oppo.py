@@ -27,6 +27,7 @@ def _answer(code: int, message: str, data: object = None) -> web.Response:
 
 def add_routes(app: web.Application, state: EmulatorState) -> None:
     async def auth(request: web.Request) -> web.Response:
+        state.auth_requests[VENDOR] += 1
         form = await request.post()
         key, timestamp = str(form.get("app_key", "")), str(form.get("timestamp", ""))
         known = state.app(VENDOR, key)

@@ -35,6 +35,7 @@ def add_routes(app: web.Application, state: EmulatorState) -> None:
         return body if isinstance(body, dict) else None
 
     async def auth(request: web.Request) -> web.Response:
+        state.auth_requests[VENDOR] += 1
         body = await body_of(request) or {}
         app_id, app_key, timestamp = str(body.get("appId", "")), str(body.get("appKey", "")), str(body.get("timestamp", ""))
         known = state.app(VENDOR, app_id)
