@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from .clock import Clock
@@ -21,7 +22,8 @@ class _Bucket:
 
 
 class AppRequestLimiter:
-    """A token bucket per app: `rate` requests per second on average, `burst` at once.
+    """A token bucket per key (an app id; for the HTTP surface also a client address or a
+    device token): `rate` requests per second on average, `burst` at once.
 
     A noisy app runs its own bucket dry and gets RESOURCE_EXHAUSTED; other apps' buckets are
     untouched, so it cannot starve them. rate 0 turns the limit off.
@@ -34,9 +36,9 @@ class AppRequestLimiter:
         # Epoch seconds as floats step by ~0.2 µs: count a token as whole 1 µs early.
         self._one = 1 - rate * 1e-6
         self._max_keys = max_keys
-        self._buckets: OrderedDict[int, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
 
-    def allow(self, app_id: int) -> bool:
+    def allow(self, app_id: Hashable) -> bool:
         if self.rate <= 0:
             return True
         now = self._clock.time()
@@ -54,7 +56,7 @@ class AppRequestLimiter:
             return True
         return False
 
-    def retry_after(self, app_id: int) -> float:
+    def retry_after(self, app_id: Hashable) -> float:
         """Seconds until the app's next request would be allowed."""
         b = self._buckets.get(app_id)
         if b is None or self.rate <= 0 or b.tokens >= self._one:

@@ -74,6 +74,31 @@ class Settings:
         default="",
         metadata=_help("delivery-receipt HTTP callback address host:port; empty = off"),
     )
+    http_listen: str = field(
+        default="",
+        metadata=_help(
+            "HTTP API address host:port (device receipts /v1/receipts, /v1/devices/state); "
+            "empty = off; a non-loopback address needs TLS (tls_cert, tls_key) or insecure"
+        ),
+    )
+    http_max_body_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_help("largest HTTP request body accepted, in bytes, 1024..67108864 (routes may set less)"),
+    )
+    http_address_rate_limit: float = field(
+        default=200.0,
+        metadata=_help(
+            "unauthenticated HTTP requests per second from one client address (token bucket, "
+            "burst of one second's worth); 0 = unlimited"
+        ),
+    )
+    http_token_rate_limit: float = field(
+        default=5.0,
+        metadata=_help(
+            "device HTTP requests per second for one device token (burst of 10 s worth); "
+            "0 = unlimited"
+        ),
+    )
     sms_receipt_poll_seconds: float = field(
         default=0.0, metadata=_help("PullSmsSendStatus poll interval in seconds; 0 = off")
     )
@@ -137,7 +162,8 @@ class Settings:
                        "needs tls_cert and tls_key"),
     )
     insecure: bool = field(
-        default=False, metadata=_help("allow plaintext gRPC on a non-loopback listen address")
+        default=False,
+        metadata=_help("allow plaintext gRPC (listen) and HTTP (http_listen) on a non-loopback address"),
     )
     app_rate_limit: float = field(
         default=2000.0,
@@ -539,6 +565,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "tencent_sms_region": _check_nonempty,
     "tencent_sms_endpoint": _check_endpoint,
     "sms_receipt_listen": _check_address(optional=True),
+    "http_listen": _check_address(optional=True),
+    "http_max_body_bytes": _check_range(1024, 64 * 1024 * 1024),
+    "http_address_rate_limit": _check_range(0, 1_000_000),
+    "http_token_rate_limit": _check_range(0, 1_000_000),
     "sms_receipt_poll_seconds": _check_range(0, 86400),
     "push_channel": _check_choice(PUSH_CHANNELS),
     "min_delay_seconds": _check_range(1, MAX_DELAY_SECONDS),
@@ -593,3 +623,13 @@ def _validate(s: Settings, sources: Mapping[str, str]) -> None:
             "is not a loopback address and TLS is off: give tls_cert and tls_key, "
             "or set insecure=true (--insecure) to serve plaintext gRPC on the network",
         )
+    if s.http_listen:
+        host, _ = parse_host_port(s.http_listen)
+        if not s.tls_enabled and not s.insecure and not is_loopback(host):
+            raise _fail(
+                "http_listen",
+                s.http_listen,
+                sources["http_listen"],
+                "is not a loopback address and TLS is off: give tls_cert and tls_key, "
+                "or set insecure=true (--insecure) to serve plaintext HTTP on the network",
+            )

@@ -102,6 +102,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.http_requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests handled, by endpoint (route pattern) and status code.",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time to handle an HTTP request, by endpoint (route pattern) and status code.",
+            ["endpoint", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.device_reports = Counter(
+            f"{PREFIX}_device_reports",
+            "Reports from devices over HTTP (receipts, notification state), by kind and outcome: "
+            "accepted, duplicate, unknown_push, unknown_token, refused (bad credential), invalid.",
+            ["kind", "outcome"],
+            registry=r,
+        )
         self.fire_lateness = Histogram(
             f"{PREFIX}_fallback_fire_lateness_seconds",
             "Seconds between a fallback's due time and the start of its fire.",
@@ -162,6 +182,13 @@ class Metrics:
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.labels(method, code).inc()
         self.rpc_seconds.labels(method, code).observe(seconds)
+
+    def observe_http(self, endpoint: str, code: str, seconds: float) -> None:
+        self.http_requests.labels(endpoint, code).inc()
+        self.http_seconds.labels(endpoint, code).observe(seconds)
+
+    def observe_device_report(self, kind: str, outcome: str, count: int = 1) -> None:
+        self.device_reports.labels(kind, outcome).inc(count)
 
     def observe_fire(self, report: FireReport) -> None:
         """A scheduler observer."""

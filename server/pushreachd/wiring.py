@@ -24,6 +24,7 @@ from .clock import Clock, SystemClock
 from .config import Settings, parse_host_port
 from .engine.ratelimit import RateLimiter
 from .engine.scheduler import Scheduler
+from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_context
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .secrets import SecretBox, load_master_key
 from .services.apps import AppService
@@ -113,7 +114,7 @@ class Service:
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
         self.reporting = ReportingService(self.store, self.clock)
-        auth = Authenticator(
+        self.auth = auth = Authenticator(
             self.apps,
             settings.admin_token,
             clock=self.clock,
@@ -129,6 +130,20 @@ class Service:
             # Metrics outermost, so a refused malformed request is counted too.
             interceptors=[MetricsInterceptor(self.metrics.observe_rpc), DecodeGuardInterceptor()],
         )
+        self.http_context = HttpContext(
+            auth,
+            self.clock,
+            observe=self.metrics.observe_http,
+            address_limiter=AppRequestLimiter(self.clock, settings.http_address_rate_limit),
+            token_limiter=AppRequestLimiter(
+                self.clock, settings.http_token_rate_limit, int(settings.http_token_rate_limit * 10)
+            ),
+            max_body_bytes=settings.http_max_body_bytes,
+        )
+        # The HTTP surface's parts (see http/__init__.py); mounted when the service starts.
+        self.http_parts: list[HttpPart] = []
+        self.http_server: HttpServer | None = None
+        self.http_port = 0  # bound port of the HTTP surface; 0 when off
         self.metrics_server: MetricsServer | None = None
         self.metrics_port = 0  # bound port of the metrics endpoint; 0 when off
         self.receipt_server: ReceiptServer | None = None
@@ -152,9 +167,25 @@ class Service:
             log.info("Prometheus metrics at http://%s:%d/metrics", host, self.metrics_port)
         self.port = self.grpc.bind(self.settings.listen, server_credentials(self.settings))
         await self.grpc.start()
+        await self._start_http()
         await self._start_receipts()
         log.info("pushreach listening on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    async def _start_http(self) -> None:
+        if not self.settings.http_listen:
+            return
+        host, port = parse_host_port(self.settings.http_listen)
+        tls = server_ssl_context(self.settings.tls_cert, self.settings.tls_key) if self.settings.tls_enabled else None
+        self.http_server = HttpServer(
+            create_app(self.http_context, self.http_parts),
+            host,
+            port,
+            ssl_context=tls,
+            grace=self.settings.shutdown_grace_seconds,
+        )
+        self.http_port = await self.http_server.start()
+        log.info("HTTP API at %s://%s:%d", self.http_server.scheme, host, self.http_port)
 
     async def _start_receipts(self) -> None:
         if self.settings.sms_receipt_listen:
@@ -180,14 +211,20 @@ class Service:
                 sources.append((credentials, sms_app_id))
         return sources
 
+    async def _stop_http(self) -> None:
+        if self.http_server is not None:
+            await self.http_server.stop()
+
     async def stop(self) -> None:
         """Health NOT_SERVING and stop firing at once; then, within the grace, finish the calls
         and the provider calls in flight (what was not dispatched stays reserved for the next
         start); flush the store."""
         grace = self.settings.shutdown_grace_seconds
         await self.grpc.not_serving()
+        self.http_context.serving = False  # /healthz answers 503 at once, like gRPC health
         self.scheduler.begin_stop()
-        await asyncio.gather(self.grpc.stop(grace), self.scheduler.stop(grace))
+        # Both front doors and the firing at once: calls and sends in flight finish.
+        await asyncio.gather(self.grpc.stop(grace), self._stop_http(), self.scheduler.stop(grace))
         if self._poller_task is not None:
             self._poller_task.cancel()
         if self._retention_task is not None:

@@ -162,3 +162,24 @@ def test_serve_refuses_a_network_address_without_tls(capsys: pytest.CaptureFixtu
     assert code == 2
     assert "listen='0.0.0.0:50051'" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()  # refused before touching anything
+
+
+async def test_http_surface_serves_tls_with_the_same_certificate(tmp_path: Path, pki: Pki) -> None:
+    import ssl
+
+    import httpx
+
+    settings = test_settings(tmp_path, tls_cert=pki.cert_file, tls_key=pki.key_file, http_listen="127.0.0.1:0")
+    running = await start_service(settings)
+    port = running.service.http_port
+    try:
+        trusting = ssl.create_default_context(cadata=pki.ca.cert_pem.decode())
+        async with httpx.AsyncClient(verify=trusting) as client:
+            health = await client.get(f"https://localhost:{port}/healthz")
+            assert health.status_code == 200 and health.json() == {"status": "SERVING"}
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.TransportError):
+                await plain.get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        await running.close()
+        await running.service.stop()

@@ -357,6 +357,24 @@ def test_non_loopback_allowed_with_insecure_or_tls(tmp_path: Path) -> None:
     assert load("--listen", "0.0.0.0:443", "--tls-cert", str(cert), "--tls-key", str(key)).tls_enabled
 
 
+def test_http_listen_follows_the_same_rule(tmp_path: Path) -> None:
+    assert load().http_listen == ""  # off by default
+    assert load("--http-listen", "127.0.0.1:8080").http_listen == "127.0.0.1:8080"
+    with pytest.raises(ConfigError, match=r"http_listen='0.0.0.0:8080' \(from --http-listen\).*plaintext HTTP"):
+        load("--http-listen", "0.0.0.0:8080")
+    with pytest.raises(ConfigError, match="http_listen=.*PUSHREACH_HTTP_LISTEN.*host:port"):
+        load(env={"PUSHREACH_HTTP_LISTEN": "8080"})
+    assert load("--http-listen", "0.0.0.0:8080", "--insecure").insecure
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("pem")
+    key.write_text("pem")
+    assert load("--http-listen", "[::]:8443", "--tls-cert", str(cert), "--tls-key", str(key)).tls_enabled
+    with pytest.raises(ConfigError, match="http_max_body_bytes=10 .*between 1024"):
+        load("--http-max-body-bytes", "10")
+    with pytest.raises(ConfigError, match="http_token_rate_limit=-1"):
+        load(env={"PUSHREACH_HTTP_TOKEN_RATE_LIMIT": "-1"})
+
+
 # --- helpers --------------------------------------------------------------------------------
 
 

@@ -24,7 +24,10 @@ _CODES: dict[type[errors.DomainError], tuple[grpc.StatusCode, int]] = {
 
 
 def to_status(exc: errors.DomainError) -> grpc.Status:
-    _, code = _CODES.get(type(exc), (grpc.StatusCode.UNKNOWN, code_pb2.UNKNOWN))
+    # The nearest mapped class: subclasses (e.g. services.callers.RateLimited) map as their base.
+    _, code = next(
+        (_CODES[k] for k in type(exc).__mro__ if k in _CODES), (grpc.StatusCode.UNKNOWN, code_pb2.UNKNOWN)
+    )
     details = []
     info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN)
     details.append(_pack(info))
