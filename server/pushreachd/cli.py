@@ -24,6 +24,7 @@ from .logcontext import RequestIdFilter
 from .phone import PhoneMaskingFilter
 from .secrets import SecretBox, SecretError, load_master_key
 from .services.apps import AppService
+from .services.receipts import Receipts
 from .sms import emulator
 from .store.sqlite import SqliteStore
 
@@ -130,6 +131,34 @@ def cmd_apps_rotate_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apps_rotate_receipt_key(args: argparse.Namespace) -> int:
+    """A new receipt key for the app; receipts and device keys of the older ones keep working
+    for the overlap (7 days), then stop."""
+
+    db, key = _db_and_key(args)
+
+    async def rotate() -> tuple[int, float]:
+        store = SqliteStore(db)
+        await store.open()
+        try:
+            app = await AppService(store, SecretBox(key), SystemClock()).get_app(args.access_id)
+            receipts = Receipts(store, SecretBox(key), SystemClock())
+            return await receipts.rotate(app.id), receipts.overlap
+        finally:
+            await store.close()
+
+    key_id, overlap = asyncio.run(rotate())
+    if args.json:
+        print(json.dumps({"access_id": args.access_id, "receipt_key_id": key_id, "overlap_seconds": overlap}))
+    else:
+        print(
+            f"receipt key {key_id} of app {args.access_id} signs from now on (a running service switches "
+            f"within 30 s); older keys keep verifying for {overlap / 86400:g} days. Hand out new device "
+            "keys (BindPhone) before then."
+        )
+    return 0
+
+
 def cmd_apps_rotate_master_key(args: argparse.Namespace) -> int:
     """Re-seal every app's SMS credentials under the key in --new-key-file (created if absent).
     The database is changed in one transaction; the operator then puts the new key in place."""
@@ -142,7 +171,9 @@ def cmd_apps_rotate_master_key(args: argparse.Namespace) -> int:
         store = SqliteStore(db)
         await store.open()
         try:
-            return await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
+            apps = await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
+            await Receipts(store, SecretBox(old_key), SystemClock()).reseal(SecretBox(new_key))
+            return apps
         finally:
             await store.close()
 
@@ -498,10 +529,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_arguments(rotate)
     rotate.set_defaults(func=cmd_apps_rotate_secret)
 
+    rotate_receipt = apps_sub.add_parser(
+        "rotate-receipt-key",
+        help="give an app a new receipt key (receipts and device keys)",
+        description="Give an app a new receipt key: receipts in new pushes and new device keys use it. "
+        "Receipts and device keys made with the older keys keep working for 7 days, then are refused. "
+        "See docs/DEVICES.md.",
+    )
+    rotate_receipt.add_argument("access_id", help="the app's access id")
+    _add_db_arguments(rotate_receipt)
+    rotate_receipt.set_defaults(func=cmd_apps_rotate_receipt_key)
+
     rotate_key = apps_sub.add_parser(
         "rotate-master-key",
-        help="re-seal all stored SMS credentials under a new master key",
-        description="Re-seal every app's SMS credentials under the key in --new-key-file (a new random "
+        help="re-seal all stored SMS credentials and receipt keys under a new master key",
+        description="Re-seal every app's SMS credentials and receipt keys under the key in --new-key-file (a new random "
         "key is written there, mode 0600, if the file does not exist), in one transaction. Stop the "
         "service first; afterwards replace the master key file with the new one and start it again. "
         "Running it again after a crash is safe. See docs/SECURITY.md.",

@@ -346,6 +346,16 @@ class EventIn:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptKey:
+    """One of an app's receipt keys, sealed under the master key."""
+
+    key_id: int
+    blob: bytes = field(repr=False)
+    created_at: float
+    retire_at: float | None  # after this it verifies nothing; None: the current key
+
+
+@dataclass(frozen=True, slots=True)
 class TargetView:
     token: str
     account: str

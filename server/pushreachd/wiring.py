@@ -25,12 +25,14 @@ from .config import Settings, parse_host_port
 from .engine.ratelimit import RateLimiter
 from .engine.scheduler import Scheduler
 from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_context
+from .http.devices import DeviceReports
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .secrets import SecretBox, load_master_key
 from .services.apps import AppService
 from .services.devices import DeviceService
 from .services.events import EventService
 from .services.pushes import PushService
+from .services.receipts import Receipts
 from .services.reporting import ReportingService
 from .services.retention import RetentionPurger
 from .sms.console import ConsoleSmsProvider
@@ -108,8 +110,14 @@ class Service:
         self.scheduler.observers.append(self.metrics.observe_fire)
         self.metrics.watch(self.scheduler, self.sender)
         self.channel = o.channel or LogPushChannel()
+        self.receipts = Receipts(self.store, self.box, self.clock)
         self.pushes = PushService(
-            self.store, self.channel, self.scheduler, self.clock, min_delay_seconds=settings.min_delay_seconds
+            self.store,
+            self.channel,
+            self.scheduler,
+            self.clock,
+            min_delay_seconds=settings.min_delay_seconds,
+            receipts=self.receipts,
         )
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
@@ -123,7 +131,7 @@ class Service:
         )
         self.grpc = GrpcServer(
             PushServicer(auth, self.pushes),
-            DeviceServicer(auth, self.devices),
+            DeviceServicer(auth, self.devices, self.receipts),
             EventServicer(auth, self.events),
             SmsServicer(auth, self.reporting),
             AdminServicer(auth, self.apps),
@@ -141,7 +149,9 @@ class Service:
             max_body_bytes=settings.http_max_body_bytes,
         )
         # The HTTP surface's parts (see http/__init__.py); mounted when the service starts.
-        self.http_parts: list[HttpPart] = []
+        self.http_parts: list[HttpPart] = [
+            DeviceReports(self.receipts, self.events, self.apps, self.metrics.observe_device_report)
+        ]
         self.http_server: HttpServer | None = None
         self.http_port = 0  # bound port of the HTTP surface; 0 when off
         self.metrics_server: MetricsServer | None = None

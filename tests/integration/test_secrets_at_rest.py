@@ -203,3 +203,33 @@ async def test_a_rotated_app_secret_stops_working_at_once(tmp_path: Path, capsys
     finally:
         await running.close()
         await running.service.stop()
+
+
+async def test_receipt_keys_rotate_and_follow_a_master_key_rotation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pushreachd.services.receipts import Receipts
+
+    app = json.loads(await run_cli(capsys, "apps", "create", "a", "--json", *db_args(tmp_path)))
+    rotated = json.loads(await run_cli(capsys, "apps", "rotate-receipt-key", app["access_id"], "--json", *db_args(tmp_path)))
+    assert rotated["receipt_key_id"] == 1 and rotated["overlap_seconds"] == 7 * 86400  # the first key
+    old_key = load_master_key("", str(tmp_path / "master.key"))
+    store = SqliteStore(str(tmp_path / "pushreach.db"))
+    await store.open()
+    try:
+        row = await store.get_app(app["access_id"])
+        assert row is not None
+        receipt = await Receipts(store, SecretBox(old_key), SystemClock()).mint(row.id, "p", "t", 4e9)
+    finally:
+        await store.close()
+    new_file = tmp_path / "master.key.new"
+    await run_cli(capsys, "apps", "rotate-master-key", "--new-key-file", str(new_file), "--json", *db_args(tmp_path))
+    store = SqliteStore(str(tmp_path / "pushreach.db"))
+    await store.open()
+    try:
+        claims = await Receipts(store, SecretBox(load_master_key("", str(new_file))), SystemClock()).verify(receipt)
+        assert (claims.push_id, claims.token) == ("p", "t")
+        # Nothing of the receipt key is readable under the old master key any more.
+        assert all(key.blob for key in await store.receipt_keys(row.id))
+        with pytest.raises(SecretError):
+            await Receipts(store, SecretBox(old_key), SystemClock()).reseal(SecretBox(bytes(32)))
+    finally:
+        await store.close()

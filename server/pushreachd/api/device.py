@@ -5,20 +5,23 @@ from pushreach.v1 import device_pb2, device_pb2_grpc
 
 from ..model import App
 from ..services.devices import DeviceService
+from ..services.receipts import Receipts
 from . import convert
 from .auth import Authenticator
 from .rpc import app_rpc
 
 
 class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
-    def __init__(self, auth: Authenticator, devices: DeviceService) -> None:
+    def __init__(self, auth: Authenticator, devices: DeviceService, receipts: Receipts) -> None:
         self.auth = auth
         self._devices = devices
+        self._receipts = receipts
 
     @app_rpc
     async def BindPhone(self, request: device_pb2.BindPhoneRequest, app: App, context: grpc.aio.ServicerContext):
         device = await self._devices.bind_phone(app, request.token, request.phone_number, request.request_id)
-        return device_pb2.BindPhoneResponse(device=convert.device(device))
+        key = await self._receipts.device_key(app.id, device.token)
+        return device_pb2.BindPhoneResponse(device=convert.device(device), device_key=key)
 
     @app_rpc
     async def UnbindPhone(self, request: device_pb2.UnbindPhoneRequest, app: App, context: grpc.aio.ServicerContext):

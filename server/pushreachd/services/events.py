@@ -68,6 +68,17 @@ class EventService:
         (outcome,) = await self._store.record_events(app.id, [event], self._clock.time())
         return outcome
 
+    async def report_proven(self, app_id: int, drafts: list[tuple[str, EventDraft]]) -> list[EventOutcome]:
+        """Events of one app whose push and token a credential already proved (a receipt, a
+        device MAC): recorded exactly as ReportEvent records them, in one write. Each draft
+        comes with the field prefix its violations are named under; any violation raises
+        INVALID_ARGUMENT before anything is recorded."""
+        now = self._clock.time()
+        v = Violations()
+        events = [validate_event(v, prefix, draft, now) for prefix, draft in drafts]
+        v.raise_if_any()
+        return await self._store.record_events(app_id, [e for e in events if e is not None], now)
+
     async def report_many(self, app: App, drafts: list[EventDraft], tally: EventTally) -> None:
         """One message of a stream: valid events are stored together, the rest counted."""
         await self._begin(app, drafts, tally).finish(tally)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from collections.abc import Iterable
@@ -26,12 +27,19 @@ from ..model import (
 )
 from ..store.base import Store
 from .pagination import decode_offset_token, encode_offset_token
+from .receipts import receipt_expiry
 from .validation import PushDraft, Violations, page_size, validate_push
 
 log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500  # pushes per page of the redelivery on start
 RESUME_CONCURRENCY = 64  # its deliveries under way at once
+
+
+class ReceiptMinter(Protocol):
+    """What deliveries need of services/receipts.py: one receipt per target."""
+
+    async def mint(self, app_id: int, push_id: str, token: str, expires_at: float) -> str: ...
 
 
 class FallbackArming(Protocol):
@@ -50,8 +58,10 @@ class PushService:
         clock: Clock,
         *,
         min_delay_seconds: int = 300,
+        receipts: ReceiptMinter | None = None,
     ) -> None:
         self._store = store
+        self._receipts = receipts
         self._channel = channel
         self._fallbacks = fallbacks
         self._clock = clock
@@ -89,7 +99,7 @@ class PushService:
             return stored
         if due is not None:
             self._fallbacks.arm(row_id, due)
-        self._deliver(row_id, _delivery(app.access_id, push_id, spec, [t.token for t in targets], now))
+        self._deliver(row_id, app.id, _delivery(app.access_id, push_id, spec, [t.token for t in targets], now))
         return stored
 
     async def _resolve_targets(self, app: App, spec: PushSpec) -> tuple[list[Target], list[UnusedTarget]]:
@@ -121,12 +131,16 @@ class PushService:
                     targets.append(Target(token, account))
         return targets, unused
 
-    def _deliver(self, row_id: int, delivery: PushDelivery) -> asyncio.Task[None]:
+    def _deliver(self, row_id: int, app_id: int, delivery: PushDelivery) -> asyncio.Task[None]:
         """Hand the push to the channel after it is durable; the caller does not wait for it.
-        Marked delivered afterwards, so a push accepted just before a crash is redelivered."""
+        Marked delivered afterwards, so a push accepted just before a crash is redelivered.
+        Each target gets its receipt here (the same one on a redelivery: minting is pure)."""
 
         async def run() -> None:
+            nonlocal delivery
             try:
+                if self._receipts is not None:
+                    delivery = await self._with_receipts(app_id, delivery)
                 await self._channel.send(delivery)
                 await self._store.mark_delivered(row_id, self._clock.time())
             except Exception:
@@ -136,6 +150,15 @@ class PushService:
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return task
+
+    async def _with_receipts(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
+        assert self._receipts is not None
+        expires = receipt_expiry(delivery.spec, delivery.expires_at)
+        mint = self._receipts.mint
+        targets = [
+            TargetPayload(t.token, await mint(app_id, delivery.push_id, t.token, expires)) for t in delivery.targets
+        ]
+        return dataclasses.replace(delivery, targets=tuple(targets))
 
     async def start_resume(self, *, page: int = RESUME_PAGE, concurrency: int = RESUME_CONCURRENCY) -> None:
         """On start: redeliver, in the background, the pushes accepted before now that never
@@ -161,7 +184,8 @@ class PushService:
             found, after = await self._store.undelivered_pushes(through, now, after, page)
             for access_id, push, tokens in found:
                 await slots.acquire()
-                task = self._deliver(push.id, _delivery(access_id, push.push_id, push.spec, tokens, push.accepted_at))
+                delivery = _delivery(access_id, push.push_id, push.spec, tokens, push.accepted_at)
+                task = self._deliver(push.id, push.app_id, delivery)
                 task.add_done_callback(lambda _: slots.release())
                 count += 1
             if after is None:

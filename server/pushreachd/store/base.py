@@ -28,6 +28,7 @@ from ..model import (
     Push,
     PushReceipt,
     RateLimitPolicy,
+    ReceiptKey,
     Recipient,
     SmsInfo,
     SmsRecord,
@@ -114,6 +115,27 @@ class Store(Protocol):
     async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
         """Replace every app's credentials blob by reseal(access_id, blob), all in one
         transaction: if reseal raises for any app, no row changes. Returns the apps changed."""
+
+    # receipt keys (services/receipts.py)
+    async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:
+        """The app's receipt keys, oldest first (retired ones too)."""
+
+    async def add_receipt_key(
+        self,
+        app_id: int,
+        seal: Callable[[int], bytes],
+        now: float,
+        *,
+        retire_others_at: float | None = None,
+        only_if_none: bool = False,
+    ) -> ReceiptKey:
+        """Add the app's next key (key id = highest + 1), its blob `seal(key_id)`, in one
+        transaction; with `retire_others_at`, keys not retiring sooner retire then. With
+        `only_if_none` and a key already there, add nothing and return the newest."""
+
+    async def reseal_receipt_keys(self, reseal: Callable[[int, int, bytes], bytes]) -> int:
+        """Replace every receipt key blob by reseal(app_id, key_id, blob), in one transaction
+        (all or nothing). Returns the keys changed."""
 
     # pushes
     async def tokens_of_accounts(self, app_id: int, accounts: list[str]) -> dict[str, list[str]]: ...

@@ -129,6 +129,12 @@ class BindPhoneResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
+    DEVICE_KEY_FIELD_NUMBER: _builtins.int
+    device_key: _builtins.str
+    """The key this device signs its notification-state reports with (`POST /v1/devices/state`
+    on the HTTP API, see docs/DEVICES.md). Hand it to the app on this device only; it is valid
+    for this token and app until the app's receipt key is rotated and the overlap has passed.
+    """
     @_builtins.property
     def device(self) -> Global___Device:
         """The device, with its phone number normalised to E.164."""
@@ -137,10 +143,11 @@ class BindPhoneResponse(_message.Message):
         self,
         *,
         device: Global___Device | None = ...,
+        device_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "device_key", b"device_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -110,6 +110,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sms_records ADD COLUMN dispatched_at REAL;
     """,
+    # 4: per-app receipt keys (services/receipts.py), sealed under the master key.
+    """
+    CREATE TABLE receipt_keys (
+        app_id INTEGER NOT NULL REFERENCES apps(id),
+        key_id INTEGER NOT NULL,
+        blob BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        retire_at REAL,
+        PRIMARY KEY (app_id, key_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -20,6 +20,7 @@ from ...model import (
     PushListItem,
     PushReceipt,
     RateLimitPolicy,
+    ReceiptKey,
     Recipient,
     SmsRecord,
     SmsRecordFilter,
@@ -27,7 +28,7 @@ from ...model import (
     TargetView,
 )
 from ..base import FireJob, PurgeCounts, RateWindow, SmsOutcome
-from . import apps, devices, events, fires, pushes, reporting, retention
+from . import apps, devices, events, fires, pushes, receipt_keys, reporting, retention
 from .migrations import migrate
 from .readers import ReaderPool
 from .writer import GroupCommitWriter, WriteStats
@@ -77,6 +78,23 @@ class SqliteStore:
 
     async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App:
         return await self._write(lambda c: apps.create(c, access_id, name, verifier, now))
+
+    async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:
+        return await self._read(lambda c: receipt_keys.of_app(c, app_id))
+
+    async def add_receipt_key(
+        self,
+        app_id: int,
+        seal: Callable[[int], bytes],
+        now: float,
+        *,
+        retire_others_at: float | None = None,
+        only_if_none: bool = False,
+    ) -> ReceiptKey:
+        return await self._write(lambda c: receipt_keys.add(c, app_id, seal, now, retire_others_at, only_if_none))
+
+    async def reseal_receipt_keys(self, reseal: Callable[[int, int, bytes], bytes]) -> int:
+        return await self._write(lambda c: receipt_keys.reseal(c, reseal))
 
     async def get_app(self, access_id: str) -> App | None:
         return await self._read(lambda c: apps.by_access_id(c, access_id))
