@@ -44,7 +44,8 @@ def _setup_logging(level: str) -> None:
 # -- serve --------------------------------------------------------------------------------
 
 
-async def _serve(settings: config.Settings) -> None:
+async def _serve(settings: config.Settings) -> int:
+    """Serve until SIGTERM/SIGINT (exit status 0) or a background task's death (1)."""
     from .wiring import Service  # imports grpc; keep `apps` commands light
 
     service = Service(settings)
@@ -54,9 +55,17 @@ async def _serve(settings: config.Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await service.start()
     print(f"pushreach serving gRPC on {settings.listen} (port {service.port})", flush=True)
-    await stop.wait()
+    signalled = asyncio.ensure_future(stop.wait())
+    died = asyncio.ensure_future(service.supervisor.failed.wait())
+    await asyncio.wait((signalled, died), return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    died.cancel()
+    failure = service.supervisor.failure
+    if failure is not None:
+        log.critical("stopping: background task %s died (%r)", service.supervisor.failed_task, failure)
     log.info("shutting down: health NOT_SERVING, finishing calls in flight, flushing the store")
     await service.stop()
+    return 1 if service.supervisor.failure is not None else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -67,11 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(settings.log_level)
     try:
-        asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings))
     except (OSError, SecretError) as exc:
         print(f"pushreach: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 # -- apps ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from .sms.receipts import ReceiptPoller, ReceiptServer
 from .sms.sender import SmsSender
 from .sms.tencent import TencentSmsProvider
 from .store.sqlite import SqliteStore
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,11 @@ class Service:
         self.settings = settings
         self.clock = o.clock
         self.metrics = Metrics()
-        self.store = SqliteStore(settings.db)
+        # The one owner of every background task: a death turns health NOT_SERVING and sets
+        # `supervisor.failed`, on which `serve` stops with a non-zero status.
+        self.supervisor = Supervisor()
+        self.supervisor.on_failure.append(self._on_task_death)
+        self.store = SqliteStore(settings.db, supervisor=self.supervisor)
         self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
         self.apps = AppService(self.store, self.box, self.clock)
@@ -106,6 +111,7 @@ class Service:
             workers=settings.fire_workers,
             group_size=settings.fire_group_size,
             per_app=settings.sms_per_app_concurrency,
+            supervisor=self.supervisor,
         )
         self.scheduler.observers.append(self.metrics.observe_fire)
         self.metrics.watch(self.scheduler, self.sender)
@@ -118,6 +124,7 @@ class Service:
             self.clock,
             min_delay_seconds=settings.min_delay_seconds,
             receipts=self.receipts,
+            supervisor=self.supervisor,
         )
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
@@ -167,7 +174,7 @@ class Service:
         """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
         await self.store.open()
         await self.scheduler.start()
-        self._retention_task = asyncio.create_task(self.retention.run(), name="pushreach-retention")
+        self._retention_task = self.supervisor.spawn(self.retention.run(), name="pushreach-retention", forever=True)
         # Pushes that never reached the channel are redelivered in the background, in pages.
         await self.pushes.start_resume()
         if self.settings.metrics_listen:
@@ -179,6 +186,9 @@ class Service:
         await self.grpc.start()
         await self._start_http()
         await self._start_receipts()
+        if self.supervisor.failure is not None:  # a task died while starting: never SERVING
+            await self.grpc.not_serving()
+            self.http_context.serving = False
         log.info("pushreach listening on %s (port %d)", self.settings.listen, self.port)
         return self.port
 
@@ -211,7 +221,16 @@ class Service:
                 self.store.apply_receipts,
                 interval=self.settings.sms_receipt_poll_seconds,
             )
-            self._poller_task = asyncio.create_task(self.receipt_poller.run())
+            self._poller_task = self.supervisor.spawn(
+                self.receipt_poller.run(), name="pushreach-receipt-poller", forever=True
+            )
+
+    def _on_task_death(self, name: str, exc: BaseException) -> None:
+        # Health first: load balancers and orchestrators stop routing here at once; `serve`
+        # then stops the process with a non-zero status (it waits on supervisor.failed).
+        self.http_context.serving = False  # /healthz answers 503
+        loop = asyncio.get_running_loop()
+        self.supervisor.watch(loop.create_task(self.grpc.not_serving(), name="pushreach-not-serving"))
 
     async def _receipt_sources(self) -> list[tuple[SmsCredentials, str]]:
         sources = []
@@ -230,6 +249,7 @@ class Service:
         and the provider calls in flight (what was not dispatched stays reserved for the next
         start); flush the store."""
         grace = self.settings.shutdown_grace_seconds
+        self.supervisor.stop()
         await self.grpc.not_serving()
         self.http_context.serving = False  # /healthz answers 503 at once, like gRPC health
         self.scheduler.begin_stop()

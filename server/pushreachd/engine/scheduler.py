@@ -44,6 +44,7 @@ from ..sms.batching import coalesce
 from ..sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
 from ..sms.sender import NotDispatched, SmsSender
 from ..store.base import FireJob, SmsOutcome, Store
+from ..supervisor import Supervisor
 from .fallback import Decision, decide
 from .ratelimit import PROVIDER_RULE, RateLimiter, Window
 from .states import SMS_TRANSITIONS, check_transition
@@ -124,6 +125,7 @@ class Scheduler:
         group_size: int = 256,
         per_app: int = 16,
         max_phones_per_write: int = 2000,
+        supervisor: Supervisor | None = None,
     ) -> None:
         if workers < 1 or group_size < 1 or per_app < 1 or max_phones_per_write < 1:
             raise ValueError("workers, group_size, per_app and max_phones_per_write must be at least 1")
@@ -134,7 +136,8 @@ class Scheduler:
         self._clock = clock
         self._limiter = limiter
         self._credentials = credentials
-        self._timer = WheelTimer(clock, self._on_due, tick_ms=tick_ms)
+        self._supervisor = supervisor or Supervisor()
+        self._timer = WheelTimer(clock, self._on_due, tick_ms=tick_ms, supervisor=self._supervisor)
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()  # a push is queued or being fired at most once
         self._workers_count = workers
@@ -166,7 +169,8 @@ class Scheduler:
             self._timer.add(due_at, push)
         self._timer.start()
         self._workers = [
-            asyncio.create_task(self._work(), name=f"pushreach-fire-{i}") for i in range(self._workers_count)
+            self._supervisor.spawn(self._work(), name=f"pushreach-fire-{i}", forever=True)
+            for i in range(self._workers_count)
         ]
         log.info("scheduler started with %d live fallback(s)", len(live))
         return len(live)
@@ -257,7 +261,7 @@ class Scheduler:
         """Start runners for the lane's work not yet covered by a free runner, up to `per_app`."""
         while lane.runners < self._per_app and (lane.runners - lane.busy) * self._group_size < len(lane):
             lane.runners += 1
-            task = asyncio.create_task(self._run_lane(access_id, lane), name=f"pushreach-lane-{access_id}")
+            task = self._supervisor.spawn(self._run_lane(access_id, lane), name=f"pushreach-lane-{access_id}")
             self._runners.add(task)
             task.add_done_callback(self._runners.discard)
 

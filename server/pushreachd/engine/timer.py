@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from pushreachd.clock import Clock
 from pushreachd.engine.wheel import TimingWheel
+from pushreachd.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,10 @@ class WheelTimer:
         clock: Clock,
         on_expired: Callable[[list[int]], Awaitable[None] | None],
         tick_ms: int = 100,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._clock = clock
+        self._supervisor = supervisor or Supervisor()
         self._on_expired = on_expired
         self._wheel = TimingWheel(tick_ms=tick_ms, start_ms=_floor_ms(clock.time()))
         self._wake = asyncio.Event()  # set by add() when the loop must re-plan its sleep
@@ -74,15 +77,16 @@ class WheelTimer:
     def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("WheelTimer already started")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="wheel-timer")
+        self._task = self._supervisor.spawn(self._run(), name="pushreach-wheel-timer", forever=True)
 
     async def stop(self) -> None:
         """End the loop; a batch being handed to `on_expired` is finished first."""
         if self._task is None:
             return
         self._stopping = True
+        self._supervisor.release(self._task)
         self._wake.set()
-        await self._task
+        await asyncio.gather(self._task, return_exceptions=True)  # a death is the supervisor's
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -124,3 +128,5 @@ class WheelTimer:
             for task in (sleeper, waker):
                 task.cancel()
             await asyncio.gather(sleeper, waker, return_exceptions=True)
+        if sleeper.done() and not sleeper.cancelled() and sleeper.exception() is not None:
+            raise sleeper.exception()  # type: ignore[misc]  # a broken clock is the timer's death

@@ -26,6 +26,7 @@ from ..model import (
     UnusedTargetReason,
 )
 from ..store.base import Store
+from ..supervisor import Supervisor
 from .pagination import decode_offset_token, encode_offset_token
 from .receipts import receipt_expiry
 from .validation import PushDraft, Violations, page_size, validate_push
@@ -59,7 +60,9 @@ class PushService:
         *,
         min_delay_seconds: int = 300,
         receipts: ReceiptMinter | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self._supervisor = supervisor or Supervisor()
         self._store = store
         self._receipts = receipts
         self._channel = channel
@@ -142,11 +145,14 @@ class PushService:
                 if self._receipts is not None:
                     delivery = await self._with_receipts(app_id, delivery)
                 await self._channel.send(delivery)
-                await self._store.mark_delivered(row_id, self._clock.time())
             except Exception:
+                # The channel's own failure: logged, and the push is redelivered on the next start.
                 log.exception("push channel failed for push %s", delivery.push_id)
+                return
+            # A store that cannot record the mark is broken: that is a death (the supervisor).
+            await self._store.mark_delivered(row_id, self._clock.time())
 
-        task = asyncio.create_task(run())
+        task = self._supervisor.spawn(run(), name=f"pushreach-delivery-{delivery.push_id}")
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return task
@@ -165,7 +171,9 @@ class PushService:
         reached the channel. Only the bound (the last push row) is read before returning, so
         the server starts at once; pushes accepted from here on are delivered by push()."""
         through = await self._store.last_push_row()
-        self._resume = asyncio.create_task(self.resume_deliveries(through, page=page, concurrency=concurrency))
+        self._resume = self._supervisor.spawn(
+            self.resume_deliveries(through, page=page, concurrency=concurrency), name="pushreach-redelivery"
+        )
 
     async def resume_deliveries(
         self, through: int, *, page: int = RESUME_PAGE, concurrency: int = RESUME_CONCURRENCY

@@ -7,7 +7,15 @@ import zoneinfo
 from dataclasses import replace
 
 from ..clock import Clock
-from ..model import App, PushListItem, SmsRecord, SmsRecordFilter, SmsStatus, Statistics, StatisticsInterval
+from ..model import (
+    App,
+    PushListItem,
+    SmsRecord,
+    SmsRecordFilter,
+    SmsStatus,
+    Statistics,
+    StatisticsInterval,
+)
 from ..store.base import Store
 from .pagination import decode_token, encode_token
 from .validation import Violations, page_size, validate_phone

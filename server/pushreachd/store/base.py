@@ -26,6 +26,7 @@ from ..model import (
     Funnel,
     NewPush,
     Push,
+    PushListItem,
     PushReceipt,
     RateLimitPolicy,
     ReceiptKey,
@@ -34,7 +35,6 @@ from ..model import (
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
-    PushListItem,
     Statistics,
     TargetView,
 )

@@ -27,6 +27,7 @@ from ...model import (
     Statistics,
     TargetView,
 )
+from ...supervisor import Supervisor
 from ..base import FireJob, PurgeCounts, RateWindow, SmsOutcome
 from . import apps, devices, events, fires, pushes, receipt_keys, reporting, retention
 from .migrations import migrate
@@ -35,10 +36,10 @@ from .writer import GroupCommitWriter, WriteStats
 
 
 class SqliteStore:
-    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str, *, synchronous: str = "FULL", supervisor: Supervisor | None = None) -> None:
         self._path = path
         self._synchronous = synchronous
-        self._writer = GroupCommitWriter(self._connect)
+        self._writer = GroupCommitWriter(self._connect, supervisor)
         self._readers = ReaderPool(self._connect)
         self._write = self._writer.write
         self._read = self._readers.read

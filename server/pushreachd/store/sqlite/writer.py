@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ...supervisor import Supervisor
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -54,8 +56,10 @@ class WriteStats:
 class GroupCommitWriter:
     """The single writer of one database file."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], supervisor: Supervisor | None = None) -> None:
         self._connect = connect
+        self._supervisor = supervisor or Supervisor()
+        self._dead: BaseException | None = None  # why the writer task died, if it did
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="pushreach-db-writer")
         self._conn: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Write | None] | None = None
@@ -80,13 +84,15 @@ class GroupCommitWriter:
 
         self._conn = await loop.run_in_executor(self._pool, connect)
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._loop(), name="pushreach-db-writer")
+        self._task = self._supervisor.spawn(self._loop(), name="pushreach-db-writer", forever=True)
 
     async def close(self) -> None:
         """Commit what is queued, stop the task, close the connection."""
         if self._queue is not None and self._task is not None:
-            await self._queue.put(None)  # the writer finishes what is queued, then stops
-            await self._task
+            self._supervisor.release(self._task)
+            if not self._task.done():
+                await self._queue.put(None)  # the writer finishes what is queued, then stops
+            await asyncio.gather(self._task, return_exceptions=True)  # a death is the supervisor's
             self._task = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
@@ -94,6 +100,8 @@ class GroupCommitWriter:
         self._pool.shutdown(wait=True)
 
     def _check_open(self) -> asyncio.Queue[_Write | None]:
+        if self._dead is not None:
+            raise RuntimeError(f"the store writer died: {self._dead!r}")
         if self._queue is None or self._task is None or self._task.done():
             raise RuntimeError("store is not open")
         return self._queue
@@ -121,6 +129,27 @@ class GroupCommitWriter:
         await asyncio.shield(group.write.future)
 
     async def _loop(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A bug in the loop itself: no caller may wait forever on a write that will never be
+            # committed. Fail every queued write, refuse new ones, and die (the supervisor stops
+            # the service).
+            self._dead = exc
+            self._fail_queued(exc)
+            raise
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        assert self._queue is not None
+        while not self._queue.empty():
+            w = self._queue.get_nowait()
+            if w is not None and not w.future.done():
+                w.future.set_exception(RuntimeError(f"the store writer died: {exc!r}"))
+        self._joined.clear()
+
+    async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         stopping = False
@@ -153,14 +182,21 @@ class GroupCommitWriter:
                 log.error("store commit failed: %s", exc)
                 for w in batch:
                     w.error = w.error or exc
-            self._account(len(batch), loop.time() - started)
-            for w in batch:
-                if w.future.done():  # the caller was cancelled; the write still happened
-                    continue
-                if w.error is not None:
-                    w.future.set_exception(w.error)
-                else:
-                    w.future.set_result(w.result)
+            try:
+                self._account(len(batch), loop.time() - started)
+            finally:
+                self._settle(batch)
+
+    @staticmethod
+    def _settle(batch: list[_Write]) -> None:
+        """Tell each caller: its result once committed, or its error."""
+        for w in batch:
+            if w.future.done():  # the caller was cancelled; the write still happened
+                continue
+            if w.error is not None:
+                w.future.set_exception(w.error)
+            else:
+                w.future.set_result(w.result)
 
     def _account(self, size: int, seconds: float) -> None:
         self.stats.commits += 1
