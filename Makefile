@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TS := clients/typescript
 
-.PHONY: run test test-ts lint-protos breaking protos bench clean
+.PHONY: run test test-ts lint-protos breaking protos bench console clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,24 @@ $(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
 	cd $(TS) && npm ci --silent --no-audit --no-fund
 	touch $@
 
+console/node_modules/.installed: console/package.json console/package-lock.json
+	npm ci --prefix console --silent --no-audit --no-fund
+	touch $@
+
+CONSOLE_BUILT := server/pushreachd/http/console_static/app.js
+$(CONSOLE_BUILT): console/node_modules/.installed console/build.mjs $(wildcard console/src/*)
+	node console/build.mjs
+
+## console: build the console's pages (served at /console/ on http_listen)
+console: $(CONSOLE_BUILT)
+
 ## run: set up and start the service on its embedded defaults (SQLite, console SMS)
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(CONSOLE_BUILT)
 	$(BIN)/pushreach serve
 
 ## test: set up and run the whole test suite (includes the generated-code drift check), then the
 ## TypeScript client's tests (node:test) against a real `pushreach serve`
-test: $(VENV)/.installed node_modules/.installed $(TS)/node_modules/.installed
+test: $(VENV)/.installed node_modules/.installed $(TS)/node_modules/.installed $(CONSOLE_BUILT)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-ts
 
@@ -50,4 +61,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) node_modules $(TS)/node_modules $(TS)/dist .pytest_cache
+	rm -rf $(VENV) node_modules $(TS)/node_modules $(TS)/dist console/node_modules server/pushreachd/http/console_static .pytest_cache

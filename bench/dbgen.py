@@ -30,9 +30,10 @@ def phone(i: int) -> str:
 
 
 def add_pending(db: Path, n: int, due_at: Callable[[int], float], *, accepted_at: float,
-                delay: int, phones: bool = False) -> None:
+                delay: int, phones: bool = False, spread_seconds: float = 0.0) -> None:
     """n single-target pushes with a PENDING fallback; target i is token tok-i (bound to a
-    distinct phone when `phones`)."""
+    distinct phone when `phones`). With `spread_seconds`, push i is accepted at
+    accepted_at + i * spread_seconds / n (else all at accepted_at)."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -49,8 +50,8 @@ def add_pending(db: Path, n: int, due_at: Callable[[int], float], *, accepted_at
         conn.executemany(
             "INSERT INTO pushes (id, app_id, push_id, request_id, spec, accepted_at, target_count, "
             f"fallback_state, fallback_due_at{delivered}) VALUES (?,?,?,'',?,?,1,?,?{',?' if delivered else ''})",
-            ((base + i + 1, app_id, f"b{base + i + 1:019x}", spec, accepted_at, pending, due_at(i),
-              *((accepted_at,) if delivered else ())) for i in range(n)),
+            ((base + i + 1, app_id, f"b{base + i + 1:019x}", spec, accepted_at + i * spread_seconds / n, pending,
+              due_at(i), *((accepted_at,) if delivered else ())) for i in range(n)),
         )
         conn.executemany(
             "INSERT INTO targets (push, token, seq, account) VALUES (?,?,0,'')",

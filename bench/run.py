@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "vendors")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "vendors", "console")
 
 
 def machine() -> dict[str, object]:
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import vendors
 
         steps.append(("vendors", lambda: vendors.run(cfg)))
+    if "console" in which:
+        from . import console
+
+        steps.append(("console", lambda: console.run(cfg)))
     for name, step in steps:
         t0 = time.monotonic()
         try:

@@ -20,7 +20,9 @@ import threading
 from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "SecretBox",
@@ -175,7 +177,13 @@ class SecretBox:
         if len(key) != MASTER_KEY_BYTES:
             raise SecretError(f"SecretBox key must be {MASTER_KEY_BYTES} bytes, got {len(key)}")
         self._aead = AESGCM(key)
+        self._key = key
         self._key_id = hashlib.sha256(key).hexdigest()[:8]
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A 32-byte key for one purpose (e.g. signing console sessions), derived from the master
+        key with HKDF: another purpose, or another master key, gives an unrelated key."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pushreach:" + purpose).derive(self._key)
 
     @property
     def key_id(self) -> str:

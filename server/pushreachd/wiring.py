@@ -25,6 +25,7 @@ from .config import Settings, parse_host_port
 from .engine.ratelimit import RateLimiter
 from .engine.scheduler import Scheduler
 from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_context
+from .http.console import Console, SessionCodec
 from .http.devices import DeviceReports
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .secrets import SecretBox, load_master_key
@@ -157,7 +158,16 @@ class Service:
         )
         # The HTTP surface's parts (see http/__init__.py); mounted when the service starts.
         self.http_parts: list[HttpPart] = [
-            DeviceReports(self.receipts, self.events, self.apps, self.metrics.observe_device_report)
+            DeviceReports(self.receipts, self.events, self.apps, self.metrics.observe_device_report),
+            Console(
+                SessionCodec(self.box.derive_key(b"console sessions")),
+                self.apps,
+                self.pushes,
+                self.devices,
+                self.reporting,
+                admin_token=settings.admin_token,
+                secure_cookie=settings.tls_enabled,
+            ),
         ]
         self.http_server: HttpServer | None = None
         self.http_port = 0  # bound port of the HTTP surface; 0 when off

@@ -63,14 +63,19 @@ class ReportingService:
         return records, next_token
 
     async def statistics(self, app: App, start: float | None, end: float | None) -> Statistics:
+        v = Violations()
+        start, end = self._range(v, start, end)
+        v.raise_if_any()
+        return await self._store.statistics(app.id, start, end)
+
+    def _range(self, v: Violations, start: float | None, end: float | None) -> tuple[float, float]:
+        """The range with its defaults: up to now, 7 days long, never before year 1."""
         end = self._clock.time() if end is None else end
-        if start is None:  # the default window, never before year 1 (what a Timestamp can say)
+        if start is None:
             start = max(end - DEFAULT_STATISTICS_DAYS * 86400, EARLIEST)
         if end <= start:
-            v = Violations()
             v.add("end_time", "must be after start_time")
-            v.raise_if_any()
-        return await self._store.statistics(app.id, start, end)
+        return start, end
 
     async def statistics_series(
         self, app: App, start: float | None, end: float | None, interval: StatisticsInterval, time_zone: str = ""
@@ -80,15 +85,16 @@ class ReportingService:
         (at zero) so that a chart has every point. Bucket edges are clipped to the range."""
         v = Violations()
         zone = _zone(v, time_zone)
+        start, end = self._range(v, start, end)
         v.raise_if_any()
-        total = await self.statistics(app, start, end)
-        start, end = total.start_time, total.end_time
         edges = _bucket_edges(start, end, interval, zone)
         if len(edges) - 1 > MAX_BUCKETS[interval]:
             v.add("end_time", f"at most {MAX_BUCKETS[interval]} buckets of this interval; narrow the range")
             v.raise_if_any()
+        # One pass over the store: the totals are the sum of the buckets.
         slots = await self._store.statistics_by_slot(app.id, start, end)
         buckets: list[Statistics] = []
+        total = Statistics(start_time=start, end_time=end)
         i = 0
         for lo, hi in zip(edges, edges[1:]):
             acc = Statistics(start_time=lo, end_time=hi)
@@ -96,6 +102,7 @@ class ReportingService:
                 acc = _add(acc, slots[i])
                 i += 1
             buckets.append(acc)
+            total = _add(total, acc)
         return total, buckets
 
     async def list_pushes(self, app: App, query: str, size: int, token: str) -> tuple[list[PushListItem], str]:
