@@ -1,4 +1,5 @@
-"""Push ingest, push fan-out and event ingest: pushreach against a no-op grpc.aio servicer.
+"""Push ingest, push fan-out and event ingest: pushreach against a no-op grpc.aio servicer (and,
+for the event stream, against the store's own ceiling: the same events written without gRPC).
 
 The pushreach server (`pushreach serve`, real SQLite with synchronous=FULL, console SMS) and
 the no-op server each run in their own process; the client harness runs in this process, so
@@ -8,6 +9,7 @@ client and server never share an event loop. Both servers get the same client an
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +18,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from pushreach import basic_auth as basic
 from pushreach.v1 import event_pb2, event_pb2_grpc, push_pb2_grpc
+from pushreachd.model import EventIn, EventType
+from pushreachd.store.sqlite import SqliteStore
 
 from . import procs
 from .common import Config, Figure
@@ -99,6 +103,43 @@ async def _unary_events(target: str, md: tuple, pairs: list[tuple[str, str]], *,
         return await closed_loop(call, concurrency=concurrency, count=len(requests) - 50, seconds=seconds)
 
 
+def _copy_store(db: Path, to: Path) -> None:
+    """An online copy of the running server's SQLite store (the backup API, WAL included)."""
+    src, dst = sqlite3.connect(db), sqlite3.connect(to)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+async def _store_ceiling(db: Path, messages: list[event_pb2.ReportEventsRequest], *, streams: int) -> tuple[int, float]:
+    """Record `messages` through SqliteStore.record_events (one call per message, `streams`
+    callers at once, as the server's stream handlers do): events and seconds taken."""
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        (app_id,) = sqlite3.connect(db).execute("SELECT min(id) FROM apps").fetchone()
+        batches = [
+            [EventIn(e.push_id, e.token, EventType(e.event_type), e.event_time.seconds) for e in m.events]
+            for m in messages
+        ]
+        queue = iter(batches)
+        started = time.perf_counter()
+
+        async def caller() -> int:
+            n = 0
+            for batch in queue:
+                await store.record_events(app_id, batch, time.time())
+                n += len(batch)
+            return n
+
+        counts = await asyncio.gather(*(caller() for _ in range(streams)))
+        return sum(counts), time.perf_counter() - started
+    finally:
+        await store.close()
+
+
 def run(cfg: Config, which: set[str]) -> list[Figure]:
     figures: list[Figure] = []
     q = cfg.quick
@@ -153,14 +194,18 @@ def run(cfg: Config, which: set[str]) -> list[Figure]:
                 per_message, per_stream = 500, 20
                 messages = _event_messages(pairs[:n_stream], per_message, event_pb2.EVENT_TYPE_ARRIVED)
                 seconds = 20.0 if q else 60.0
-                n, n_sent, _ = asyncio.run(_stream_run(noop, md, messages, streams=4, per_stream=per_stream, seconds=seconds))
+                # The store's own ceiling: the same events through the same writer path, no gRPC,
+                # on a copy of the store taken now (so they are fresh arrivals there too).
+                ceiling_db = Path(tmp) / "ceiling.db"
+                _copy_store(db, ceiling_db)
                 p, p_sent, p_accepted = asyncio.run(_stream_run(target, md, messages, streams=4, per_stream=per_stream, seconds=seconds))
-                p_rate, n_rate = p_sent / p.elapsed, n_sent / n.elapsed
+                c_sent, c_seconds = asyncio.run(_store_ceiling(ceiling_db, messages, streams=4))
+                p_rate, c_rate = p_sent / p.elapsed, c_sent / c_seconds
                 figures.append(Figure(
                     "event ingest", "ReportEvents stream, 500 events/message, durable", p_rate, "events/s",
-                    baseline="no-op stream fed the same messages", baseline_value=n_rate,
-                    target=">= 100,000 events/s and >= 0.5 x no-op",
-                    met=p_rate >= 100_000 and p_rate >= 0.5 * n_rate,
+                    baseline="the store's own ceiling: same events, same writer, no gRPC", baseline_value=c_rate,
+                    target=">= 100,000 events/s and >= 0.5 x the store's ceiling",
+                    met=p_rate >= 100_000 and p_rate >= 0.5 * c_rate,
                     extra={"events": p_sent, "accepted": p_accepted, "streams": 4, "errors": p.errors,
                            "first_error": p.first_error},
                 ))

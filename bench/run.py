@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import firing
 
         steps.append(("firing", lambda: firing.run(cfg, plots=not args.no_plots)))
+        steps.append(("firing capacity", lambda: firing.run_capacity(cfg)))
     if "vendors" in which:
         from . import vendors
 

@@ -160,9 +160,12 @@ class TencentSmsProvider:
         resp = await self._call(
             client.SendSms(req), f"send app={batch.app_access_id} sms_app_id={batch.sms_app_id}"
         )
+        # Tencent echoes each number as it was sent (our E.164): match it as is, and parse only
+        # a number that differs (phonenumbers costs ~30 us a number, a fifth of a burst's CPU).
+        sent = set(batch.phone_numbers)
         results = [
             SmsResult(
-                phone_number=_e164(status.PhoneNumber or ""),
+                phone_number=status.PhoneNumber if status.PhoneNumber in sent else _e164(status.PhoneNumber or ""),
                 outcome=_outcome(status.Code or ""),
                 code=status.Code or "",
                 message=status.Message or "",
