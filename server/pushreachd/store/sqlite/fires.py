@@ -123,61 +123,65 @@ def recipients(conn: sqlite3.Connection, jobs: list[FireJob]) -> dict[int, list[
 def reserve(
     conn: sqlite3.Connection, job: FireJob, phones: tuple[str, ...], window: RateWindow, now: float
 ) -> tuple[list[str], int]:
-    """One push's part of Store.reserve_sms_many, inside the caller's transaction."""
+    """One push's part of Store.reserve_sms_many, inside the caller's transaction: three
+    statements per CHUNK phones (earlier records of this push, the rate-limit counts of each
+    phone, one insert), not three per phone. The rules are the engine's (window.verdict)."""
     info = job.sms_info
     key = window.content_key(info)
     params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
+    phones = tuple(dict.fromkeys(phones))  # one record per (push, phone), even if named twice
     to_send: list[str] = []
     limited = 0
-    for phone in phones:
-        prior = conn.execute("SELECT status FROM sms_records WHERE push=? AND phone=?", (job.push, phone)).fetchone()
-        if prior is not None:
-            # Judged before an interruption: at most one SMS per (push, phone). A record that
-            # was reserved but never dispatched is still to be sent.
-            if prior[0] == SmsStatus.RESERVED:
-                to_send.append(phone)
+    for lo in range(0, len(phones), CHUNK):
+        chunk = phones[lo : lo + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        # Judged before an interruption: at most one SMS per (push, phone). A record that was
+        # reserved but never dispatched is still to be sent.
+        prior = dict(
+            conn.execute(f"SELECT phone, status FROM sms_records WHERE push=? AND phone IN ({marks})", (job.push, *chunk))
+        )
+        fresh = [phone for phone in chunk if phone not in prior]
+        to_send += [phone for phone in chunk if prior.get(phone) == SmsStatus.RESERVED]
+        if not fresh:
             continue
         # In-flight records count as sent now; answered ones from when they were sent.
-        sent_today, last_same = conn.execute(
-            "SELECT coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN "
-            f"(CASE WHEN status IN ({_IN_FLIGHT_SQL}) THEN ? ELSE coalesce(sent_at, dispatched_at, created_at) END) "
-            f"END) FROM sms_records WHERE app_id=? AND phone=? AND status IN ({_COUNTED_SQL}) "
-            f"AND (created_at >= min(?, ?) OR status IN ({_IN_FLIGHT_SQL}) OR sent_at >= ?)",
-            (
-                window.day_start,
-                key,
-                now,
-                job.app_id,
-                phone,
-                window.day_start,
-                window.same_content_since,
-                window.same_content_since,
-            ),
-        ).fetchone()
-        rule = window.verdict(sent_today, last_same)
-        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.RESERVED
-        check_transition(SMS_TRANSITIONS, None, status)
-        conn.execute(
+        marks = ",".join("?" * len(fresh))
+        counts = {
+            phone: (sent_today, last_same)
+            for phone, sent_today, last_same in conn.execute(
+                "SELECT phone, coalesce(sum(created_at >= ?), 0), max(CASE WHEN content_key=? THEN "
+                f"(CASE WHEN status IN ({_IN_FLIGHT_SQL}) THEN ? ELSE coalesce(sent_at, dispatched_at, created_at) END) "
+                f"END) FROM sms_records WHERE app_id=? AND phone IN ({marks}) AND status IN ({_COUNTED_SQL}) "
+                f"AND (created_at >= min(?, ?) OR status IN ({_IN_FLIGHT_SQL}) OR sent_at >= ?) GROUP BY phone",
+                (
+                    window.day_start,
+                    key,
+                    now,
+                    job.app_id,
+                    *fresh,
+                    window.day_start,
+                    window.same_content_since,
+                    window.same_content_since,
+                ),
+            )
+        }
+        rows: list[tuple[Any, ...]] = []
+        for phone in fresh:
+            sent_today, last_same = counts.get(phone, (0, None))
+            rule = window.verdict(sent_today, last_same)
+            status = SmsStatus.RATE_LIMITED if rule else SmsStatus.RESERVED
+            check_transition(SMS_TRANSITIONS, None, status)
+            rows.append((job.app_id, job.push, phone, int(status), key, info.sms_app_id, info.sms_template_id,
+                         info.sms_sign_name, params, rule or "", now))
+            if rule:
+                limited += 1
+            else:
+                to_send.append(phone)
+        conn.executemany(
             "INSERT INTO sms_records (app_id, push, phone, status, content_key, sms_app_id, template_id, "
             "sign_name, params, rate_limit_rule, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                job.app_id,
-                job.push,
-                phone,
-                int(status),
-                key,
-                info.sms_app_id,
-                info.sms_template_id,
-                info.sms_sign_name,
-                params,
-                rule or "",
-                now,
-            ),
+            rows,
         )
-        if rule:
-            limited += 1
-        else:
-            to_send.append(phone)
     return to_send, limited
 
 
