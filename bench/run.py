@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "vendors", "console")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "vendors", "console", "receipts")
 
 
 def machine() -> dict[str, object]:
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import console
 
         steps.append(("console", lambda: console.run(cfg)))
+    if "receipts" in which:
+        from . import receipts
+
+        steps.append(("receipts", lambda: receipts.run(cfg)))
     for name, step in steps:
         t0 = time.monotonic()
         try:
