@@ -155,6 +155,7 @@ class Service:
                 self.clock, settings.http_token_rate_limit, int(settings.http_token_rate_limit * 10)
             ),
             max_body_bytes=settings.http_max_body_bytes,
+            healthy=lambda: self.grpc.serving,  # whatever turns gRPC health NOT_SERVING turns this too
         )
         # The HTTP surface's parts (see http/__init__.py); mounted when the service starts.
         self.http_parts: list[HttpPart] = [

@@ -242,9 +242,10 @@ async def test_health_and_a_graceful_stop(tmp_path: Path) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json() == {"status": "SERVING"}
-        running.service.http_context.healthy = lambda: False
+        await running.service.grpc.not_serving()  # e.g. a background task died: both doors say so
         assert (await client.get("/healthz")).status_code == 503
-        running.service.http_context.healthy = lambda: True
+        await running.service.grpc._set_all(1)  # SERVING again
+        assert (await client.get("/healthz")).status_code == 200
 
         slow = asyncio.create_task(client.get("/test/slow"))
         await asyncio.wait_for(probe.entered.wait(), 10)

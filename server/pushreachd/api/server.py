@@ -70,6 +70,7 @@ class GrpcServer:
             self.server,
         )
         self.port = 0
+        self.status: int = health_pb2.HealthCheckResponse.NOT_SERVING
 
     def bind(self, listen: str, credentials: grpc.ServerCredentials | None = None) -> int:
         if credentials is None:
@@ -93,7 +94,13 @@ class GrpcServer:
         await self.not_serving()
         await self.server.stop(grace)
 
+    @property
+    def serving(self) -> bool:
+        """Overall health is SERVING (the HTTP surface's /healthz follows it)."""
+        return self.status == health_pb2.HealthCheckResponse.SERVING
+
     async def _set_all(self, status: int) -> None:
+        self.status = status
         await self.health.set("", status)
         for name in SERVICE_NAMES:
             await self.health.set(name, status)
