@@ -185,6 +185,9 @@ async def test_forged_altered_foreign_and_expired_receipts_change_nothing(served
     assert second == {"outcome": "ACCEPTED", "push_id": p.push_id}
     all_bad = await client.post("/v1/receipts", json={"receipts": [{"receipt": changed, "event": "arrived"}]})
     assert all_bad.status_code == 401 and all_bad.json()["error"]["field"] == "receipts[0].receipt"
+    metrics = running.service.metrics.exposition().decode()
+    assert 'pushreach_device_reports_total{kind="receipt",outcome="refused"} 6.0' in metrics
+    assert 'pushreach_device_reports_total{kind="receipt",outcome="accepted"} 2.0' in metrics
     await wait_done(app, p.push_id)
     assert await texted(app, p.push_id) == [PHONES[0], PHONES[2]]  # tok0's forged arrival changed nothing
     await wait_done(other, q.push_id)

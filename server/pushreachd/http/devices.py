@@ -108,11 +108,14 @@ class DeviceReports:
         for app_id, entries in proven.items():
             for token in {d.token for _, _, d in entries}:
                 check_key_budget(request, ("token", app_id, token))
+        counts: dict[str, int] = defaultdict(int)
         for app_id, entries in proven.items():
             outcomes = await self._events.report_proven(app_id, [(prefix, d) for _, prefix, d in entries])
             for (i, _, d), outcome in zip(entries, outcomes, strict=True):
                 results[i] = {"outcome": outcome.name, "push_id": d.push_id}
-                self._observe("receipt", outcome.name.lower(), 1)
+                counts[outcome.name.lower()] += 1
+        for outcome_name, count in counts.items():  # one metric update per outcome, not per receipt
+            self._observe("receipt", outcome_name, count)
         if batch:
             return json_response({"results": results})
         return json_response(results[0])
