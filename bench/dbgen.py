@@ -66,3 +66,36 @@ def add_pending(db: Path, n: int, due_at: Callable[[int], float], *, accepted_at
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
+
+
+def add_pending_fanout(db: Path, pushes: int, targets: int, due_at: float, *, accepted_at: float, delay: int) -> None:
+    """`pushes` pushes of `targets` targets each, every target bound to its own phone, with a
+    PENDING fallback due at `due_at` (push ids b..., tokens tok-P-T)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        migrate(conn)
+        (app_id,) = conn.execute("SELECT min(id) FROM apps").fetchone()
+        (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM pushes").fetchone()
+        spec = spec_json(delay)
+        pending = int(FallbackState.PENDING)
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO pushes (id, app_id, push_id, request_id, spec, accepted_at, target_count, "
+            "fallback_state, fallback_due_at, delivered_at) VALUES (?,?,?,'',?,?,?,?,?,?)",
+            ((base + p + 1, app_id, f"b{base + p + 1:019x}", spec, accepted_at, targets, pending, due_at, accepted_at)
+             for p in range(pushes)),
+        )
+        conn.executemany(
+            "INSERT INTO targets (push, token, seq, account) VALUES (?,?,?,'')",
+            ((base + p + 1, f"tok-{p}-{t}", t) for p in range(pushes) for t in range(targets)),
+        )
+        conn.executemany(
+            "INSERT INTO devices (app_id, token, phone, updated_at) VALUES (?,?,?,?)",
+            ((app_id, f"tok-{p}-{t}", phone(p * targets + t), accepted_at) for p in range(pushes) for t in range(targets)),
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()

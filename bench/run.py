@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "vendors", "console", "receipts")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "console", "receipts")
 
 
 def machine() -> dict[str, object]:
@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
         steps.append(("firing", lambda: firing.run(cfg, plots=not args.no_plots)))
         steps.append(("firing capacity", lambda: firing.run_capacity(cfg)))
+    if "bigfire" in which:
+        from . import bigfire
+
+        steps.append(("bigfire", lambda: bigfire.run(cfg)))
     if "vendors" in which:
         from . import vendors
 
