@@ -72,7 +72,10 @@ class Settings:
     )
     sms_receipt_listen: str = field(
         default="",
-        metadata=_help("delivery-receipt HTTP callback address host:port; empty = off"),
+        metadata=_help(
+            "delivery-receipt HTTP callback address host:port; empty = off; a non-loopback address "
+            "needs TLS (tls_cert, tls_key) or insecure"
+        ),
     )
     http_listen: str = field(
         default="",
@@ -163,7 +166,9 @@ class Settings:
     )
     insecure: bool = field(
         default=False,
-        metadata=_help("allow plaintext gRPC (listen) and HTTP (http_listen) on a non-loopback address"),
+        metadata=_help(
+            "allow plaintext gRPC (listen) and HTTP (http_listen, sms_receipt_listen) on a non-loopback address"
+        ),
     )
     app_rate_limit: float = field(
         default=2000.0,
@@ -623,6 +628,16 @@ def _validate(s: Settings, sources: Mapping[str, str]) -> None:
             "is not a loopback address and TLS is off: give tls_cert and tls_key, "
             "or set insecure=true (--insecure) to serve plaintext gRPC on the network",
         )
+    if s.sms_receipt_listen:
+        host, _ = parse_host_port(s.sms_receipt_listen)
+        if not s.tls_enabled and not s.insecure and not is_loopback(host):
+            raise _fail(
+                "sms_receipt_listen",
+                s.sms_receipt_listen,
+                sources["sms_receipt_listen"],
+                "is not a loopback address and TLS is off: give tls_cert and tls_key, "
+                "or set insecure=true (--insecure) to take plaintext receipt callbacks on the network",
+            )
     if s.http_listen:
         host, _ = parse_host_port(s.http_listen)
         if not s.tls_enabled and not s.insecure and not is_loopback(host):

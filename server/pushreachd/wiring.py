@@ -184,6 +184,14 @@ class Service:
     async def start(self) -> int:
         """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
         await self.store.open()
+        key_setting = (
+            "master_key" if self.settings.master_key else f"master_key_file ({self.settings.resolved_master_key_file})"
+        )
+        try:
+            await self.apps.check_sealed_credentials(key_setting)
+        except BaseException:
+            await self.store.close()
+            raise
         await self.scheduler.start()
         self._retention_task = self.supervisor.spawn(self.retention.run(), name="pushreach-retention", forever=True)
         # Pushes that never reached the channel are redelivered in the background, in pages.
@@ -221,7 +229,8 @@ class Service:
     async def _start_receipts(self) -> None:
         if self.settings.sms_receipt_listen:
             host, port = parse_host_port(self.settings.sms_receipt_listen)
-            self.receipt_server = ReceiptServer(self.store.apply_receipts, host, port)
+            tls = server_ssl_context(self.settings.tls_cert, self.settings.tls_key) if self.settings.tls_enabled else None
+            self.receipt_server = ReceiptServer(self.store.apply_receipts, host, port, ssl_context=tls)
             await self.receipt_server.start()
             log.info("SMS delivery receipts accepted at %s", self.receipt_server.callback_url)
         if self.settings.sms_receipt_poll_seconds > 0 and isinstance(self.provider, TencentSmsProvider):

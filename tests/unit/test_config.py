@@ -285,7 +285,7 @@ def test_invalid_values_rejected(flag: str, value: str) -> None:
         ("--listen", "[::1]:0"),
         ("--listen", "localhost:50051"),
         ("--metrics-listen", "0.0.0.0:9090"),
-        ("--sms-receipt-listen", "[::]:8080"),
+        ("--sms-receipt-listen", "[::1]:8080"),
         ("--rate-limit-time-zone", "UTC"),
         ("--tencent-sms-endpoint", "sms.tencentcloudapi.com"),
         ("--tencent-sms-endpoint", "http://127.0.0.1:8080"),
@@ -438,3 +438,12 @@ def test_hostile_input_and_retention_settings() -> None:
 def test_a_time_zone_name_too_long_for_a_path_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="rate_limit_time_zone=.*IANA"):
         load("--rate-limit-time-zone", "0" * 300)
+
+
+def test_the_receipt_listener_follows_the_same_rule_as_listen() -> None:
+    assert load("--sms-receipt-listen", "127.0.0.1:8090").sms_receipt_listen == "127.0.0.1:8090"
+    with pytest.raises(
+        ConfigError, match=r"sms_receipt_listen='0.0.0.0:8090' \(from --sms-receipt-listen\).*loopback.*TLS"
+    ):
+        load("--sms-receipt-listen", "0.0.0.0:8090")
+    assert load("--sms-receipt-listen", "0.0.0.0:8090", "--insecure").sms_receipt_listen == "0.0.0.0:8090"

@@ -114,6 +114,29 @@ class AppService:
         self._forget(access_id)
         return updated
 
+    async def check_sealed_credentials(self, key_setting: str) -> None:
+        """At start: every app's stored SMS credentials must open with this master key. One
+        that does not means the wrong key was given (every SMS would fail "no credentials"),
+        so raise SecretError naming `key_setting` rather than start."""
+        after = 0
+        while True:
+            apps = await self._store.list_apps(after, 500)
+            for app in apps:
+                blob = app.sms_credentials_blob
+                if blob is None:
+                    continue
+                try:
+                    self._box.open(blob, _credentials_ad(app.access_id))
+                except SecretError:
+                    raise SecretError(
+                        f"{key_setting} cannot open the stored SMS credentials of app {app.access_id}: "
+                        "it is not the key they were sealed with (give the right key, or rotate with "
+                        "`pushreach apps rotate-master-key` using the old one)"
+                    ) from None
+            if len(apps) < 500:
+                return
+            after = apps[-1].id
+
     def sms_credentials(self, access_id: str, blob: bytes | None) -> SmsCredentials | None:
         """Open an app's sealed SMS credentials; None when unset or unreadable."""
         if blob is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -77,7 +78,11 @@ def _parse_item(index: int, item: Any) -> DeliveryReceipt:
 
 
 class ReceiptServer:
-    def __init__(self, on_receipts: OnReceipts, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, on_receipts: OnReceipts, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """`ssl_context`: serve HTTPS (config requires TLS or `insecure` off loopback)."""
+        self._ssl = ssl_context
         self._on_receipts = on_receipts
         self._host = host
         self._port = port
@@ -91,9 +96,10 @@ class ReceiptServer:
         app.router.add_post("/", self._handle)  # for consoles configured with a bare URL
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        await web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl).start()
         host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        scheme = "https" if self._ssl is not None else "http"
+        self.url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
         self.callback_url = self.url + CALLBACK_PATH
 
     async def stop(self) -> None:

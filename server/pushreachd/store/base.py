@@ -229,7 +229,11 @@ class Store(Protocol):
     async def list_sms_records(
         self, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int
     ) -> list[SmsRecord]: ...
-    async def apply_receipts(self, receipts: list[DeliveryReceipt]) -> int: ...
+    async def apply_receipts(self, receipts: list[DeliveryReceipt]) -> int:
+        """Apply delivery receipts, matched by (serial number, phone), SENT or UNKNOWN ->
+        DELIVERED / UNDELIVERED, in one transaction; returns the records changed now. A receipt
+        for a serial number no record has yet (the callback beat the call's answer) is kept,
+        and applied by the finish_sms_many that writes that serial number."""
     async def sms_sources(self) -> list[tuple[str, bytes, str]]:
         """(access id, credentials blob, sms app id) pairs that sent recently, for polling."""
 

@@ -213,6 +213,7 @@ def finish_sms(conn: sqlite3.Connection, outcomes: list[tuple[int, SmsOutcome]],
             f"rate_limit_rule=?, sent_at=? WHERE push=? AND phone=? AND status IN ({allowed})",
             changes,
         )
+    _apply_pending_receipts(conn, [(o.serial_no, o.phone_number) for _, o in outcomes if o.serial_no])
 
 
 def finish_fallbacks(conn: sqlite3.Connection, finished: list[tuple[FireJob, int]], now: float) -> None:
@@ -256,19 +257,48 @@ def list_records(
     return [rows.sms_record(r) for r in conn.execute(sql, args).fetchall()]
 
 
+def _apply_receipt(conn: sqlite3.Connection, rc: DeliveryReceipt) -> int:
+    status = SmsStatus.DELIVERED if rc.delivered else SmsStatus.UNDELIVERED
+    allowed = in_list(guard(SMS_TRANSITIONS, status))
+    return conn.execute(
+        "UPDATE sms_records SET status=?, received_at=?, report_code=?, report_description=? "
+        # `serial_no != ''` lets SQLite use the partial index sms_by_serial.
+        f"WHERE serial_no=? AND serial_no != '' AND phone=? AND status IN ({allowed})",
+        (int(status), rc.receive_time, rc.code, rc.description, rc.serial_no, rc.phone_number),
+    ).rowcount
+
+
 def apply_receipts(conn: sqlite3.Connection, receipts: list[DeliveryReceipt]) -> int:
     matched = 0
     for rc in receipts:
-        status = SmsStatus.DELIVERED if rc.delivered else SmsStatus.UNDELIVERED
-        allowed = in_list(guard(SMS_TRANSITIONS, status))
-        cur = conn.execute(
-            "UPDATE sms_records SET status=?, received_at=?, report_code=?, report_description=? "
-            # `serial_no != ''` lets SQLite use the partial index sms_by_serial.
-            f"WHERE serial_no=? AND serial_no != '' AND phone=? AND status IN ({allowed})",
-            (int(status), rc.receive_time, rc.code, rc.description, rc.serial_no, rc.phone_number),
-        )
-        matched += cur.rowcount
+        changed = _apply_receipt(conn, rc)
+        matched += changed
+        if changed or not rc.serial_no:
+            continue
+        known = conn.execute(
+            "SELECT 1 FROM sms_records WHERE serial_no=? AND serial_no != '' AND phone=?", (rc.serial_no, rc.phone_number)
+        ).fetchone()
+        if known is None:  # no record has this serial number yet: keep it for when one does
+            conn.execute(
+                "INSERT OR REPLACE INTO pending_receipts (serial_no, phone, delivered, receive_time, code, description) "
+                "VALUES (?,?,?,?,?,?)",
+                (rc.serial_no, rc.phone_number, int(rc.delivered), rc.receive_time, rc.code, rc.description),
+            )
     return matched
+
+
+def _apply_pending_receipts(conn: sqlite3.Connection, written: list[tuple[str, str]]) -> None:
+    """Apply the kept receipts of the (serial number, phone) pairs just written."""
+    if not written or conn.execute("SELECT 1 FROM pending_receipts LIMIT 1").fetchone() is None:
+        return
+    for serial_no, phone in written:
+        row = conn.execute(
+            "SELECT delivered, receive_time, code, description FROM pending_receipts WHERE serial_no=? AND phone=?",
+            (serial_no, phone),
+        ).fetchone()
+        if row is not None:
+            _apply_receipt(conn, DeliveryReceipt(phone, serial_no, bool(row[0]), row[1], row[2], row[3]))
+            conn.execute("DELETE FROM pending_receipts WHERE serial_no=? AND phone=?", (serial_no, phone))
 
 
 def sms_sources(conn: sqlite3.Connection) -> list[tuple[str, bytes, str]]:

@@ -121,6 +121,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (app_id, key_id)
     ) WITHOUT ROWID;
     """,
+    # 5: delivery receipts that arrived before their record had its serial number (the
+    # provider's callback can beat the answer of the call): kept, applied when it is written.
+    """
+    CREATE TABLE pending_receipts (
+        serial_no TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        delivered INTEGER NOT NULL,
+        receive_time REAL NOT NULL,
+        code TEXT NOT NULL,
+        description TEXT NOT NULL,
+        PRIMARY KEY (serial_no, phone)
+    ) WITHOUT ROWID;
+    CREATE INDEX pending_receipts_by_time ON pending_receipts(receive_time);
+    """,
 ]
 
 

@@ -29,4 +29,6 @@ def purge(conn: sqlite3.Connection, finished_before: float | None, idempotency_b
             targets = conn.execute(f"DELETE FROM targets WHERE push IN ({marks})", ids).rowcount
             pushes = conn.execute(f"DELETE FROM pushes WHERE id IN ({marks})", ids).rowcount
     idempotency = conn.execute("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)).rowcount
+    # Receipts kept for a serial number that never came (not ours, or its record is gone).
+    conn.execute("DELETE FROM pending_receipts WHERE receive_time < ?", (idempotency_before,))
     return PurgeCounts(pushes, targets, records, idempotency)
