@@ -124,7 +124,7 @@ class Scheduler:
         workers: int = 4,
         group_size: int = 256,
         per_app: int = 16,
-        max_phones_per_write: int = 2000,
+        max_phones_per_write: int = 500,
         supervisor: Supervisor | None = None,
     ) -> None:
         if workers < 1 or group_size < 1 or per_app < 1 or max_phones_per_write < 1:
