@@ -26,7 +26,7 @@ from .secrets import SecretBox, SecretError, load_master_key
 from .services.apps import AppService
 from .services.receipts import Receipts
 from .sms import emulator
-from .store.sqlite import SqliteStore
+from .store import is_postgres_url, make_store
 
 log = logging.getLogger("pushreach")
 
@@ -87,13 +87,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _db_and_key(args: argparse.Namespace) -> tuple[str, bytes]:
     master = os.environ.get("PUSHREACH_MASTER_KEY", "")
-    key_file = args.master_key_file or os.environ.get("PUSHREACH_MASTER_KEY_FILE", "") or f"{args.db}.key"
-    return args.db, load_master_key(master, key_file)
+    key_file = args.master_key_file or os.environ.get("PUSHREACH_MASTER_KEY_FILE", "")
+    if not key_file and not master and is_postgres_url(args.db):
+        # "<db>.key" means nothing beside a URL, and every instance must share one key.
+        raise SecretError(
+            "a PostgreSQL --db needs --master-key-file (or PUSHREACH_MASTER_KEY / PUSHREACH_MASTER_KEY_FILE): "
+            "the key every instance of the service is given"
+        )
+    return args.db, load_master_key(master, key_file or f"{args.db}.key")
 
 
 async def _with_apps(args: argparse.Namespace, action):  # type: ignore[no-untyped-def]
     db, key = _db_and_key(args)
-    store = SqliteStore(db)
+    store = make_store(db)
     await store.open()
     try:
         return await action(AppService(store, SecretBox(key), SystemClock()))
@@ -176,7 +182,7 @@ def cmd_apps_rotate_master_key(args: argparse.Namespace) -> int:
         raise SecretError("the new key file holds the current master key; nothing to rotate")
 
     async def run() -> int:
-        store = SqliteStore(db)
+        store = make_store(db)
         await store.open()
         try:
             apps = await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
@@ -483,9 +489,11 @@ def cmd_sms_emulator(args: argparse.Namespace) -> int:
 
 def _add_db_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=os.environ.get("PUSHREACH_DB", "./pushreach.db"),
-                   help="SQLite database of the service (default ./pushreach.db, env PUSHREACH_DB)")
+                   help="database of the service: an SQLite path or a postgresql://user@host:port/db URL "
+                        "(default ./pushreach.db, env PUSHREACH_DB)")
     p.add_argument("--master-key-file", default="",
-                   help="master key file that encrypts SMS credentials (default <db>.key; "
+                   help="master key file that encrypts SMS credentials (default <db>.key; required "
+                        "with a PostgreSQL --db; "
                         "PUSHREACH_MASTER_KEY, if set, is used instead)")
     p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushreachd.secrets import SecretError, decode_master_key
+from pushreachd.store import is_postgres_url
 
 __all__ = [
     "ConfigError",
@@ -56,7 +57,11 @@ class Settings:
         default="127.0.0.1:50051",
         metadata=_help("gRPC listen address host:port (IPv6 as [::1]:50051)"),
     )
-    db: str = field(default="./pushreach.db", metadata=_help("SQLite database path"))
+    db: str = field(
+        default="./pushreach.db",
+        metadata=_help("SQLite database path, or postgresql://user@host:port/db to share one "
+                       "PostgreSQL database between instances (docs/DEPLOYMENT.md)"),
+    )
     metrics_listen: str = field(
         default="", metadata=_help("Prometheus metrics address host:port; empty = off")
     )
@@ -135,7 +140,8 @@ class Settings:
     )
     master_key_file: str = field(
         default="",
-        metadata=_help("master key file, created with mode 0600 on first start; empty = <db>.key"),
+        metadata=_help("master key file, created with mode 0600 on first start; empty = <db>.key "
+                       "(SQLite only: on PostgreSQL every instance must be given the same key)"),
     )
     tick_ms: int = field(
         default=100, metadata=_help("timer wheel tick in milliseconds, 10..1000")
@@ -180,6 +186,15 @@ class Settings:
     auth_failure_limit: int = field(
         default=10,
         metadata=_help("failed authentications from one address before its attempts slow down; 0 = off"),
+    )
+    fire_lease_seconds: int = field(
+        default=30,
+        metadata=_help("PostgreSQL: seconds an instance holds the fallbacks it is firing; another "
+                       "instance finishes them this long after it dies, 5..3600"),
+    )
+    instance_id: str = field(
+        default="",
+        metadata=_help("name of this instance in fire leases (PostgreSQL); empty = host:pid:random"),
     )
     retention_days: int = field(
         default=90,
@@ -600,6 +615,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "xiaomi_endpoint": _check_base_url,
     "oppo_endpoint": _check_base_url,
     "vivo_endpoint": _check_base_url,
+    "fire_lease_seconds": _check_range(5, 3600),
 }
 
 
@@ -619,6 +635,23 @@ def _validate(s: Settings, sources: Mapping[str, str]) -> None:
     if s.tls_client_ca and not s.tls_enabled:
         problem = "needs tls_cert and tls_key (mutual TLS)"
         raise _fail("tls_client_ca", s.tls_client_ca, sources["tls_client_ca"], problem)
+    if is_postgres_url(s.db) and not s.master_key:
+        if not s.master_key_file:
+            raise _fail(
+                "master_key_file",
+                s.master_key_file,
+                sources["master_key_file"],
+                "is required with a PostgreSQL db: every instance must use the same master key "
+                "(give a key file, e.g. a mounted Kubernetes Secret, or master_key)",
+            )
+        if not os.path.isfile(s.master_key_file):
+            raise _fail(
+                "master_key_file",
+                s.master_key_file,
+                sources["master_key_file"],
+                "does not exist; with a PostgreSQL db it is not created (every instance needs the same "
+                "key): create it once with `pushreach apps create ... --master-key-file FILE` and share it",
+            )
     host, _ = parse_host_port(s.listen)
     if not s.tls_enabled and not s.insecure and not is_loopback(host):
         raise _fail(

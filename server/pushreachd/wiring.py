@@ -41,7 +41,7 @@ from .sms.provider import SmsCredentials, SmsProvider
 from .sms.receipts import ReceiptPoller, ReceiptServer
 from .sms.sender import SmsSender
 from .sms.tencent import TencentSmsProvider
-from .store.sqlite import SqliteStore
+from .store import make_store
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,12 @@ class Service:
         # `supervisor.failed`, on which `serve` stops with a non-zero status.
         self.supervisor = Supervisor()
         self.supervisor.on_failure.append(self._on_task_death)
-        self.store = SqliteStore(settings.db, supervisor=self.supervisor)
+        self.store = make_store(
+            settings.db,
+            supervisor=self.supervisor,
+            owner=settings.instance_id,
+            lease_seconds=settings.fire_lease_seconds,
+        )
         self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
         self.apps = AppService(self.store, self.box, self.clock)

@@ -8,7 +8,6 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 from pushreachd.model import (
@@ -21,15 +20,15 @@ from pushreachd.model import (
     Target,
     TriggerCondition,
 )
-from pushreachd.store.sqlite import SqliteStore
+from pushreachd.store import Store, make_store
 
 NOW = 1_750_000_000.0
 INFO = SmsInfo(300, TriggerCondition.NOT_ARRIVED, "签名", "123456", "1400000001", ("42", "Ünïcode"))
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(str(tmp_path / "ingest.db"))
+async def store(store_db: str) -> AsyncIterator[Store]:
+    s = make_store(store_db)
     await s.open()
     try:
         yield s
@@ -37,7 +36,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         await s.close()
 
 
-async def add_push(store: SqliteStore, app: App, push_id: str, tokens: list[str], *, at: float = NOW,
+async def add_push(store: Store, app: App, push_id: str, tokens: list[str], *, at: float = NOW,
                    expire: int = 259200) -> int:
     spec = PushSpec(AudienceType.TOKEN_LIST, tuple(tokens), (), "t", "c", expire_time=expire)
     receipt = PushReceipt(push_id, len(tokens), (), at, None)
@@ -65,7 +64,7 @@ def test_spec_json_is_byte_for_byte_what_asdict_made(info: SmsInfo | None) -> No
 # -- delivery marks -------------------------------------------------------------------------------
 
 
-async def test_delivery_marks_made_together_share_one_write_and_all_land(store: SqliteStore, tmp_path: Path) -> None:
+async def test_delivery_marks_made_together_share_one_write_and_all_land(store: Store, store_db: str) -> None:
     app = await store.create_app("app-1", "app", "verifier", NOW)
     rows = [await add_push(store, app, f"p{i}", [f"t{i}"]) for i in range(300)]
     writes_before = store.stats.writes
@@ -74,15 +73,11 @@ async def test_delivery_marks_made_together_share_one_write_and_all_land(store: 
     # and a later mark starts a new group rather than joining one already committed
     late = await add_push(store, app, "late", ["x"])
     await store.mark_delivered(late, NOW + 1000)
-    conn = sqlite3.connect(str(tmp_path / "ingest.db"))
-    try:
-        got = dict(conn.execute("SELECT id, delivered_at FROM pushes").fetchall())
-    finally:
-        conn.close()
+    got = dict(query(store_db, "SELECT id, delivered_at FROM pushes"))
     assert got == {**{r: NOW + i for i, r in enumerate(rows)}, late: NOW + 1000}
 
 
-async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: SqliteStore, tmp_path: Path) -> None:
+async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: Store, store_db: str) -> None:
     app = await store.create_app("app-1", "app", "verifier", NOW)
     a, b = await add_push(store, app, "a", ["t"]), await add_push(store, app, "b", ["t"])
     first = asyncio.create_task(store.mark_delivered(a, NOW))
@@ -90,11 +85,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: Sqlite
     await asyncio.sleep(0)
     first.cancel()
     await second  # still answered once committed
-    conn = sqlite3.connect(str(tmp_path / "ingest.db"))
-    try:
-        assert conn.execute("SELECT count(*) FROM pushes WHERE delivered_at IS NULL").fetchone() == (0,)
-    finally:
-        conn.close()
+    assert query(store_db, "SELECT count(*) FROM pushes WHERE delivered_at IS NULL") == [(0,)]
 
 
 # -- events in sets -------------------------------------------------------------------------------
@@ -158,6 +149,7 @@ from pushreachd.channels.log import LogPushChannel  # noqa: E402
 from pushreachd.services.pushes import PushService  # noqa: E402
 
 from tests.fakes import FakeClock  # noqa: E402
+from tests.stores import query  # noqa: E402
 
 
 class _NoFallbacks:
@@ -178,7 +170,7 @@ class _CountingChannel(LogPushChannel):
         return await super().send(delivery)
 
 
-async def test_redelivery_pages_through_undelivered_pushes_skipping_expired_and_later_ones(store: SqliteStore) -> None:
+async def test_redelivery_pages_through_undelivered_pushes_skipping_expired_and_later_ones(store: Store) -> None:
     clock = FakeClock(NOW + 100)
     app = await store.create_app("app-1", "app", "verifier", NOW)
     live = [await add_push(store, app, f"live{i}", [f"t{i}", "shared"], at=NOW + i * 0.001) for i in range(23)]
@@ -207,7 +199,7 @@ async def test_redelivery_pages_through_undelivered_pushes_skipping_expired_and_
     assert [p.push_id for _, p, _ in remaining[0]] == ["after-start"]
 
 
-async def test_a_page_is_bounded_by_tokens_too(store: SqliteStore) -> None:
+async def test_a_page_is_bounded_by_tokens_too(store: Store) -> None:
     app = await store.create_app("app-1", "app", "verifier", NOW)
     for i in range(4):
         await add_push(store, app, f"p{i}", [f"t{j}" for j in range(10)], at=NOW + i)

@@ -4,9 +4,7 @@ idempotency rows go after a day; a live (PENDING/FIRING) fallback is never touch
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from pushreachd.engine.ratelimit import Window
@@ -23,10 +21,11 @@ from pushreachd.model import (
     TriggerCondition,
 )
 from pushreachd.services.retention import RetentionPurger
+from pushreachd.store import Store, make_store
 from pushreachd.store.base import SmsOutcome
-from pushreachd.store.sqlite import SqliteStore
 
 from tests.fakes import FakeClock
+from tests.stores import query
 
 DAY = 86400.0
 NOW = 1_750_000_000.0
@@ -35,8 +34,8 @@ OPEN = Window(day_start=0, same_content_since=NOW * 2, daily_limit=1000)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(str(tmp_path / "retention.db"))
+async def store(store_db: str) -> AsyncIterator[Store]:
+    s = make_store(store_db)
     await s.open()
     try:
         yield s
@@ -44,7 +43,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         await s.close()
 
 
-async def push(store: SqliteStore, app: App, push_id: str, at: float, *, sms: bool = True, request_id: str = "") -> int:
+async def push(store: Store, app: App, push_id: str, at: float, *, sms: bool = True, request_id: str = "") -> int:
     tokens = ("t1", "t2")
     due = at + 300 if sms else None
     spec = PushSpec(AudienceType.TOKEN_LIST, tokens, (), "t", "c", resend_by_sms=sms, sms_info=INFO if sms else None)
@@ -55,7 +54,7 @@ async def push(store: SqliteStore, app: App, push_id: str, at: float, *, sms: bo
     return row
 
 
-async def fire(store: SqliteStore, row: int, at: float, *, finish: bool = True) -> None:
+async def fire(store: Store, row: int, at: float, *, finish: bool = True) -> None:
     (job,) = await store.claim_fallbacks([row], at)
     assert job is not None
     await store.reserve_sms_many([(job, ("+8613800000001",), OPEN)], at)
@@ -64,22 +63,18 @@ async def fire(store: SqliteStore, row: int, at: float, *, finish: bool = True) 
         await store.finish_fallbacks([(job, 0)], at)
 
 
-def rows(path: Path) -> dict[str, list[str]]:
-    conn = sqlite3.connect(path)
-    try:
-        return {
-            "pushes": sorted(r[0] for r in conn.execute("SELECT push_id FROM pushes")),
-            "targets": sorted(str(r[0]) for r in conn.execute("SELECT DISTINCT p.push_id FROM targets t JOIN pushes p ON p.id = t.push")),
-            "orphan_targets": [str(r[0]) for r in conn.execute("SELECT push FROM targets WHERE push NOT IN (SELECT id FROM pushes)")],
-            "sms": sorted(r[0] for r in conn.execute("SELECT p.push_id FROM sms_records r JOIN pushes p ON p.id = r.push")),
-            "orphan_sms": [str(r[0]) for r in conn.execute("SELECT push FROM sms_records WHERE push NOT IN (SELECT id FROM pushes)")],
-            "idempotency": sorted(r[0] for r in conn.execute("SELECT request_id FROM idempotency")),
-        }
-    finally:
-        conn.close()
+def rows(db: str) -> dict[str, list[str]]:
+    return {
+        "pushes": sorted(r[0] for r in query(db, "SELECT push_id FROM pushes")),
+        "targets": sorted(str(r[0]) for r in query(db, "SELECT DISTINCT p.push_id FROM targets t JOIN pushes p ON p.id = t.push")),
+        "orphan_targets": [str(r[0]) for r in query(db, "SELECT push FROM targets WHERE push NOT IN (SELECT id FROM pushes)")],
+        "sms": sorted(r[0] for r in query(db, "SELECT p.push_id FROM sms_records r JOIN pushes p ON p.id = r.push")),
+        "orphan_sms": [str(r[0]) for r in query(db, "SELECT push FROM sms_records WHERE push NOT IN (SELECT id FROM pushes)")],
+        "idempotency": sorted(r[0] for r in query(db, "SELECT request_id FROM idempotency")),
+    }
 
 
-async def test_purge_keeps_live_fallbacks_and_recent_data(store: SqliteStore, tmp_path: Path) -> None:
+async def test_purge_keeps_live_fallbacks_and_recent_data(store: Store, store_db: str) -> None:
     app = await store.create_app("1000000001", "a", "verifier", NOW - 400 * DAY)
     old = NOW - 100 * DAY
     await push(store, app, "old-none", old, sms=False)
@@ -96,7 +91,7 @@ async def test_purge_keeps_live_fallbacks_and_recent_data(store: SqliteStore, tm
     clock = FakeClock(NOW)
     counts = await RetentionPurger(store, clock, retention_days=90, batch=2).purge_once()
     assert (counts.pushes, counts.targets, counts.sms_records, counts.idempotency) == (3, 6, 1, 1)
-    left = rows(tmp_path / "retention.db")
+    left = rows(store_db)
     assert left["pushes"] == ["late-done", "new-done", "new-none", "old-firing", "old-pending"]
     assert left["targets"] == left["pushes"]
     assert left["sms"] == ["late-done", "new-done", "old-firing"]
@@ -109,15 +104,15 @@ async def test_purge_keeps_live_fallbacks_and_recent_data(store: SqliteStore, tm
     assert got is not None and got.fallback_state is FallbackState.PENDING
 
 
-async def test_retention_zero_keeps_every_push(store: SqliteStore, tmp_path: Path) -> None:
+async def test_retention_zero_keeps_every_push(store: Store, store_db: str) -> None:
     app = await store.create_app("1000000001", "a", "verifier", NOW)
     await push(store, app, "ancient", NOW - 3000 * DAY, sms=False, request_id="r")
     counts = await RetentionPurger(store, FakeClock(NOW), retention_days=0).purge_once()
     assert counts.pushes == 0 and counts.idempotency == 1
-    assert rows(tmp_path / "retention.db")["pushes"] == ["ancient"]
+    assert rows(store_db)["pushes"] == ["ancient"]
 
 
-async def test_the_purge_runs_periodically_on_the_clock(store: SqliteStore, tmp_path: Path) -> None:
+async def test_the_purge_runs_periodically_on_the_clock(store: Store, store_db: str) -> None:
     app = await store.create_app("1000000001", "a", "verifier", NOW)
     clock = FakeClock(NOW)
     purger = RetentionPurger(store, clock, retention_days=1, interval=3600)
@@ -127,9 +122,9 @@ async def test_the_purge_runs_periodically_on_the_clock(store: SqliteStore, tmp_
         await push(store, app, "p", NOW, sms=False)
         await clock.advance(3600)
         await asyncio.sleep(0.05)
-        assert rows(tmp_path / "retention.db")["pushes"] == ["p"]  # not a day old yet
+        assert rows(store_db)["pushes"] == ["p"]  # not a day old yet
         # Hour by hour (each purge does real I/O on worker threads): gone once a day old.
-        while rows(tmp_path / "retention.db")["pushes"]:
+        while rows(store_db)["pushes"]:
             assert clock.time() < NOW + DAY + 3 * 3600, "not purged within the hours after it expired"
             await clock.advance(3600)
             await asyncio.sleep(0.02)

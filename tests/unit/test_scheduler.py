@@ -39,6 +39,7 @@ from pushreachd.phone import is_mainland
 from pushreachd.services.pushes import PushService
 from pushreachd.sms.provider import SendOutcome, SmsErrorKind, SmsProviderError
 from pushreachd.sms.sender import SmsSender
+from pushreachd.store import make_store
 from pushreachd.store.sqlite import SqliteStore
 
 from tests.builders import sms_push_draft
@@ -132,8 +133,9 @@ class Engine:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    async for e in _engine(tmp_path, FakeClock()):
+async def engine(tmp_path: Path, store_db: str) -> AsyncIterator[Engine]:
+    """The engine on each store (the `store_db` backends): firing is persistence too."""
+    async for e in _engine(tmp_path, FakeClock(), db=store_db):
         yield e
 
 
@@ -142,9 +144,11 @@ async def _engine(
     clock: FakeClock,
     provider: FakeSmsProvider | None = None,
     sender_options: dict[str, int] | None = None,
+    *,
+    db: str = "",
     **options: int,
 ) -> AsyncIterator[Engine]:
-    store = SqliteStore(str(tmp_path / "unit.db"))
+    store = make_store(db or str(tmp_path / "unit.db"))
     await store.open()
     app = await store.create_app("app-1", "app", "verifier", clock.time())
     e = Engine(store, clock, provider or FakeSmsProvider(), app, options=options, sender_options=sender_options or {})

@@ -1,5 +1,32 @@
-"""Persistence. The engine depends on the Store protocol (base.py) only."""
+"""Persistence. The engine depends on the Store protocol (base.py) only; `make_store` picks
+the implementation from the `db` setting: a postgresql:// URL, else an SQLite path."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from .base import FireJob, SmsOutcome, Store
 
-__all__ = ["FireJob", "SmsOutcome", "Store"]
+if TYPE_CHECKING:
+    from ..supervisor import Supervisor
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def make_store(
+    db: str, *, supervisor: Supervisor | None = None, owner: str = "", lease_seconds: float = 30.0
+) -> Store:
+    """The store `db` names. `owner` names this instance in fire leases (PostgreSQL only);
+    `lease_seconds` is how long another instance waits before finishing its fires."""
+    if is_postgres_url(db):
+        from .postgres import PostgresStore
+
+        return PostgresStore(db, owner=owner, lease_seconds=lease_seconds)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(db, supervisor=supervisor)
+
+
+__all__ = ["FireJob", "SmsOutcome", "Store", "is_postgres_url", "make_store"]

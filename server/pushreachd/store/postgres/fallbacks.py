@@ -1,0 +1,310 @@
+"""Firing on PostgreSQL, shared by any number of instances.
+
+- A due fallback is claimed with `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
+  RETURNING`: PENDING, or FIRING under a lease that expired (its owner died) or that this
+  instance holds, becomes FIRING under this instance's lease, measured on the database's clock.
+- Taking over an expired lease recovers its SMS records in the same transaction: a SENDING
+  record may have reached the provider, so it becomes UNKNOWN and is never sent again.
+- Rate limits: reservations for one (app, phone) are serialised by a transaction-level
+  advisory lock taken before counting, so two instances see each other's records.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+
+from ...engine.fallback import Recipient
+from ...engine.ratelimit import Window
+from ...engine.states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
+from ...model import FallbackState, PushSpec, RateLimitPolicy, SmsStatus
+from ..base import FireJob, SmsOutcome
+from ..sqlite import COUNTED, content_key
+from .database import Database
+
+Conn = psycopg.AsyncConnection
+DB_NOW = "extract(epoch FROM clock_timestamp())"  # the one clock every instance shares
+_COUNTED = [int(s) for s in COUNTED]
+UNKNOWN_MESSAGE = "the service stopped before the provider answered; not sent again"
+
+
+class FallbackQueries:
+    def __init__(self, db: Database, *, owner: str, lease_seconds: float) -> None:
+        self._fdb = db
+        self.owner = owner or _new_owner()
+        self.lease_seconds = lease_seconds
+
+    async def live_fallbacks(self) -> list[tuple[int, float]]:
+        live = [int(FallbackState.PENDING), int(FallbackState.FIRING)]
+
+        async def q(c: Conn) -> list[tuple[int, float]]:
+            cur = await c.execute("SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s)", (live,))
+            return [(r[0], r[1]) for r in await cur.fetchall()]
+
+        return await self._fdb.read(q)
+
+    async def due_fallbacks(self, through: float, after: tuple[float, int] | None, limit: int) -> list[tuple[int, float]]:
+        """(push row id, due time) of live fallbacks due at or before `through`, in due order
+        after the cursor `after`: what an instance loads into its wheel, a horizon at a time."""
+        live = [int(FallbackState.PENDING), int(FallbackState.FIRING)]
+        a_due, a_id = after if after is not None else (float("-inf"), 0)
+
+        async def q(c: Conn) -> list[tuple[int, float]]:
+            cur = await c.execute(
+                "SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s) AND fallback_due_at <= %s "
+                "AND (fallback_due_at, id) > (%s, %s) ORDER BY fallback_due_at, id LIMIT %s",
+                (live, through, a_due, a_id, limit),
+            )
+            return [(r[0], r[1]) for r in await cur.fetchall()]
+
+        return await self._fdb.read(q)
+
+    async def expired_leases(self, limit: int) -> list[int]:
+        """FIRING pushes whose owner's lease ran out (on the database's clock): the reaper's work."""
+
+        async def q(c: Conn) -> list[int]:
+            cur = await c.execute(
+                f"SELECT id FROM pushes WHERE fallback_state = %s AND lease_until < {DB_NOW} "
+                "ORDER BY fallback_due_at LIMIT %s",
+                (int(FallbackState.FIRING), limit),
+            )
+            return [r[0] for r in await cur.fetchall()]
+
+        return await self._fdb.read(q)
+
+    async def renew_leases(self, pushes: list[int]) -> int:
+        """Extend this instance's leases on pushes it is still firing; returns how many it holds."""
+        if not pushes:
+            return 0
+
+        async def op(c: Conn) -> int:
+            cur = await c.execute(
+                f"UPDATE pushes SET lease_until = {DB_NOW} + %s WHERE id = ANY(%s) AND fallback_state = %s "
+                "AND fire_owner = %s",
+                (self.lease_seconds, sorted(pushes), int(FallbackState.FIRING), self.owner),
+            )
+            return cur.rowcount
+
+        return await self._fdb.transaction(op)
+
+    async def recover_interrupted_sms(self, now: float) -> int:
+        """SENDING records whose push is no longer under a live lease of another instance:
+        their process stopped before the provider answered. They become UNKNOWN."""
+
+        async def op(c: Conn) -> int:
+            cur = await c.execute(
+                "UPDATE sms_records r SET status=%s, provider_message=%s FROM pushes p "
+                "WHERE r.status=%s AND p.id = r.push AND NOT (p.fallback_state = %s "
+                f"AND p.lease_until >= {DB_NOW} AND p.fire_owner != %s)",
+                (int(SmsStatus.UNKNOWN), UNKNOWN_MESSAGE, int(SmsStatus.SENDING), int(FallbackState.FIRING), self.owner),
+            )
+            return cur.rowcount
+
+        return await self._fdb.transaction(op)
+
+    async def claim_fallbacks(self, pushes: list[int], now: float) -> list[FireJob]:
+        wanted = sorted(set(pushes))
+        if not wanted:
+            return []
+        assert set(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING)) == {FallbackState.PENDING, FallbackState.FIRING}
+        jobs = await self._fdb.transaction(lambda c: self._claim(c, wanted, skip_locked=True))
+        # SKIP LOCKED also skips rows that an unrelated short write holds (a delivery mark, a
+        # cancel still committing). Those still claimable are claimed again, waiting for the
+        # lock this time: once it is released the row is judged afresh, so a claim another
+        # instance committed meanwhile is seen and not taken twice.
+        got = {j.push for j in jobs}
+        rest = [p for p in wanted if p not in got]
+        if rest and await self._fdb.read(lambda c: self._claimable(c, rest)):
+            jobs += await self._fdb.transaction(lambda c: self._claim(c, rest, skip_locked=False))
+        return sorted(jobs, key=lambda j: j.push)
+
+    def _claimable_sql(self) -> str:
+        return (
+            "(fallback_state = %(pending)s OR (fallback_state = %(firing)s AND (fire_owner = %(owner)s "
+            f"OR lease_until IS NULL OR lease_until < {DB_NOW})))"
+        )
+
+    def _claim_args(self, ids: list[int]) -> dict[str, Any]:
+        return {
+            "pending": int(FallbackState.PENDING),
+            "firing": int(FallbackState.FIRING),
+            "owner": self.owner,
+            "lease": self.lease_seconds,
+            "ids": ids,
+        }
+
+    async def _claimable(self, c: Conn, ids: list[int]) -> bool:
+        cur = await c.execute(
+            f"SELECT EXISTS (SELECT 1 FROM pushes WHERE id = ANY(%(ids)s) AND {self._claimable_sql()})",
+            self._claim_args(ids),
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def _claim(self, c: Conn, ids: list[int], *, skip_locked: bool) -> list[FireJob]:
+        if not skip_locked:
+            await c.execute("SET LOCAL lock_timeout = '10s'")
+        cur = await c.execute(
+            "WITH claimed AS ("
+            f" UPDATE pushes p SET fallback_state = %(firing)s, fire_owner = %(owner)s, lease_until = {DB_NOW} + %(lease)s"
+            " FROM (SELECT id, fire_owner AS old_owner, fallback_state AS old_state"
+            f"  FROM pushes WHERE id = ANY(%(ids)s) AND {self._claimable_sql()}"
+            f"  ORDER BY id FOR UPDATE{' SKIP LOCKED' if skip_locked else ''}) s"
+            " WHERE p.id = s.id"
+            " RETURNING p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, s.old_state, s.old_owner)"
+            " SELECT c.id, c.push_id, c.app_id, c.spec, c.fallback_due_at, a.access_id,"
+            " a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials, c.old_state, c.old_owner"
+            " FROM claimed c JOIN apps a ON a.id = c.app_id ORDER BY c.id",
+            self._claim_args(ids),
+        )
+        rows = await cur.fetchall()
+        firing = int(FallbackState.FIRING)
+        taken_over = [r[0] for r in rows if r[10] == firing and r[11] != self.owner]
+        if taken_over:
+            # The previous owner may have called the provider for these: never again.
+            await c.execute(
+                "UPDATE sms_records SET status=%s, provider_message=%s WHERE push = ANY(%s) AND status=%s",
+                (int(SmsStatus.UNKNOWN), UNKNOWN_MESSAGE, taken_over, int(SmsStatus.SENDING)),
+            )
+        jobs = []
+        for row in rows:
+            spec = PushSpec.from_json(row[3])
+            assert spec.sms_info is not None
+            jobs.append(
+                FireJob(
+                    push=row[0],
+                    push_id=row[1],
+                    app_id=row[2],
+                    access_id=row[5],
+                    sms_info=spec.sms_info,
+                    policy=RateLimitPolicy(row[6], row[7], row[8]),
+                    sms_credentials_blob=None if row[9] is None else bytes(row[9]),
+                    due_at=row[4],
+                )
+            )
+        return jobs
+
+    async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
+        async def q(c: Conn) -> dict[int, list[Recipient]]:
+            out: dict[int, list[Recipient]] = {job.push: [] for job in jobs}
+            by_app: dict[int, list[int]] = {}
+            for job in jobs:
+                by_app.setdefault(job.app_id, []).append(job.push)
+            for app_id, pushes in by_app.items():
+                cur = await c.execute(
+                    "SELECT t.push, t.token, coalesce(d.phone, ''), t.arrived_at IS NOT NULL, "
+                    "t.clicked_at IS NOT NULL, d.notifications_enabled FROM targets t "
+                    "LEFT JOIN devices d ON d.app_id=%s AND d.token=t.token "
+                    "WHERE t.push = ANY(%s) ORDER BY t.push, t.seq",
+                    (app_id, pushes),
+                )
+                for r in await cur.fetchall():
+                    out[r[0]].append(Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5])))
+            return out
+
+        return await self._fdb.read(q)
+
+    async def reserve_sms_many(
+        self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
+    ) -> list[tuple[list[str], int]]:
+        async def op(c: Conn) -> list[tuple[list[str], int]]:
+            # Every (app, phone) of the call locked in one order: two instances reserving for
+            # the same numbers wait for each other instead of deadlocking.
+            keys = sorted({f"{job.app_id}:{phone}" for job, phones, _ in reservations for phone in phones})
+            if keys:
+                await c.execute(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                    "(SELECT hashtextextended(x, 0) AS k FROM unnest(%s::text[]) AS x ORDER BY 1) s",
+                    (keys,),
+                )
+            return [await _reserve(c, job, phones, window, now) for job, phones, window in reservations]
+
+        return await self._fdb.transaction(op)
+
+    async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
+        by_status: dict[SmsStatus, list[tuple[Any, ...]]] = {}
+        for push, o in sorted(outcomes, key=lambda x: (x[0], x[1].phone_number)):
+            allowed = [int(s) for s in sources_of(SMS_TRANSITIONS, o.status)]
+            by_status.setdefault(o.status, []).append(
+                (int(o.status), o.code, o.message, o.serial_no, o.fee, o.rate_limit_rule, now, push, o.phone_number, allowed)
+            )
+
+        async def op(c: Conn) -> None:
+            async with c.cursor() as cur:
+                for rows in by_status.values():
+                    await cur.executemany(
+                        "UPDATE sms_records SET status=%s, provider_code=%s, provider_message=%s, serial_no=%s, "
+                        "fee=%s, rate_limit_rule=%s, sent_at=%s WHERE push=%s AND phone=%s AND status = ANY(%s)",
+                        rows,
+                    )
+
+        if by_status:
+            await self._fdb.transaction(op)
+
+    async def finish_fallbacks(self, finished: list[tuple[FireJob, int]], now: float) -> None:
+        done, firing = int(FallbackState.DONE), int(FallbackState.FIRING)
+        rows = sorted((done, now, no_phone, job.push, firing) for job, no_phone in finished)
+        rows = [(r[0], r[1], r[2], r[3], r[4]) for r in sorted(rows, key=lambda r: r[3])]
+
+        async def op(c: Conn) -> None:
+            async with c.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE pushes SET fallback_state=%s, fallback_ended_at=%s, no_phone_count=%s, lease_until=NULL "
+                    "WHERE id=%s AND fallback_state=%s",
+                    rows,
+                )
+
+        if rows:
+            await self._fdb.transaction(op)
+
+
+async def _reserve(c: Conn, job: FireJob, phones: tuple[str, ...], window: Window, now: float) -> tuple[list[str], int]:
+    """The reservation for one push, inside the caller's transaction and under its locks."""
+    info = job.sms_info
+    key = content_key(info)
+    params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
+    unique = list(dict.fromkeys(phones))
+    if not unique:
+        return [], 0
+    cur = await c.execute("SELECT phone FROM sms_records WHERE push=%s AND phone = ANY(%s)", (job.push, unique))
+    judged = {r[0] for r in await cur.fetchall()}  # before an interruption: at most one SMS each
+    fresh = [p for p in unique if p not in judged]
+    if not fresh:
+        return [], 0
+    cur = await c.execute(
+        "SELECT phone, count(*) FILTER (WHERE created_at >= %s), max(created_at) FILTER (WHERE content_key = %s) "
+        "FROM sms_records WHERE app_id=%s AND phone = ANY(%s) AND status = ANY(%s) AND created_at >= %s "
+        "GROUP BY phone",
+        (window.day_start, key, job.app_id, fresh, _COUNTED, min(window.day_start, window.same_content_since)),
+    )
+    counts = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+    to_send: list[str] = []
+    limited = 0
+    rows = []
+    for phone in fresh:
+        sent_today, last_same = counts.get(phone, (0, None))
+        rule = window.verdict(sent_today, last_same)
+        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.SENDING
+        rows.append((job.app_id, job.push, phone, int(status), key, info.sms_app_id, info.sms_template_id,
+                     info.sms_sign_name, params, rule or "", now))
+        if rule:
+            limited += 1
+        else:
+            to_send.append(phone)
+    async with c.cursor() as wcur:
+        await wcur.executemany(
+            "INSERT INTO sms_records (app_id, push, phone, status, content_key, sms_app_id, template_id, "
+            "sign_name, params, rate_limit_rule, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            rows,
+        )
+    return to_send, limited
+
+
+def _new_owner() -> str:
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

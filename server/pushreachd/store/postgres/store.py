@@ -1,0 +1,780 @@
+"""The PostgreSQL store: apps, pushes, devices, events, SMS records, statistics, retention.
+
+The same behaviour as the SQLite store (one persistence suite runs against both); what differs
+is how it is shared: ingest writes go through the group-commit writer (database.py), firing
+goes through short transactions with row and advisory locks (fallbacks.py), so any number of
+instances may use one database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ...engine.states import SMS_TRANSITIONS, sources_of
+from ...errors import AlreadyExists, FailedPrecondition, NotFound
+from ...model import (
+    App,
+    Device,
+    EventIn,
+    EventOutcome,
+    EventType,
+    FallbackState,
+    Funnel,
+    NewPush,
+    Push,
+    PushReceipt,
+    PushSpec,
+    RateLimitPolicy,
+    SmsRecord,
+    SmsRecordFilter,
+    SmsStatus,
+    Statistics,
+    TargetView,
+)
+from ...sms.provider import DeliveryReceipt
+from ..base import PurgeCounts
+from ..sqlite import _receipt_from_json, _receipt_to_json, _sms_record, _with_tokens
+from .database import Database
+from .fallbacks import FallbackQueries
+from .migrations import migrate
+
+log = logging.getLogger(__name__)
+Conn = psycopg.AsyncConnection
+
+_APP_COLUMNS = (
+    "id, access_id, name, secret_verifier, created_at, sms_credentials, "
+    "same_content_interval, daily_limit, time_zone"
+)
+_PUSH_COLUMNS = (
+    "p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
+    "p.fallback_state, p.fallback_due_at, p.fallback_ended_at"
+)
+_SMS_COLUMNS = (
+    "r.id, p.push_id, r.phone, r.status, r.sms_app_id, r.template_id, r.sign_name, r.params, "
+    "r.created_at, r.serial_no, r.provider_code, r.provider_message, r.fee, r.rate_limit_rule, "
+    "r.sent_at, r.received_at, r.report_code, r.report_description"
+)
+_PUSH_EVENTS = frozenset((EventType.ARRIVED, EventType.CLICKED))
+
+
+async def _one(conn: Conn, sql: str, args: Any = None) -> tuple[Any, ...] | None:
+    cur = await conn.execute(sql, args)
+    return await cur.fetchone()
+
+
+async def _all(conn: Conn, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(sql, args)
+    return await cur.fetchall()
+
+
+class PostgresStore(FallbackQueries):
+    def __init__(self, dsn: str, *, owner: str = "", lease_seconds: float = 30.0, pool_size: int = 8) -> None:
+        self._db = Database(dsn, pool_size=pool_size)
+        super().__init__(self._db, owner=owner, lease_seconds=lease_seconds)
+        self._marks: tuple[list[tuple[float, int]], Any] | None = None  # (rows, future) still open
+
+    # -- life cycle and what the wiring reads ----------------------------------------------
+
+    @property
+    def stats(self) -> Any:
+        return self._db.stats
+
+    @property
+    def on_commit(self) -> Callable[[int, float], None] | None:
+        return self._db.on_commit
+
+    @on_commit.setter
+    def on_commit(self, fn: Callable[[int, float], None] | None) -> None:
+        self._db.on_commit = fn
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    async def open(self) -> None:
+        async def setup(conn: Conn) -> None:
+            await migrate(conn)
+
+        await self._db.open(setup)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- apps ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _app(row: tuple[Any, ...] | None) -> App | None:
+        if row is None:
+            return None
+        return App(
+            id=row[0],
+            access_id=row[1],
+            name=row[2],
+            secret_verifier=row[3],
+            created_at=row[4],
+            sms_credentials_blob=None if row[5] is None else bytes(row[5]),
+            policy=RateLimitPolicy(row[6], row[7], row[8]),
+        )
+
+    @classmethod
+    async def _app_by_id(cls, conn: Conn, app_id: int) -> App:
+        app = cls._app(await _one(conn, f"SELECT {_APP_COLUMNS} FROM apps WHERE id=%s", (app_id,)))
+        if app is None:
+            raise NotFound("app not found")
+        return app
+
+    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App:
+        async def op(conn: Conn) -> App:
+            try:
+                row = await _one(
+                    conn,
+                    "INSERT INTO apps (access_id, name, secret_verifier, created_at) VALUES (%s,%s,%s,%s) RETURNING id",
+                    (access_id, name, verifier, now),
+                )
+            except pg_errors.UniqueViolation:
+                raise AlreadyExists("an app with this access id exists") from None
+            assert row is not None
+            return await self._app_by_id(conn, row[0])
+
+        return await self._db.write(op)
+
+    async def get_app(self, access_id: str) -> App | None:
+        return await self._db.read(
+            lambda c: self._fetch_app(c, f"SELECT {_APP_COLUMNS} FROM apps WHERE access_id=%s", (access_id,))
+        )
+
+    async def _fetch_app(self, conn: Conn, sql: str, args: Any) -> App | None:
+        return self._app(await _one(conn, sql, args))
+
+    async def list_apps(self, after_id: int, limit: int) -> list[App]:
+        async def q(c: Conn) -> list[App]:
+            rows = await _all(c, f"SELECT {_APP_COLUMNS} FROM apps WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+            return [a for a in map(self._app, rows) if a is not None]
+
+        return await self._db.read(q)
+
+    async def set_app_secret(self, app_id: int, verifier: str) -> None:
+        async def op(c: Conn) -> None:
+            await c.execute("UPDATE apps SET secret_verifier=%s WHERE id=%s", (verifier, app_id))
+
+        await self._db.write(op)
+
+    async def set_sms_credentials(self, app_id: int, blob: bytes) -> App:
+        async def op(conn: Conn) -> App:
+            await conn.execute("UPDATE apps SET sms_credentials=%s WHERE id=%s", (blob, app_id))
+            return await self._app_by_id(conn, app_id)
+
+        return await self._db.write(op)
+
+    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
+        async def op(conn: Conn) -> int:
+            rows = await _all(
+                conn,
+                "SELECT id, access_id, sms_credentials FROM apps WHERE sms_credentials IS NOT NULL ORDER BY id FOR UPDATE",
+            )
+            changed = 0
+            for app_id, access_id, blob in rows:
+                old = bytes(blob)
+                new = reseal(access_id, old)
+                if new != old:
+                    await conn.execute("UPDATE apps SET sms_credentials=%s WHERE id=%s", (new, app_id))
+                    changed += 1
+            return changed
+
+        return await self._db.write(op)
+
+    async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App:
+        async def op(conn: Conn) -> App:
+            await conn.execute(
+                "UPDATE apps SET same_content_interval=%s, daily_limit=%s, time_zone=%s WHERE id=%s",
+                (policy.same_content_interval_seconds, policy.daily_limit, policy.time_zone, app_id),
+            )
+            return await self._app_by_id(conn, app_id)
+
+        return await self._db.write(op)
+
+    # -- pushes -------------------------------------------------------------------------
+
+    async def tokens_of_accounts(self, app_id: int, accounts: list[str]) -> dict[str, list[str]]:
+        async def q(c: Conn) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {a: [] for a in accounts}
+            rows = await _all(
+                c,
+                "SELECT account, token FROM account_tokens WHERE app_id=%s AND account = ANY(%s) "
+                "ORDER BY account, bound_at, token",
+                (app_id, list(accounts)),
+            )
+            for account, token in rows:
+                found[account].append(token)
+            return found
+
+        return await self._db.read(q)
+
+    async def create_push(self, push: NewPush, fingerprint: str) -> tuple[PushReceipt, int | None]:
+        async def op(conn: Conn) -> tuple[PushReceipt, int | None]:
+            if push.request_id:
+                prior = await _one(
+                    conn,
+                    "SELECT fingerprint, response FROM idempotency WHERE app_id=%s AND method='Push' AND request_id=%s",
+                    (push.app_id, push.request_id),
+                )
+                if prior is not None:
+                    if prior[0] != fingerprint:
+                        raise AlreadyExists("request_id was already used for a different push")
+                    return _receipt_from_json(prior[1]), None
+            spec = push.spec
+            spec_json = spec.to_json(tokens=spec.audience_type.by_account)
+            state = FallbackState.PENDING if push.fallback_due_at is not None else FallbackState.NONE
+            row = await _one(
+                conn,
+                "INSERT INTO pushes (app_id, push_id, request_id, spec, accepted_at, target_count, "
+                "fallback_state, fallback_due_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+                (
+                    push.app_id,
+                    push.push_id,
+                    push.request_id,
+                    spec_json,
+                    push.accepted_at,
+                    len(push.targets),
+                    int(state),
+                    push.fallback_due_at,
+                ),
+            )
+            assert row is not None
+            row_id = row[0]
+            if push.targets:
+                async with conn.cursor() as cur:
+                    await cur.execute(
+                        "INSERT INTO targets (push, token, seq, account) "
+                        "SELECT %s, t.token, t.seq - 1, t.account FROM unnest(%s::text[], %s::text[]) "
+                        "WITH ORDINALITY AS t(token, account, seq)",
+                        (row_id, [t.token for t in push.targets], [t.account for t in push.targets]),
+                    )
+            if push.request_id:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            "INSERT INTO idempotency (app_id, method, request_id, fingerprint, response, created_at) "
+                            "VALUES (%s, 'Push', %s, %s, %s, %s)",
+                            (push.app_id, push.request_id, fingerprint, _receipt_to_json(push.receipt), push.accepted_at),
+                        )
+                except pg_errors.UniqueViolation:
+                    # Another instance took this request_id in the meantime: its push wins.
+                    raise _RequestRace() from None
+            return push.receipt, row_id
+
+        try:
+            return await self._db.write(op)
+        except _RequestRace:
+            return await self.create_push(push, fingerprint)  # now answered from the first
+
+    @staticmethod
+    def _push(row: tuple[Any, ...] | None, tokens: list[str] | None = None) -> Push | None:
+        if row is None:
+            return None
+        spec = PushSpec.from_json(row[4])
+        if tokens is not None and not spec.audience_type.by_account:
+            spec = _with_tokens(spec, tuple(tokens))
+        return Push(
+            id=row[0],
+            app_id=row[1],
+            push_id=row[2],
+            request_id=row[3],
+            spec=spec,
+            accepted_at=row[5],
+            target_count=row[6],
+            fallback_state=FallbackState(row[7]),
+            fallback_due_at=row[8],
+            fallback_ended_at=row[9],
+        )
+
+    async def get_push(self, app_id: int, push_id: str) -> Push | None:
+        async def q(c: Conn) -> Push | None:
+            row = await _one(c, f"SELECT {_PUSH_COLUMNS} FROM pushes p WHERE push_id=%s AND app_id=%s", (push_id, app_id))
+            if row is None:
+                return None
+            tokens = [r[0] for r in await _all(c, "SELECT token FROM targets WHERE push=%s ORDER BY seq", (row[0],))]
+            return self._push(row, tokens)
+
+        return await self._db.read(q)
+
+    async def mark_delivered(self, push: int, now: float) -> None:
+        # Marks between two commits join one group: one queued write, one future.
+        import asyncio
+
+        marks = self._marks
+        if marks is None or marks[1].done():
+            rows: list[tuple[float, int]] = []
+
+            async def op(conn: Conn) -> None:
+                if self._marks is not None and self._marks[0] is rows:
+                    self._marks = None  # fixed from here on; later marks start a new group
+                async with conn.cursor() as cur:
+                    await cur.executemany("UPDATE pushes SET delivered_at=%s WHERE id=%s", rows)
+
+            marks = self._marks = (rows, self._db.enqueue(op))
+        marks[0].append((now, push))
+        await asyncio.shield(marks[1])
+
+    async def last_push_row(self) -> int:
+        async def q(c: Conn) -> int:
+            row = await _one(c, "SELECT coalesce(max(id), 0) FROM pushes")
+            return int(row[0]) if row else 0
+
+        return await self._db.read(q)
+
+    async def expire_undelivered(self, through: int, now: float) -> int:
+        async def op(c: Conn) -> int:
+            cur = await c.execute(
+                "UPDATE pushes SET delivered_at=%s WHERE delivered_at IS NULL AND accepted_at <= %s AND id <= %s "
+                "AND accepted_at + (spec::jsonb->>'expire_time')::float8 <= %s",
+                (now, now, through, now),
+            )
+            return cur.rowcount
+
+        return await self._db.write(op)
+
+    async def undelivered_pushes(
+        self, through: int, now: float, after: tuple[float, int] | None, limit: int, max_targets: int = 50_000
+    ) -> tuple[list[tuple[str, Push, tuple[str, ...]]], tuple[float, int] | None]:
+        async def q(c: Conn) -> tuple[list[tuple[str, Push, tuple[str, ...]]], tuple[float, int] | None]:
+            a_at, a_id = after if after is not None else (float("-inf"), 0)
+            rows = await _all(
+                c,
+                f"SELECT {_PUSH_COLUMNS}, a.access_id FROM pushes p JOIN apps a ON a.id = p.app_id "
+                "WHERE p.delivered_at IS NULL AND (p.accepted_at, p.id) > (%s, %s) AND p.id <= %s "
+                "AND p.accepted_at + (p.spec::jsonb->>'expire_time')::float8 > %s "
+                "ORDER BY p.accepted_at, p.id LIMIT %s",
+                (a_at, a_id, through, now, limit),
+            )
+            found: list[tuple[str, Push, tuple[str, ...]]] = []
+            targets = 0
+            for row in rows:
+                if found and targets + row[6] > max_targets:
+                    break
+                targets += row[6]
+                tokens = [r[0] for r in await _all(c, "SELECT token FROM targets WHERE push=%s ORDER BY seq", (row[0],))]
+                push = self._push(row[:10], tokens)
+                assert push is not None
+                found.append((row[10], push, tuple(tokens)))
+            more = len(found) < len(rows) or len(rows) == limit
+            cursor = (found[-1][1].accepted_at, found[-1][1].id) if found and more else None
+            return found, cursor
+
+        return await self._db.read(q)
+
+    async def push_targets(self, push: int, offset: int, limit: int) -> list[TargetView]:
+        async def q(c: Conn) -> list[TargetView]:
+            rows = await _all(
+                c,
+                "SELECT t.token, t.account, coalesce(d.phone, ''), t.arrived_at, t.clicked_at, r.status "
+                "FROM targets t JOIN pushes p ON p.id = t.push "
+                "LEFT JOIN devices d ON d.app_id = p.app_id AND d.token = t.token "
+                "LEFT JOIN sms_records r ON r.push = t.push AND r.phone = d.phone "
+                "WHERE t.push=%s ORDER BY t.seq LIMIT %s OFFSET %s",
+                (push, limit, offset),
+            )
+            return [
+                TargetView(
+                    token=r[0],
+                    account=r[1],
+                    phone_number=r[2],
+                    arrived_at=r[3],
+                    clicked_at=r[4],
+                    sms_status=SmsStatus(r[5]) if r[5] is not None else None,
+                )
+                for r in rows
+            ]
+
+        return await self._db.read(q)
+
+    async def push_funnel(self, push: int) -> Funnel:
+        async def q(c: Conn) -> Funnel:
+            row = await _one(
+                c,
+                "SELECT count(*), count(coalesce(arrived_at, clicked_at)), count(clicked_at) FROM targets WHERE push=%s",
+                (push,),
+            )
+            assert row is not None
+            targets, arrived, clicked = row
+            by_status = dict(await _all(c, "SELECT status, count(*) FROM sms_records WHERE push=%s GROUP BY status", (push,)))
+            no_phone_row = await _one(c, "SELECT no_phone_count FROM pushes WHERE id=%s", (push,))
+            after_row = await _one(
+                c,
+                "SELECT count(*) FROM targets t JOIN pushes p ON p.id = t.push "
+                "JOIN devices d ON d.app_id = p.app_id AND d.token = t.token "
+                "JOIN sms_records r ON r.push = t.push AND r.phone = d.phone "
+                "WHERE t.push=%s AND r.sent_at IS NOT NULL AND coalesce(t.arrived_at, t.clicked_at) > r.sent_at",
+                (push,),
+            )
+
+            def n(*statuses: SmsStatus) -> int:
+                return sum(by_status.get(int(s), 0) for s in statuses)
+
+            return Funnel(
+                target_count=targets,
+                arrived_count=arrived,
+                clicked_count=clicked,
+                sms_sent_count=n(SmsStatus.SENT, SmsStatus.DELIVERED, SmsStatus.UNDELIVERED),
+                sms_delivered_count=n(SmsStatus.DELIVERED),
+                sms_failed_count=n(SmsStatus.FAILED, SmsStatus.UNDELIVERED),
+                sms_rate_limited_count=n(SmsStatus.RATE_LIMITED),
+                no_phone_count=no_phone_row[0] if no_phone_row else 0,
+                arrived_after_sms_count=after_row[0] if after_row else 0,
+                sms_unknown_count=n(SmsStatus.UNKNOWN, SmsStatus.SENDING),
+            )
+
+        return await self._db.read(q)
+
+    async def cancel_fallback(self, app_id: int, push_id: str, now: float) -> tuple[int, FallbackState] | None:
+        async def op(conn: Conn) -> tuple[int, FallbackState] | None:
+            # FOR UPDATE: a claim on another instance either came first (FIRING) or waits.
+            row = await _one(
+                conn, "SELECT id, fallback_state FROM pushes WHERE push_id=%s AND app_id=%s FOR UPDATE", (push_id, app_id)
+            )
+            if row is None:
+                return None
+            state = FallbackState(row[1])
+            if state in (FallbackState.CANCELLED, FallbackState.NONE):
+                return row[0], state
+            if state is not FallbackState.PENDING:
+                raise FailedPrecondition(f"the fallback has already fired ({state.name})")
+            await conn.execute(
+                "UPDATE pushes SET fallback_state=%s, fallback_ended_at=%s WHERE id=%s AND fallback_state=%s",
+                (int(FallbackState.CANCELLED), now, row[0], int(FallbackState.PENDING)),
+            )
+            return row[0], FallbackState.CANCELLED
+
+        return await self._db.write(op)
+
+    # -- devices ------------------------------------------------------------------------
+
+    @staticmethod
+    async def _device(conn: Conn, app_id: int, token: str) -> Device | None:
+        row = await _one(
+            conn,
+            "SELECT phone, notifications_enabled, notification_time, updated_at FROM devices WHERE app_id=%s AND token=%s",
+            (app_id, token),
+        )
+        if row is None:
+            return None
+        accounts = tuple(
+            r[0]
+            for r in await _all(
+                conn,
+                "SELECT account FROM account_tokens WHERE app_id=%s AND token=%s ORDER BY bound_at, account",
+                (app_id, token),
+            )
+        )
+        return Device(
+            token=token,
+            phone_number=row[0],
+            accounts=accounts,
+            notifications_enabled=None if row[1] is None else bool(row[1]),
+            notification_state_time=row[2],
+            updated_at=row[3],
+        )
+
+    def _device_op(self, app_id: int, token: str, now: float, change: Callable[[Conn], Any]) -> Callable[[Conn], Any]:
+        async def op(conn: Conn) -> Device:
+            await conn.execute(
+                "INSERT INTO devices (app_id, token, updated_at) VALUES (%s,%s,%s) "
+                "ON CONFLICT (app_id, token) DO UPDATE SET updated_at=excluded.updated_at",
+                (app_id, token, now),
+            )
+            await change(conn)
+            device = await self._device(conn, app_id, token)
+            assert device is not None
+            return device
+
+        return op
+
+    async def bind_phone(self, app_id: int, token: str, phone: str, now: float) -> Device:
+        async def change(c: Conn) -> None:
+            await c.execute("UPDATE devices SET phone=%s WHERE app_id=%s AND token=%s", (phone, app_id, token))
+
+        return await self._db.write(self._device_op(app_id, token, now, change))
+
+    async def unbind_phone(self, app_id: int, token: str, now: float) -> Device:
+        async def change(c: Conn) -> None:
+            await c.execute("UPDATE devices SET phone='' WHERE app_id=%s AND token=%s", (app_id, token))
+
+        return await self._db.write(self._device_op(app_id, token, now, change))
+
+    async def bind_account(self, app_id: int, token: str, account: str, now: float, max_tokens: int) -> Device:
+        async def change(conn: Conn) -> None:
+            # One account's bindings are counted under a lock, so two instances binding at
+            # once cannot both pass the limit.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (account, app_id))
+            if await _one(
+                conn, "SELECT 1 FROM account_tokens WHERE app_id=%s AND account=%s AND token=%s", (app_id, account, token)
+            ):
+                return
+            row = await _one(conn, "SELECT count(*) FROM account_tokens WHERE app_id=%s AND account=%s", (app_id, account))
+            if row is not None and row[0] >= max_tokens:
+                raise FailedPrecondition(f"account already has {max_tokens} tokens, the most it may have")
+            await conn.execute(
+                "INSERT INTO account_tokens (app_id, account, token, bound_at) VALUES (%s,%s,%s,%s) "
+                "ON CONFLICT DO NOTHING",
+                (app_id, account, token, now),
+            )
+
+        return await self._db.write(self._device_op(app_id, token, now, change))
+
+    async def unbind_account(self, app_id: int, token: str, account: str, now: float) -> Device:
+        async def change(c: Conn) -> None:
+            await c.execute(
+                "DELETE FROM account_tokens WHERE app_id=%s AND account=%s AND token=%s", (app_id, account, token)
+            )
+
+        return await self._db.write(self._device_op(app_id, token, now, change))
+
+    async def get_device(self, app_id: int, token: str) -> Device | None:
+        return await self._db.read(lambda c: self._device(c, app_id, token))
+
+    # -- events -------------------------------------------------------------------------
+
+    async def record_events(self, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]:
+        async def op(conn: Conn) -> list[EventOutcome]:
+            outcomes: list[EventOutcome | None] = [None] * len(events)
+            about_push = [i for i, e in enumerate(events) if e.event_type in _PUSH_EVENTS]
+            if about_push:
+                found = await _record_push_events(conn, app_id, [events[i] for i in about_push])
+                for i, outcome in zip(about_push, found):
+                    outcomes[i] = outcome
+            for i, e in enumerate(events):
+                if outcomes[i] is None:
+                    outcomes[i] = await _record_notification_state(conn, app_id, e, now)
+            return outcomes  # type: ignore[return-value]
+
+        return await self._db.write(op)
+
+    # -- SMS records and receipts ---------------------------------------------------------
+
+    async def list_sms_records(
+        self, app_id: int, flt: SmsRecordFilter, before: tuple[float, int] | None, limit: int
+    ) -> list[SmsRecord]:
+        where = ["r.app_id=%s"]
+        args: list[Any] = [app_id]
+        if flt.push_id:
+            where.append("p.push_id=%s")
+            args.append(flt.push_id)
+        if flt.phone_number:
+            where.append("r.phone=%s")
+            args.append(flt.phone_number)
+        if flt.statuses:
+            where.append("r.status = ANY(%s)")
+            args.append([int(s) for s in flt.statuses])
+        if flt.start_time is not None:
+            where.append("r.created_at >= %s")
+            args.append(flt.start_time)
+        if flt.end_time is not None:
+            where.append("r.created_at < %s")
+            args.append(flt.end_time)
+        if before is not None:
+            where.append("(r.created_at, r.id) < (%s, %s)")
+            args.extend([before[0], before[1]])
+        sql = (
+            f"SELECT {_SMS_COLUMNS} FROM sms_records r JOIN pushes p ON p.id = r.push "
+            f"WHERE {' AND '.join(where)} ORDER BY r.created_at DESC, r.id DESC LIMIT %s"
+        )
+        args.append(limit)
+
+        async def q(c: Conn) -> list[SmsRecord]:
+            return [_sms_record(r) for r in await _all(c, sql, args)]
+
+        return await self._db.read(q)
+
+    async def apply_receipts(self, receipts: list[DeliveryReceipt]) -> int:
+        async def op(conn: Conn) -> int:
+            matched = 0
+            for rc in receipts:
+                status = SmsStatus.DELIVERED if rc.delivered else SmsStatus.UNDELIVERED
+                allowed = [int(s) for s in sources_of(SMS_TRANSITIONS, status)]
+                cur = await conn.execute(
+                    "UPDATE sms_records SET status=%s, received_at=%s, report_code=%s, report_description=%s "
+                    "WHERE serial_no=%s AND serial_no != '' AND phone=%s AND status = ANY(%s)",
+                    (int(status), rc.receive_time, rc.code, rc.description, rc.serial_no, rc.phone_number, allowed),
+                )
+                matched += cur.rowcount
+            return matched
+
+        return await self._db.write(op)
+
+    async def sms_sources(self) -> list[tuple[str, bytes, str]]:
+        async def q(c: Conn) -> list[tuple[str, bytes, str]]:
+            rows = await _all(
+                c,
+                "SELECT DISTINCT a.access_id, a.sms_credentials, r.sms_app_id FROM sms_records r "
+                "JOIN apps a ON a.id = r.app_id WHERE a.sms_credentials IS NOT NULL AND r.status = %s",
+                (int(SmsStatus.SENT),),
+            )
+            return [(r[0], bytes(r[1]), r[2]) for r in rows]
+
+        return await self._db.read(q)
+
+    async def statistics(self, app_id: int, start: float, end: float) -> Statistics:
+        async def q(c: Conn) -> Statistics:
+            row = await _one(
+                c,
+                "SELECT count(*), coalesce(sum(target_count), 0), count(*) FILTER (WHERE fallback_state = %s) "
+                "FROM pushes WHERE app_id=%s AND accepted_at >= %s AND accepted_at < %s",
+                (int(FallbackState.PENDING), app_id, start, end),
+            )
+            assert row is not None
+            pushes, targets, pending = row
+            row = await _one(
+                c,
+                "SELECT count(coalesce(t.arrived_at, t.clicked_at)), count(t.clicked_at) FROM pushes p "
+                "JOIN targets t ON t.push = p.id WHERE p.app_id=%s AND p.accepted_at >= %s AND p.accepted_at < %s",
+                (app_id, start, end),
+            )
+            assert row is not None
+            arrived, clicked = row
+            by_status: dict[SmsStatus, int] = {}
+            fee = 0
+            for status, count, fees in await _all(
+                c,
+                "SELECT r.status, count(*), coalesce(sum(r.fee), 0) FROM pushes p JOIN sms_records r ON r.push = p.id "
+                "WHERE p.app_id=%s AND p.accepted_at >= %s AND p.accepted_at < %s GROUP BY r.status",
+                (app_id, start, end),
+            ):
+                by_status[SmsStatus(status)] = count
+                fee += int(fees)
+            return Statistics(
+                start_time=start,
+                end_time=end,
+                push_count=pushes,
+                target_count=int(targets),
+                arrived_count=arrived,
+                clicked_count=clicked,
+                sms_by_status=by_status,
+                sms_fee=fee,
+                pending_fallback_count=pending,
+            )
+
+        return await self._db.read(q)
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def purge_expired(
+        self, finished_before: float | None, idempotency_before: float, limit: int
+    ) -> PurgeCounts:
+        over = [int(s) for s in (FallbackState.DONE, FallbackState.CANCELLED, FallbackState.NONE)]
+
+        async def op(conn: Conn) -> PurgeCounts:
+            pushes = targets = records = 0
+            if finished_before is not None:
+                ids = [
+                    r[0]
+                    for r in await _all(
+                        conn,
+                        "SELECT id FROM pushes WHERE accepted_at < %s AND fallback_state = ANY(%s) "
+                        "AND coalesce(fallback_ended_at, accepted_at) < %s LIMIT %s FOR UPDATE SKIP LOCKED",
+                        (finished_before, over, finished_before, limit),
+                    )
+                ]
+                if ids:
+                    records = (await conn.execute("DELETE FROM sms_records WHERE push = ANY(%s)", (ids,))).rowcount
+                    targets = (await conn.execute("DELETE FROM targets WHERE push = ANY(%s)", (ids,))).rowcount
+                    pushes = (await conn.execute("DELETE FROM pushes WHERE id = ANY(%s)", (ids,))).rowcount
+            idempotency = (
+                await conn.execute("DELETE FROM idempotency WHERE created_at < %s", (idempotency_before,))
+            ).rowcount
+            return PurgeCounts(pushes, targets, records, idempotency)
+
+        return await self._db.transaction(op)
+
+
+class _RequestRace(Exception):
+    """Two instances stored a push for one request_id at once; the later one answers the first's."""
+
+
+async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) -> list[EventOutcome]:
+    """Arrivals and clicks in sets: one query for the pushes they name, one for their targets'
+    current times (locked: another instance may record an event for the same target), one
+    executemany for the targets that change. Each outcome is what taking the events one by one
+    in order would have answered."""
+    pushes = dict(
+        await _all(
+            conn,
+            "SELECT push_id, id FROM pushes WHERE push_id = ANY(%s) AND app_id = %s",
+            (list({e.push_id for e in events}), app_id),
+        )
+    )
+    keys = list({(pushes[e.push_id], e.token) for e in events if e.push_id in pushes})
+    times: dict[tuple[int, str], list[float | None]] = {}
+    if keys:
+        keys.sort()
+        for push, token, arrived_at, clicked_at in await _all(
+            conn,
+            "SELECT t.push, t.token, t.arrived_at, t.clicked_at FROM targets t "
+            "JOIN unnest(%s::bigint[], %s::text[]) AS k(push, token) ON t.push = k.push AND t.token = k.token "
+            "ORDER BY t.push, t.token FOR UPDATE OF t",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ):
+            times[(push, token)] = [arrived_at, clicked_at]
+    changed: dict[tuple[int, str], list[float | None]] = {}
+    outcomes = []
+    for e in events:
+        push = pushes.get(e.push_id)
+        if push is None:
+            outcomes.append(EventOutcome.UNKNOWN_PUSH)
+            continue
+        key = (push, e.token)
+        t = times.get(key)
+        if t is None:
+            outcomes.append(EventOutcome.UNKNOWN_TOKEN)
+            continue
+        arrived_at, clicked_at = t
+        at = e.event_time
+        if e.event_type is EventType.ARRIVED:
+            if arrived_at is not None and arrived_at <= at:
+                outcomes.append(EventOutcome.DUPLICATE)
+                continue
+            t[0] = at
+            outcomes.append(EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE)
+        else:
+            if clicked_at is not None and clicked_at <= at:
+                outcomes.append(EventOutcome.DUPLICATE)
+                continue
+            t[0] = at if arrived_at is None else min(arrived_at, at)  # a click implies arrival
+            t[1] = at
+            outcomes.append(EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE)
+        changed[key] = t
+    if changed:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE targets SET arrived_at=%s, clicked_at=%s WHERE push=%s AND token=%s",
+                [(t[0], t[1], push, token) for (push, token), t in changed.items()],
+            )
+    return outcomes
+
+
+async def _record_notification_state(conn: Conn, app_id: int, e: EventIn, now: float) -> EventOutcome:
+    enabled = 1 if e.event_type is EventType.NOTIFICATION_ENABLED else 0
+    # Make sure the row exists, then lock it: the latest report wins across instances too.
+    await conn.execute(
+        "INSERT INTO devices (app_id, token, updated_at) VALUES (%s,%s,%s) ON CONFLICT DO NOTHING",
+        (app_id, e.token, now),
+    )
+    row = await _one(
+        conn,
+        "SELECT notifications_enabled, notification_time FROM devices WHERE app_id=%s AND token=%s FOR UPDATE",
+        (app_id, e.token),
+    )
+    if row is not None and row[1] is not None:
+        if row[1] > e.event_time:
+            return EventOutcome.DUPLICATE  # an older report than the one we hold
+        if row[1] == e.event_time and row[0] == enabled:
+            return EventOutcome.DUPLICATE
+    await conn.execute(
+        "UPDATE devices SET notifications_enabled=%s, notification_time=%s, updated_at=%s WHERE app_id=%s AND token=%s",
+        (enabled, e.event_time, now, app_id, e.token),
+    )
+    return EventOutcome.ACCEPTED

@@ -1,0 +1,5 @@
+"""Fixtures every test package may use."""
+
+from tests.stores import postgres_module_db, store_db
+
+__all__ = ["postgres_module_db", "store_db"]

@@ -1,0 +1,153 @@
+"""PostgreSQL-only: several instances on one database. The behaviour every store shares is
+in test_store.py; here, what only sharing adds: concurrent migrations, claims that never
+overlap, leases that expire, rate limits seen across instances, a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from pushreachd.engine.ratelimit import RateLimiter
+from pushreachd.errors import Unavailable
+from pushreachd.model import FallbackState, RateLimitPolicy, SmsRecordFilter, SmsStatus
+from pushreachd.store.base import SmsOutcome
+from pushreachd.store.postgres import PostgresStore
+
+from tests.stores import reset_schema
+from tests.unit.test_store import NOW, add_push, app_of
+
+
+@pytest.fixture
+def pg(postgres_module_db: str) -> str:
+    reset_schema(postgres_module_db)
+    return postgres_module_db
+
+
+@pytest.fixture
+async def pair(pg: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    a, b = PostgresStore(pg, owner="a"), PostgresStore(pg, owner="b")
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _sql(dsn: str, sql: str, args: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(sql, args)
+        return cur.fetchall() if cur.description else []
+
+
+async def test_instances_starting_together_apply_each_migration_once(pg: str) -> None:
+    stores = [PostgresStore(pg, owner=str(i)) for i in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        assert _sql(pg, "SELECT version FROM schema_version ORDER BY version") == [(1,)]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_two_instances_claiming_the_same_due_pushes_never_both_get_one(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = pair
+    app = await app_of(a)
+    rows = [await add_push(a, app, f"p{i}", [f"t{i}"]) for i in range(60)]
+    got_a, got_b = await asyncio.gather(a.claim_fallbacks(rows, NOW), b.claim_fallbacks(rows, NOW))
+    ids_a, ids_b = {j.push for j in got_a}, {j.push for j in got_b}
+    assert not ids_a & ids_b
+    # What one skipped because the other held it is FIRING under the other's live lease.
+    assert await b.claim_fallbacks(sorted(ids_a), NOW) == []
+    assert await a.claim_fallbacks(sorted(ids_b), NOW) == []
+    assert ids_a | ids_b <= set(rows)
+    owners = dict(_sql(a._db._dsn, "SELECT id, fire_owner FROM pushes WHERE fallback_state = %s",
+                       (int(FallbackState.FIRING),)))
+    assert {owners[i] for i in ids_a} <= {"a"} and {owners[i] for i in ids_b} <= {"b"}
+
+
+async def test_an_expired_lease_is_taken_over_and_its_sending_records_become_unknown(
+    pair: tuple[PostgresStore, PostgresStore], pg: str,
+) -> None:
+    a, b = pair
+    app = await app_of(a)
+    row = await add_push(a, app, "p", ["t"])
+    (job,) = await a.claim_fallbacks([row], NOW)
+    window = RateLimiter().window(job.policy, NOW)
+    phones = ("+8613800000001", "+8613800000002")
+    assert await a.reserve_sms_many([(job, phones, window)], NOW) == [(list(phones), 0)]
+    await a.finish_sms_many([(row, SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s1"))], NOW)
+    # a's lease is live: b can neither claim it nor recover its records.
+    assert await b.claim_fallbacks([row], NOW) == []
+    assert await b.recover_interrupted_sms(NOW) == 0
+    assert await b.expired_leases(10) == []
+    # a dies; its lease runs out on the database's clock.
+    _sql(pg, "UPDATE pushes SET lease_until = extract(epoch FROM clock_timestamp()) - 1 WHERE id = %s", (row,))
+    assert await b.expired_leases(10) == [row]
+    (taken,) = await b.claim_fallbacks([row], NOW)
+    assert taken.push == row
+    records = {r.phone_number: r.status for r in await b.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
+    assert records == {phones[0]: SmsStatus.SENT, phones[1]: SmsStatus.UNKNOWN}, "maybe sent: never again"
+    # The new owner judges again and sends nothing twice.
+    assert await b.reserve_sms_many([(taken, phones, window)], NOW) == [([], 0)]
+    # a, back from a pause, can no longer renew what b holds.
+    assert await a.renew_leases([row]) == 0
+    assert await b.renew_leases([row]) == 1
+    await b.finish_fallbacks([(taken, 0)], NOW)
+    assert await b.live_fallbacks() == []
+
+
+async def test_the_daily_limit_holds_across_instances_reserving_at_once(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = pair
+    app = await app_of(a)
+    await a.set_rate_limit_policy(app.id, RateLimitPolicy(30, 1, "Asia/Shanghai"))
+    phone = "+8613800000009"
+    rows = [await add_push(a, app, f"p{i}", ["t"]) for i in range(2)]
+    (ja,) = await a.claim_fallbacks([rows[0]], NOW)
+    (jb,) = await b.claim_fallbacks([rows[1]], NOW)
+    window = RateLimiter().window(ja.policy, NOW)
+    for _ in range(3):  # the two reservations race; whichever comes second sees the first
+        ra, rb = await asyncio.gather(
+            a.reserve_sms_many([(ja, (phone,), window)], NOW), b.reserve_sms_many([(jb, (phone,), window)], NOW)
+        )
+        if ra != [([], 0)] or rb != [([], 0)]:
+            break
+    sent = [r for r in (ra, rb) if r == [([phone], 0)]]
+    limited = [r for r in (ra, rb) if r == [([], 1)]]
+    assert len(sent) == 1 and len(limited) == 1
+    statuses = sorted(r.status for r in await a.list_sms_records(app.id, SmsRecordFilter(), None, 10))
+    assert statuses == sorted([SmsStatus.SENDING, SmsStatus.RATE_LIMITED])
+
+
+async def test_a_lost_connection_answers_unavailable_then_recovers_by_itself(pair: tuple[PostgresStore, PostgresStore],
+                                                                          pg: str) -> None:
+    a, _ = pair
+    app = await app_of(a)
+    changes: list[bool] = []
+    a.database.on_health = changes.append
+    # Every connection of this database but the test's own is cut, as a server restart would.
+    _sql(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+             "AND pid != pg_backend_pid()")
+    outcomes = []
+    for i in range(3):  # the first call on each dead connection fails; later ones reconnect
+        try:
+            outcomes.append(await a.bind_phone(app.id, f"t{i}", "+8613800000001", NOW))
+        except Unavailable:
+            outcomes.append(None)
+    assert outcomes.count(None) <= 1 and outcomes[-1] is not None, "one call on the dead connection at most"
+    for _ in range(3):
+        try:
+            assert await a.get_app("app-1") is not None
+            break
+        except Unavailable:
+            continue
+    else:
+        pytest.fail("reads did not recover")
+    assert a.database.healthy
+    assert changes in ([], [False, True]) or changes[-1] is True, "health turned back on by itself"
