@@ -24,6 +24,7 @@ from .clock import Clock, SystemClock
 from .config import Settings, parse_host_port
 from .engine.ratelimit import RateLimiter
 from .engine.scheduler import Scheduler
+from .engine.sharing import DueWatcher
 from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_context
 from .http.console import Console, SessionCodec
 from .http.devices import DeviceReports
@@ -42,6 +43,7 @@ from .sms.receipts import ReceiptPoller, ReceiptServer
 from .sms.sender import SmsSender
 from .sms.tencent import TencentSmsProvider
 from .store import make_store
+from .store.postgres import PostgresStore
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,13 @@ class Service:
         self._poller_task: asyncio.Task[None] | None = None
         self.retention = RetentionPurger(self.store, self.clock, settings.retention_days)
         self._retention_task: asyncio.Task[None] | None = None
+        # On a shared (PostgreSQL) store: pushes other instances accepted and fires dead ones
+        # left reach this wheel too; health follows the database connection.
+        self.watcher: DueWatcher | None = None
+        self._watcher_task: asyncio.Task[None] | None = None
+        if isinstance(self.store, PostgresStore):
+            self.watcher = DueWatcher(self.store, self.scheduler, self.clock, takeover=settings.tick_ms / 1000 * 5)
+            self.store.database.on_health = self._database_health
         self.port = 0
 
     async def start(self) -> int:
@@ -199,6 +208,8 @@ class Service:
             raise
         await self.scheduler.start()
         self._retention_task = self.supervisor.spawn(self.retention.run(), name="pushreach-retention", forever=True)
+        if self.watcher is not None:
+            self._watcher_task = self.supervisor.spawn(self.watcher.run(), name="pushreach-due-watcher", forever=True)
         # Pushes that never reached the channel are redelivered in the background, in pages.
         await self.pushes.start_resume()
         if self.settings.metrics_listen:
@@ -257,6 +268,12 @@ class Service:
         loop = asyncio.get_running_loop()
         self.supervisor.watch(loop.create_task(self.grpc.not_serving(), name="pushreach-not-serving"))
 
+    def _database_health(self, healthy: bool) -> None:
+        # Calls answer UNAVAILABLE meanwhile; orchestrators route elsewhere until it is back.
+        if not self.grpc.started:
+            return
+        self.supervisor.spawn(self.grpc.set_serving(healthy), name="pushreach-database-health")
+
     async def _receipt_sources(self) -> list[tuple[SmsCredentials, str]]:
         sources = []
         for access_id, blob, sms_app_id in await self.store.sms_sources():
@@ -285,6 +302,9 @@ class Service:
         if self._retention_task is not None:
             self._retention_task.cancel()
             await asyncio.gather(self._retention_task, return_exceptions=True)
+        if self._watcher_task is not None:
+            self._watcher_task.cancel()
+            await asyncio.gather(self._watcher_task, return_exceptions=True)
         if self.receipt_server is not None:
             await self.receipt_server.stop()
         await self.pushes.stop()
@@ -292,3 +312,4 @@ class Service:
         await self.store.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+

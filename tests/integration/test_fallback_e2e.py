@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
 from pushreach.v1 import event_pb2, sms_pb2
 
-from tests.harness import Caller, Running, sms_push, wait_done
+from tests.harness import (
+    Caller,
+    Running,
+    sms_push,
+    start_service,
+    test_settings,
+    wait_done,
+)
 
 PHONES = ["+8613800000001", "+8613800000002", "+8613800000003"]
+
+
+@pytest.fixture
+async def server(tmp_path, store_db: str) -> AsyncIterator[Running]:  # type: ignore[no-untyped-def]
+    """The whole flow once per store: SQLite, and PostgreSQL (`store_db`)."""
+    running = await start_service(test_settings(tmp_path, db=store_db))
+    try:
+        yield running
+    finally:
+        await running.close()
+        await running.service.stop()
 
 
 

@@ -63,6 +63,8 @@ class GrpcServer:
         event_pb2_grpc.add_EventServiceServicer_to_server(event, self.server)
         sms_pb2_grpc.add_SmsServiceServicer_to_server(sms, self.server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
+        self.started = False
+        self.failed = False  # not_serving() was called: a stop is under way
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -83,14 +85,18 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.server.start()
+        self.started = True
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
 
     async def not_serving(self) -> None:
-        """Health NOT_SERVING (overall and per service); calls are still taken."""
+        """Health NOT_SERVING (overall and per service); calls are still taken. For good: a
+        database coming back does not turn it SERVING again (see set_serving)."""
+        self.failed = True
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace: float) -> None:
         # Health first, so load balancers stop routing here while calls in flight finish.
+        self.started = False
         await self.not_serving()
         await self.server.stop(grace)
 
@@ -98,6 +104,14 @@ class GrpcServer:
     def serving(self) -> bool:
         """Overall health is SERVING (the HTTP surface's /healthz follows it)."""
         return self.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health of every service: NOT_SERVING while a dependency (the database) is away."""
+        if not self.started or self.failed:
+            return
+        await self._set_all(
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
 
     async def _set_all(self, status: int) -> None:
         self.status = status

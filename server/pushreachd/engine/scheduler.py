@@ -207,6 +207,10 @@ class Scheduler:
     def arm(self, push: int, due_at: float) -> None:
         self._timer.add(due_at, push)
 
+    def knows(self, push: int) -> bool:
+        """The push is armed in the wheel, or due and being fired."""
+        return push in self._timer or push in self._queued
+
     def disarm(self, push: int) -> None:
         self._timer.cancel(push)
 

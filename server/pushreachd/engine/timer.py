@@ -63,6 +63,9 @@ class WheelTimer:
     def pending_count(self) -> int:
         return len(self._wheel)
 
+    def __contains__(self, key: int) -> bool:
+        return key in self._wheel
+
     def add(self, deadline: float, key: int) -> None:
         """Fire `key` at `deadline` (epoch seconds); re-adding a key replaces its deadline."""
         deadline_ms = _ceil_ms(deadline)

@@ -232,6 +232,8 @@ class Database:
                 self._set_healthy(False)
                 raise unavailable(exc) from exc
             raise
+        if not self.healthy:
+            self._set_healthy(True)
         return result
 
     async def transaction(self, fn: Op[T]) -> T:
@@ -241,7 +243,10 @@ class Database:
             try:
                 async with self._pool.connection() as conn:
                     async with conn.transaction():
-                        return await fn(conn)
+                        result = await fn(conn)
+                if not self.healthy:
+                    self._set_healthy(True)
+                return result
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
                     raise

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 import psycopg
@@ -24,6 +26,7 @@ from ..base import FireJob, SmsOutcome
 from ..sqlite import COUNTED, content_key
 from .database import Database
 
+log = logging.getLogger(__name__)
 Conn = psycopg.AsyncConnection
 DB_NOW = "extract(epoch FROM clock_timestamp())"  # the one clock every instance shares
 _COUNTED = [int(s) for s in COUNTED]
@@ -35,6 +38,24 @@ class FallbackQueries:
         self._fdb = db
         self.owner = owner or _new_owner()
         self.lease_seconds = lease_seconds
+        self._firing: set[int] = set()  # claimed here and not finished: their leases are renewed
+
+    async def renew_loop(self) -> None:
+        """Keep the leases of the fires under way: renewed every third of a lease, so only a
+        stopped (or cut off) instance loses them. Never dies; a failed round is retried."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            firing = sorted(self._firing)
+            try:
+                held = await self.renew_leases(firing)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing %d fire lease(s) failed: %s", len(firing), exc)
+                continue
+            if held < len(firing):
+                log.warning("%d fire lease(s) expired before renewal; another instance may finish them",
+                            len(firing) - held)
 
     async def live_fallbacks(self) -> list[tuple[int, float]]:
         live = [int(FallbackState.PENDING), int(FallbackState.FIRING)]
@@ -46,16 +67,17 @@ class FallbackQueries:
         return await self._fdb.read(q)
 
     async def due_fallbacks(self, through: float, after: tuple[float, int] | None, limit: int) -> list[tuple[int, float]]:
-        """(push row id, due time) of live fallbacks due at or before `through`, in due order
-        after the cursor `after`: what an instance loads into its wheel, a horizon at a time."""
-        live = [int(FallbackState.PENDING), int(FallbackState.FIRING)]
+        """(push row id, due time) of PENDING fallbacks due at or before `through`, in due order
+        after the cursor `after`: what an instance arms in its wheel, a horizon at a time.
+        (FIRING ones belong to their lease owner until it expires: `expired_leases`.)"""
         a_due, a_id = after if after is not None else (float("-inf"), 0)
 
         async def q(c: Conn) -> list[tuple[int, float]]:
             cur = await c.execute(
-                "SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s) AND fallback_due_at <= %s "
-                "AND (fallback_due_at, id) > (%s, %s) ORDER BY fallback_due_at, id LIMIT %s",
-                (live, through, a_due, a_id, limit),
+                "SELECT id, fallback_due_at FROM pushes WHERE fallback_state IN (%s, %s) AND fallback_state = %s "
+                "AND fallback_due_at <= %s AND (fallback_due_at, id) > (%s, %s) ORDER BY fallback_due_at, id LIMIT %s",
+                (int(FallbackState.PENDING), int(FallbackState.FIRING), int(FallbackState.PENDING), through, a_due,
+                 a_id, limit),
             )
             return [(r[0], r[1]) for r in await cur.fetchall()]
 
@@ -110,6 +132,7 @@ class FallbackQueries:
             return []
         assert set(sources_of(FALLBACK_TRANSITIONS, FallbackState.FIRING)) == {FallbackState.PENDING, FallbackState.FIRING}
         jobs = await self._fdb.transaction(lambda c: self._claim(c, wanted, skip_locked=True))
+        self._firing.update(j.push for j in jobs)
         # SKIP LOCKED also skips rows that an unrelated short write holds (a delivery mark, a
         # cancel still committing). Those still claimable are claimed again, waiting for the
         # lock this time: once it is released the row is judged afresh, so a claim another
@@ -117,7 +140,9 @@ class FallbackQueries:
         got = {j.push for j in jobs}
         rest = [p for p in wanted if p not in got]
         if rest and await self._fdb.read(lambda c: self._claimable(c, rest)):
-            jobs += await self._fdb.transaction(lambda c: self._claim(c, rest, skip_locked=False))
+            more = await self._fdb.transaction(lambda c: self._claim(c, rest, skip_locked=False))
+            self._firing.update(j.push for j in more)
+            jobs += more
         return sorted(jobs, key=lambda j: j.push)
 
     def _claimable_sql(self) -> str:
@@ -258,6 +283,7 @@ class FallbackQueries:
 
         if rows:
             await self._fdb.transaction(op)
+        self._firing.difference_update(job.push for job, _ in finished)
 
 
 async def _reserve(c: Conn, job: FireJob, phones: tuple[str, ...], window: Window, now: float) -> tuple[list[str], int]:

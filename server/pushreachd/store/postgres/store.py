@@ -8,6 +8,7 @@ instances may use one database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +78,7 @@ class PostgresStore(FallbackQueries):
         self._db = Database(dsn, pool_size=pool_size)
         super().__init__(self._db, owner=owner, lease_seconds=lease_seconds)
         self._marks: tuple[list[tuple[float, int]], Any] | None = None  # (rows, future) still open
+        self._renewer: asyncio.Task[None] | None = None
 
     # -- life cycle and what the wiring reads ----------------------------------------------
 
@@ -101,8 +103,13 @@ class PostgresStore(FallbackQueries):
             await migrate(conn)
 
         await self._db.open(setup)
+        self._renewer = asyncio.create_task(self.renew_loop(), name="pushreach-lease-renewal")
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+            self._renewer = None
         await self._db.close()
 
     # -- apps ---------------------------------------------------------------------------
@@ -305,8 +312,6 @@ class PostgresStore(FallbackQueries):
 
     async def mark_delivered(self, push: int, now: float) -> None:
         # Marks between two commits join one group: one queued write, one future.
-        import asyncio
-
         marks = self._marks
         if marks is None or marks[1].done():
             rows: list[tuple[float, int]] = []
