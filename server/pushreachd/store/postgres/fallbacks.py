@@ -18,12 +18,10 @@ from typing import Any
 
 import psycopg
 
-from ...engine.fallback import Recipient
-from ...engine.ratelimit import Window
 from ...engine.states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
-from ...model import FallbackState, PushSpec, RateLimitPolicy, SmsStatus
-from ..base import FireJob, SmsOutcome
-from ..sqlite import COUNTED, content_key
+from ...model import FallbackState, PushSpec, RateLimitPolicy, Recipient, SmsStatus
+from ..base import FireJob, RateWindow, SmsOutcome
+from ..sqlite.fires import COUNTED
 from .database import Database
 
 log = logging.getLogger(__name__)
@@ -232,7 +230,7 @@ class FallbackQueries:
         return await self._fdb.read(q)
 
     async def reserve_sms_many(
-        self, reservations: list[tuple[FireJob, tuple[str, ...], Window]], now: float
+        self, reservations: list[tuple[FireJob, tuple[str, ...], RateWindow]], now: float
     ) -> list[tuple[list[str], int]]:
         async def op(c: Conn) -> list[tuple[list[str], int]]:
             # Every (app, phone) of the call locked in one order: two instances reserving for
@@ -286,10 +284,10 @@ class FallbackQueries:
         self._firing.difference_update(job.push for job, _ in finished)
 
 
-async def _reserve(c: Conn, job: FireJob, phones: tuple[str, ...], window: Window, now: float) -> tuple[list[str], int]:
+async def _reserve(c: Conn, job: FireJob, phones: tuple[str, ...], window: RateWindow, now: float) -> tuple[list[str], int]:
     """The reservation for one push, inside the caller's transaction and under its locks."""
     info = job.sms_info
-    key = content_key(info)
+    key = window.content_key(info)
     params = json.dumps(list(info.sms_template_params), ensure_ascii=False)
     unique = list(dict.fromkeys(phones))
     if not unique:

@@ -20,6 +20,7 @@ from ...engine.states import SMS_TRANSITIONS, sources_of
 from ...errors import AlreadyExists, FailedPrecondition, NotFound
 from ...model import (
     App,
+    DeliveryReceipt,
     Device,
     EventIn,
     EventOutcome,
@@ -29,7 +30,6 @@ from ...model import (
     NewPush,
     Push,
     PushReceipt,
-    PushSpec,
     RateLimitPolicy,
     SmsRecord,
     SmsRecordFilter,
@@ -37,9 +37,11 @@ from ...model import (
     Statistics,
     TargetView,
 )
-from ...sms.provider import DeliveryReceipt
 from ..base import PurgeCounts
-from ..sqlite import _receipt_from_json, _receipt_to_json, _sms_record, _with_tokens
+from ..sqlite.rows import push as _push_row
+from ..sqlite.rows import receipt_from_json as _receipt_from_json
+from ..sqlite.rows import receipt_to_json as _receipt_to_json
+from ..sqlite.rows import sms_record as _sms_record
 from .database import Database
 from .fallbacks import FallbackQueries
 from .migrations import migrate
@@ -282,23 +284,7 @@ class PostgresStore(FallbackQueries):
 
     @staticmethod
     def _push(row: tuple[Any, ...] | None, tokens: list[str] | None = None) -> Push | None:
-        if row is None:
-            return None
-        spec = PushSpec.from_json(row[4])
-        if tokens is not None and not spec.audience_type.by_account:
-            spec = _with_tokens(spec, tuple(tokens))
-        return Push(
-            id=row[0],
-            app_id=row[1],
-            push_id=row[2],
-            request_id=row[3],
-            spec=spec,
-            accepted_at=row[5],
-            target_count=row[6],
-            fallback_state=FallbackState(row[7]),
-            fallback_due_at=row[8],
-            fallback_ended_at=row[9],
-        )
+        return _push_row(row, tokens)
 
     async def get_push(self, app_id: int, push_id: str) -> Push | None:
         async def q(c: Conn) -> Push | None:
