@@ -192,6 +192,15 @@ class Settings:
         metadata=_help("PostgreSQL: seconds an instance holds the fallbacks it is firing; another "
                        "instance finishes them this long after it dies, 5..3600"),
     )
+    db_pool_size: int = field(
+        default=8,
+        metadata=_help("PostgreSQL: connections for reads and fires, besides the one group-commit writer, 1..100"),
+    )
+    db_prepare_threshold: int = field(
+        default=5,
+        metadata=_help("PostgreSQL: runs of a statement before it is prepared on the server; 0 = never "
+                       "(PgBouncer older than 1.21 in transaction mode)"),
+    )
     instance_id: str = field(
         default="",
         metadata=_help("name of this instance in fire leases (PostgreSQL); empty = host:pid:random"),
@@ -616,6 +625,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "oppo_endpoint": _check_base_url,
     "vivo_endpoint": _check_base_url,
     "fire_lease_seconds": _check_range(5, 3600),
+    "db_pool_size": _check_range(1, 100),
+    "db_prepare_threshold": _check_range(0, 1000),
 }
 
 

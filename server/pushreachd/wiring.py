@@ -99,6 +99,8 @@ class Service:
             supervisor=self.supervisor,
             owner=settings.instance_id,
             lease_seconds=settings.fire_lease_seconds,
+            pool_size=settings.db_pool_size,
+            prepare_threshold=settings.db_prepare_threshold,
         )
         self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))

@@ -37,6 +37,12 @@ SERVICE_NAMES = (
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
+# Health name that stays SERVING while the process runs, even while the database is away (when
+# "" and every service turn NOT_SERVING): for liveness probes, which must not restart an
+# instance that only waits for its database.
+LIVENESS = "liveness"
+
+
 class GrpcServer:
     """A started-or-not grpc.aio server with its health servicer."""
 
@@ -87,11 +93,13 @@ class GrpcServer:
         await self.server.start()
         self.started = True
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
     async def not_serving(self) -> None:
         """Health NOT_SERVING (overall and per service); calls are still taken. For good: a
         database coming back does not turn it SERVING again (see set_serving)."""
         self.failed = True
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace: float) -> None:

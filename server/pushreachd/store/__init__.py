@@ -16,14 +16,29 @@ def is_postgres_url(db: str) -> bool:
 
 
 def make_store(
-    db: str, *, supervisor: Supervisor | None = None, owner: str = "", lease_seconds: float = 30.0
+    db: str,
+    *,
+    supervisor: Supervisor | None = None,
+    owner: str = "",
+    lease_seconds: float = 30.0,
+    pool_size: int = 8,
+    prepare_threshold: int = 5,
 ) -> Store:
-    """The store `db` names. `owner` names this instance in fire leases (PostgreSQL only);
-    `lease_seconds` is how long another instance waits before finishing its fires."""
+    """The store `db` names, its background tasks under `supervisor`. PostgreSQL only: `owner`
+    names this instance in fire leases, `lease_seconds` is how long another instance waits
+    before finishing its fires, `pool_size` bounds the connections besides the writers', and
+    `prepare_threshold` is how often a statement runs before it is prepared on the server
+    (0: never)."""
     if is_postgres_url(db):
         from .postgres import PostgresStore
 
-        return PostgresStore(db, owner=owner, lease_seconds=lease_seconds)
+        return PostgresStore(
+            db,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            pool_size=pool_size,
+            prepare_threshold=prepare_threshold or None,
+        )
     from .sqlite import SqliteStore
 
     return SqliteStore(db, supervisor=supervisor)

@@ -69,16 +69,24 @@ def is_connection_error(exc: BaseException) -> bool:
 class Database:
     """One writer connection with group commit, one pool; `healthy` follows the connection."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 8, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, pool_size: int = 8, connect_timeout: float = 5.0, prepare_threshold: int | None = 5
+    ) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
+        # None: never prepare statements on the server (PgBouncer < 1.21 in transaction mode).
+        self._prepare_threshold = prepare_threshold
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=pool_size,
             open=False,
             timeout=connect_timeout,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, int(connect_timeout)),
+                "prepare_threshold": prepare_threshold,
+            },
             check=AsyncConnectionPool.check_connection,
             reconnect_timeout=0,  # keep trying for as long as the server is away
             name="pushreach",
@@ -95,7 +103,10 @@ class Database:
 
     async def connect(self) -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(
-            self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
+            self._dsn,
+            autocommit=True,
+            connect_timeout=max(1, int(self._connect_timeout)),
+            prepare_threshold=self._prepare_threshold,
         )
 
     async def open(self, setup: Callable[[psycopg.AsyncConnection], Awaitable[None]]) -> None:

@@ -76,8 +76,16 @@ async def _all(conn: Conn, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
 
 
 class PostgresStore(FallbackQueries):
-    def __init__(self, dsn: str, *, owner: str = "", lease_seconds: float = 30.0, pool_size: int = 8) -> None:
-        self._db = Database(dsn, pool_size=pool_size)
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        owner: str = "",
+        lease_seconds: float = 30.0,
+        pool_size: int = 8,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        self._db = Database(dsn, pool_size=pool_size, prepare_threshold=prepare_threshold)
         super().__init__(self._db, owner=owner, lease_seconds=lease_seconds)
         self._marks: tuple[list[tuple[float, int]], Any] | None = None  # (rows, future) still open
         self._renewer: asyncio.Task[None] | None = None
