@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "console", "receipts", "pgdriver")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "console", "receipts", "pgdriver", "pgingest")
 
 
 def machine() -> dict[str, object]:
@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import pgdriver
 
         steps.append(("pgdriver", lambda: pgdriver.run(cfg)))
+    if "pgingest" in which:
+        from . import pgingest
+
+        steps.append(("pgingest", lambda: pgingest.run(cfg)))
     for name, step in steps:
         t0 = time.monotonic()
         try:

@@ -67,10 +67,16 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 class Database:
-    """One writer connection with group commit, one pool; `healthy` follows the connection."""
+    """Group-commit writers, one pool; `healthy` follows the connections."""
 
     def __init__(
-        self, dsn: str, *, pool_size: int = 8, connect_timeout: float = 5.0, prepare_threshold: int | None = 5
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 8,
+        writers: int = 4,
+        connect_timeout: float = 5.0,
+        prepare_threshold: int | None = 5,
     ) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
@@ -91,9 +97,14 @@ class Database:
             reconnect_timeout=0,  # keep trying for as long as the server is away
             name="pushreach",
         )
-        self._writer: psycopg.AsyncConnection | None = None
+        # Several writers take batches from one queue, each on its own connection: while one
+        # waits for its commit, the next batch is already running (PostgreSQL, unlike SQLite,
+        # commits concurrent transactions in parallel).
+        self._writers = writers
+        self._conns: list[psycopg.AsyncConnection | None] = [None] * writers
         self._queue: asyncio.Queue[_Write | None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._taking = asyncio.Lock()
         self.stats = WriteStats()
         self.on_commit: Callable[[int, float], None] | None = None
         self.healthy = True
@@ -111,20 +122,22 @@ class Database:
 
     async def open(self, setup: Callable[[psycopg.AsyncConnection], Awaitable[None]]) -> None:
         """Connect, run `setup` (the migrations) on the writer connection, start the writer."""
-        self._writer = await self.connect()
-        await setup(self._writer)
+        self._conns[0] = await self.connect()
+        await setup(self._conns[0])
         await self._pool.open(wait=True, timeout=self._connect_timeout)
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._writer_loop(), name="pushreach-db-writer")
+        self._tasks = [
+            asyncio.create_task(self._writer_loop(i), name=f"pushreach-db-writer-{i}") for i in range(self._writers)
+        ]
 
     async def close(self) -> None:
-        if self._queue is not None and self._task is not None:
-            await self._queue.put(None)  # the writer finishes what is queued, then stops
-            await self._task
-            self._task = None
-        if self._writer is not None:
-            conn, self._writer = self._writer, None
-            await conn.close()
+        if self._queue is not None and self._tasks:
+            for _ in self._tasks:
+                await self._queue.put(None)  # the writers finish what is queued, then stop
+            await asyncio.gather(*self._tasks)
+            self._tasks = []
+        for i in range(self._writers):
+            await self._drop_writer(i)
         await self._pool.close()
 
     def _set_healthy(self, healthy: bool) -> None:
@@ -140,7 +153,7 @@ class Database:
     # -- group commit -------------------------------------------------------------------
 
     async def write(self, fn: Op[T]) -> T:
-        if self._queue is None or self._task is None or self._task.done():
+        if self._queue is None or not self._tasks or all(t.done() for t in self._tasks):
             raise RuntimeError("store is not open")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Write(fn, fut))
@@ -148,30 +161,33 @@ class Database:
 
     def enqueue(self, fn: Op[Any]) -> asyncio.Future[Any]:
         """Queue a write without waiting: its future resolves after its commit."""
-        if self._queue is None or self._task is None or self._task.done():
+        if self._queue is None or not self._tasks or all(t.done() for t in self._tasks):
             raise RuntimeError("store is not open")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Write(fn, fut))
         return fut
 
-    async def _writer_loop(self) -> None:
+    async def _writer_loop(self, index: int) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
+            # One writer at a time takes from the queue, and takes all that is there: calls
+            # made together share a transaction instead of one writer each.
+            async with self._taking:
+                first = await self._queue.get()
+                if first is None:
                     break
-                batch.append(item)
+                batch = [first]
+                while len(batch) < MAX_BATCH and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
             started = loop.time()
             try:
-                await self._commit_batch(batch)
+                await self._commit_batch(batch, index)
                 self._set_healthy(True)
             except asyncio.CancelledError:
                 for w in batch:
@@ -182,7 +198,7 @@ class Database:
                 if is_connection_error(exc):
                     self._set_healthy(False)
                     error: BaseException = unavailable(exc)
-                    await self._drop_writer()
+                    await self._drop_writer(index)
                 else:
                     log.error("store commit failed: %s", exc)
                     error = exc
@@ -197,19 +213,20 @@ class Database:
                 else:
                     w.future.set_result(w.result)
 
-    async def _drop_writer(self) -> None:
-        conn, self._writer = self._writer, None
+    async def _drop_writer(self, index: int) -> None:
+        conn, self._conns[index] = self._conns[index], None
         if conn is not None:
             try:
                 await conn.close()
             except Exception:
                 pass
 
-    async def _writer_conn(self) -> psycopg.AsyncConnection:
-        if self._writer is None or self._writer.closed or self._writer.broken:
-            self._writer = None
-            self._writer = await self.connect()
-        return self._writer
+    async def _writer_conn(self, index: int) -> psycopg.AsyncConnection:
+        conn = self._conns[index]
+        if conn is None or conn.closed or conn.broken:
+            self._conns[index] = None
+            conn = self._conns[index] = await self.connect()
+        return conn
 
     def _account(self, size: int, seconds: float) -> None:
         self.stats.commits += 1
@@ -218,8 +235,8 @@ class Database:
         if self.on_commit is not None:
             self.on_commit(size, seconds)
 
-    async def _commit_batch(self, batch: list[_Write]) -> None:
-        conn = await self._writer_conn()
+    async def _commit_batch(self, batch: list[_Write], index: int) -> None:
+        conn = await self._writer_conn(index)
         async with conn.transaction():
             for w in batch:
                 w.result, w.error = None, None
