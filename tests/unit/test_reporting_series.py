@@ -7,7 +7,6 @@ import datetime
 import itertools
 import zoneinfo
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +22,7 @@ from pushreachd.model import (
     Target,
 )
 from pushreachd.services.reporting import ReportingService
-from pushreachd.store.sqlite import SqliteStore
+from pushreachd.store import Store, make_store
 
 from tests.fakes import FakeClock
 
@@ -33,8 +32,8 @@ _ids = itertools.count()
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(str(tmp_path / "series.db"))
+async def store(store_db: str) -> AsyncIterator[Store]:
+    s = make_store(store_db)
     await s.open()
     try:
         yield s
@@ -42,7 +41,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         await s.close()
 
 
-async def add_push(store: SqliteStore, app: App, at: float, targets: int, title: str = "t") -> str:
+async def add_push(store: Store, app: App, at: float, targets: int, title: str = "t") -> str:
     push_id = f"p{next(_ids):08d}"
     tokens = tuple(f"tok{i}" for i in range(targets))
     spec = PushSpec(AudienceType.TOKEN_LIST, tokens, (), title, "c")
@@ -58,7 +57,7 @@ async def add_push(store: SqliteStore, app: App, at: float, targets: int, title:
     zone=st.sampled_from(ZONES),
 )
 async def test_buckets_partition_the_range_and_each_push_counts_in_its_own_bucket(
-    store: SqliteStore, offsets: list[tuple[float, int]], interval: StatisticsInterval, zone: str
+    store: Store, offsets: list[tuple[float, int]], interval: StatisticsInterval, zone: str
 ) -> None:
     app = await store.create_app(f"app{next(_ids)}", "series", "verifier", START)
     end = START + 3 * 86400
@@ -84,7 +83,7 @@ async def test_buckets_partition_the_range_and_each_push_counts_in_its_own_bucke
     assert total.push_count == sum(b.push_count for b in buckets) == len(accepted)
 
 
-async def test_a_range_too_long_for_hourly_buckets_is_refused_naming_the_field(store: SqliteStore) -> None:
+async def test_a_range_too_long_for_hourly_buckets_is_refused_naming_the_field(store: Store) -> None:
     app = await store.create_app("app-long", "series", "verifier", START)
     reporting = ReportingService(store, FakeClock(START))
     with pytest.raises(InvalidArgument) as e:
@@ -95,7 +94,7 @@ async def test_a_range_too_long_for_hourly_buckets_is_refused_naming_the_field(s
     assert [v.field for v in e.value.violations] == ["time_zone"]
 
 
-async def test_push_list_is_newest_first_paged_and_searchable(store: SqliteStore) -> None:
+async def test_push_list_is_newest_first_paged_and_searchable(store: Store) -> None:
     app = await store.create_app("app-list", "list", "verifier", START)
     other = await store.create_app("app-other", "other", "verifier", START)
     ids = [await add_push(store, app, START + i, 1, title=f"Approval #{i}" if i % 2 else f"Order {i}") for i in range(7)]

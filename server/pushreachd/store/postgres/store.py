@@ -29,6 +29,7 @@ from ...model import (
     Funnel,
     NewPush,
     Push,
+    PushListItem,
     PushReceipt,
     RateLimitPolicy,
     SmsRecord,
@@ -42,6 +43,7 @@ from ..sqlite.rows import push as _push_row
 from ..sqlite.rows import receipt_from_json as _receipt_from_json
 from ..sqlite.rows import receipt_to_json as _receipt_to_json
 from ..sqlite.rows import sms_record as _sms_record
+from . import reporting
 from .database import Database
 from .fallbacks import FallbackQueries
 from .migrations import migrate
@@ -658,6 +660,14 @@ class PostgresStore(FallbackQueries):
             )
 
         return await self._db.read(q)
+
+    async def statistics_by_slot(self, app_id: int, start: float, end: float) -> list[Statistics]:
+        return await self._db.read(lambda c: reporting.statistics_by_slot(c, app_id, start, end))
+
+    async def list_pushes(
+        self, app_id: int, query: str, before: tuple[float, int] | None, limit: int
+    ) -> list[PushListItem]:
+        return await self._db.read(lambda c: reporting.list_pushes(c, app_id, query, before, limit))
 
     # -- retention ----------------------------------------------------------------------
 
