@@ -257,7 +257,7 @@ class Database:
                 result = await fn(conn)
         except Exception as exc:
             if is_connection_error(exc):
-                self._set_healthy(False)
+                await self._lost(exc)
                 raise unavailable(exc) from exc
             raise
         if not self.healthy:
@@ -281,23 +281,24 @@ class Database:
                 await asyncio.sleep(0.01 * (attempt + 1))
             except Exception as exc:
                 if is_connection_error(exc):
-                    self._set_healthy(False)
+                    await self._lost(exc)
                     raise unavailable(exc) from exc
                 raise
         raise AssertionError("unreachable")
 
-    async def probe(self) -> bool:
-        """One round trip; updates `healthy`."""
-        try:
-            async with self._pool.connection(timeout=self._connect_timeout) as conn:
-                await conn.execute("SELECT 1")
-        except Exception as exc:
-            if is_connection_error(exc):
+    async def _lost(self, exc: BaseException) -> None:
+        """A pool call failed for want of a connection. A pool that is only busy (every
+        connection taken) answers this call UNAVAILABLE but leaves health alone; one that
+        cannot reach the server turns health NOT_SERVING."""
+        if isinstance(exc, PoolTimeout):
+            try:
+                conn = await self.connect()
+            except Exception:
                 self._set_healthy(False)
-                return False
-            raise
-        self._set_healthy(True)
-        return True
+                return
+            await conn.close()
+            return
+        self._set_healthy(False)
 
 
 def _domain(exc: Exception) -> Exception:

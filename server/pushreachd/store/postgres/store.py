@@ -316,7 +316,8 @@ class PostgresStore(FallbackQueries):
                 if self._marks is not None and self._marks[0] is rows:
                     self._marks = None  # fixed from here on; later marks start a new group
                 async with conn.cursor() as cur:
-                    await cur.executemany("UPDATE pushes SET delivered_at=%s WHERE id=%s", rows)
+                    # In id order, as claims lock: the two never wait for each other in a cycle.
+                    await cur.executemany("UPDATE pushes SET delivered_at=%s WHERE id=%s", sorted(rows, key=lambda r: r[1]))
 
             marks = self._marks = (rows, self._db.enqueue(op))
         marks[0].append((now, push))
