@@ -34,7 +34,7 @@ Op = Callable[[psycopg.AsyncConnection], Awaitable[T]]
 
 MAX_BATCH = 512  # writes per transaction; bounds how long one commit holds the writer
 _RETRIES = 5  # engine transactions retried after a deadlock / serialization failure
-_RECONNECT_DELAY = 0.5  # seconds between writer reconnection attempts while the server is away
+_IDLE_CHECK = 1.0  # seconds a writer connection may sit idle before it is checked again
 
 
 @dataclass
@@ -102,6 +102,7 @@ class Database:
         # commits concurrent transactions in parallel).
         self._writers = writers
         self._conns: list[psycopg.AsyncConnection | None] = [None] * writers
+        self._used = [0.0] * writers  # loop time each writer connection last committed
         self._queue: asyncio.Queue[_Write | None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._taking = asyncio.Lock()
@@ -223,9 +224,18 @@ class Database:
 
     async def _writer_conn(self, index: int) -> psycopg.AsyncConnection:
         conn = self._conns[index]
-        if conn is None or conn.closed or conn.broken:
-            self._conns[index] = None
-            conn = self._conns[index] = await self.connect()
+        if conn is not None and not conn.closed and not conn.broken:
+            # A connection idle for a while may have been cut (a server restart) without
+            # knowing it: check it first, so a batch never fails on a stale connection.
+            if asyncio.get_running_loop().time() - self._used[index] < _IDLE_CHECK:
+                return conn
+            try:
+                await conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                await self._drop_writer(index)
+        self._conns[index] = None
+        conn = self._conns[index] = await self.connect()
         return conn
 
     def _account(self, size: int, seconds: float) -> None:
@@ -237,6 +247,7 @@ class Database:
 
     async def _commit_batch(self, batch: list[_Write], index: int) -> None:
         conn = await self._writer_conn(index)
+        self._used[index] = asyncio.get_running_loop().time()
         async with conn.transaction():
             for w in batch:
                 w.result, w.error = None, None
