@@ -194,7 +194,7 @@ class Settings:
     )
     db_pool_size: int = field(
         default=8,
-        metadata=_help("PostgreSQL: connections for reads and fires, besides the one group-commit writer, 1..100"),
+        metadata=_help("PostgreSQL: connections for reads and fires, besides the four group-commit writers, 1..100"),
     )
     db_prepare_threshold: int = field(
         default=5,
