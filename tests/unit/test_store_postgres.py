@@ -14,6 +14,7 @@ from pushreachd.errors import Unavailable
 from pushreachd.model import FallbackState, RateLimitPolicy, SmsRecordFilter, SmsStatus
 from pushreachd.store.base import SmsOutcome
 from pushreachd.store.postgres import PostgresStore
+from pushreachd.store.postgres.migrations import MIGRATIONS
 
 from tests.stores import reset_schema
 from tests.unit.test_store import NOW, add_push, app_of
@@ -47,7 +48,8 @@ async def test_instances_starting_together_apply_each_migration_once(pg: str) ->
     stores = [PostgresStore(pg, owner=str(i)) for i in range(4)]
     await asyncio.gather(*(s.open() for s in stores))
     try:
-        assert _sql(pg, "SELECT version FROM schema_version ORDER BY version") == [(1,)]
+        versions = [v for (v,) in _sql(pg, "SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, len(MIGRATIONS) + 1)), "each version once"
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 
@@ -70,7 +72,7 @@ async def test_two_instances_claiming_the_same_due_pushes_never_both_get_one(
     assert {owners[i] for i in ids_a} <= {"a"} and {owners[i] for i in ids_b} <= {"b"}
 
 
-async def test_an_expired_lease_is_taken_over_and_its_sending_records_become_unknown(
+async def test_an_expired_lease_is_taken_over_dispatched_records_become_unknown_reserved_ones_go_once(
     pair: tuple[PostgresStore, PostgresStore], pg: str,
 ) -> None:
     a, b = pair
@@ -78,25 +80,33 @@ async def test_an_expired_lease_is_taken_over_and_its_sending_records_become_unk
     row = await add_push(a, app, "p", ["t"])
     (job,) = await a.claim_fallbacks([row], NOW)
     window = RateLimiter().window(job.policy, NOW)
-    phones = ("+8613800000001", "+8613800000002")
+    phones = ("+8613800000001", "+8613800000002", "+8613800000003")
     assert await a.reserve_sms_many([(job, phones, window)], NOW) == [(list(phones), 0)]
+    assert await a.dispatch_sms([(row, phones[0]), (row, phones[1])], NOW) == [True, True]
     await a.finish_sms_many([(row, SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s1"))], NOW)
     # a's lease is live: b can neither claim it nor recover its records.
     assert await b.claim_fallbacks([row], NOW) == []
     assert await b.recover_interrupted_sms(NOW) == 0
     assert await b.expired_leases(10) == []
-    # a dies; its lease runs out on the database's clock.
+    # a stalls; its lease runs out on the database's clock.
     _sql(pg, "UPDATE pushes SET lease_until = extract(epoch FROM clock_timestamp()) - 1 WHERE id = %s", (row,))
     assert await b.expired_leases(10) == [row]
     (taken,) = await b.claim_fallbacks([row], NOW)
     assert taken.push == row
     records = {r.phone_number: r.status for r in await b.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
-    assert records == {phones[0]: SmsStatus.SENT, phones[1]: SmsStatus.UNKNOWN}, "maybe sent: never again"
-    # The new owner judges again and sends nothing twice.
-    assert await b.reserve_sms_many([(taken, phones, window)], NOW) == [([], 0)]
-    # a, back from a pause, can no longer renew what b holds.
+    assert records == {
+        phones[0]: SmsStatus.SENT,
+        phones[1]: SmsStatus.UNKNOWN,  # dispatched, never answered: maybe sent, never again
+        phones[2]: SmsStatus.RESERVED,  # never dispatched: the new owner sends it
+    }
+    assert await b.reserve_sms_many([(taken, phones, window)], NOW) == [([phones[2]], 0)]
+    # Both think they may send phones[2]; the guarded dispatch lets exactly one call the provider.
+    assert await b.dispatch_sms([(row, phones[2])], NOW) == [True]
+    assert await a.dispatch_sms([(row, phones[2])], NOW) == [False]
+    # a, back from its pause, can no longer renew what b holds.
     assert await a.renew_leases([row]) == 0
     assert await b.renew_leases([row]) == 1
+    await b.finish_sms_many([(row, SmsOutcome(phones[2], SmsStatus.SENT, serial_no="s3"))], NOW)
     await b.finish_fallbacks([(taken, 0)], NOW)
     assert await b.live_fallbacks() == []
 
@@ -112,17 +122,15 @@ async def test_the_daily_limit_holds_across_instances_reserving_at_once(
     (ja,) = await a.claim_fallbacks([rows[0]], NOW)
     (jb,) = await b.claim_fallbacks([rows[1]], NOW)
     window = RateLimiter().window(ja.policy, NOW)
-    for _ in range(3):  # the two reservations race; whichever comes second sees the first
-        ra, rb = await asyncio.gather(
-            a.reserve_sms_many([(ja, (phone,), window)], NOW), b.reserve_sms_many([(jb, (phone,), window)], NOW)
-        )
-        if ra != [([], 0)] or rb != [([], 0)]:
-            break
+    # The two reservations race; whichever comes second sees the first's record.
+    ra, rb = await asyncio.gather(
+        a.reserve_sms_many([(ja, (phone,), window)], NOW), b.reserve_sms_many([(jb, (phone,), window)], NOW)
+    )
     sent = [r for r in (ra, rb) if r == [([phone], 0)]]
     limited = [r for r in (ra, rb) if r == [([], 1)]]
     assert len(sent) == 1 and len(limited) == 1
     statuses = sorted(r.status for r in await a.list_sms_records(app.id, SmsRecordFilter(), None, 10))
-    assert statuses == sorted([SmsStatus.SENDING, SmsStatus.RATE_LIMITED])
+    assert statuses == sorted([SmsStatus.RESERVED, SmsStatus.RATE_LIMITED])
 
 
 async def test_a_lost_connection_answers_unavailable_then_recovers_by_itself(pair: tuple[PostgresStore, PostgresStore],

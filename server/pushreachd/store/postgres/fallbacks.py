@@ -18,7 +18,13 @@ from typing import Any
 
 import psycopg
 
-from ...engine.states import FALLBACK_TRANSITIONS, SMS_TRANSITIONS, sources_of
+from ...engine.states import (
+    FALLBACK_TRANSITIONS,
+    SMS_TRANSITIONS,
+    check_transition,
+    guard,
+    sources_of,
+)
 from ...model import FallbackState, PushSpec, RateLimitPolicy, Recipient, SmsStatus
 from ..base import FireJob, RateWindow, SmsOutcome
 from ..sqlite.fires import COUNTED
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 Conn = psycopg.AsyncConnection
 DB_NOW = "extract(epoch FROM clock_timestamp())"  # the one clock every instance shares
 _COUNTED = [int(s) for s in COUNTED]
+_IN_FLIGHT = [int(s) for s in SmsStatus if s.in_flight]
 UNKNOWN_MESSAGE = "the service stopped before the provider answered; not sent again"
 
 
@@ -246,10 +253,33 @@ class FallbackQueries:
 
         return await self._fdb.transaction(op)
 
+    async def dispatch_sms(self, records: list[tuple[int, str]], now: float) -> list[bool]:
+        """RESERVED -> SENDING, guarded: of two instances holding one record (a lease lost
+        while its owner was paused), only one moves it, and only that one calls the provider."""
+        if not records:
+            return []
+        (reserved,) = guard(SMS_TRANSITIONS, SmsStatus.SENDING, SmsStatus.RESERVED)
+
+        async def op(c: Conn) -> set[tuple[int, str]]:
+            cur = await c.execute(
+                "UPDATE sms_records r SET status=%s, dispatched_at=%s "
+                "FROM unnest(%s::bigint[], %s::text[]) AS k(push, phone) "
+                "WHERE r.push = k.push AND r.phone = k.phone AND r.status = %s RETURNING r.push, r.phone",
+                (int(SmsStatus.SENDING), now, [p for p, _ in records], [ph for _, ph in records], int(reserved)),
+            )
+            return {(r[0], r[1]) for r in await cur.fetchall()}
+
+        moved = await self._fdb.transaction(op)
+        answers = []
+        for key in records:  # a record named twice is moved once
+            answers.append(key in moved)
+            moved.discard(key)
+        return answers
+
     async def finish_sms_many(self, outcomes: list[tuple[int, SmsOutcome]], now: float) -> None:
         by_status: dict[SmsStatus, list[tuple[Any, ...]]] = {}
         for push, o in sorted(outcomes, key=lambda x: (x[0], x[1].phone_number)):
-            allowed = [int(s) for s in sources_of(SMS_TRANSITIONS, o.status)]
+            allowed = [int(s) for s in guard(SMS_TRANSITIONS, o.status, SmsStatus.SENDING)]
             by_status.setdefault(o.status, []).append(
                 (int(o.status), o.code, o.message, o.serial_no, o.fee, o.rate_limit_rule, now, push, o.phone_number, allowed)
             )
@@ -292,25 +322,33 @@ async def _reserve(c: Conn, job: FireJob, phones: tuple[str, ...], window: RateW
     unique = list(dict.fromkeys(phones))
     if not unique:
         return [], 0
-    cur = await c.execute("SELECT phone FROM sms_records WHERE push=%s AND phone = ANY(%s)", (job.push, unique))
-    judged = {r[0] for r in await cur.fetchall()}  # before an interruption: at most one SMS each
+    cur = await c.execute("SELECT phone, status FROM sms_records WHERE push=%s AND phone = ANY(%s)", (job.push, unique))
+    # Judged before an interruption: at most one SMS per (push, phone). A record reserved but
+    # never dispatched (its fire stopped, or its instance died) is still to be sent.
+    judged = {r[0]: SmsStatus(r[1]) for r in await cur.fetchall()}
     fresh = [p for p in unique if p not in judged]
+    to_send = [p for p in unique if judged.get(p) is SmsStatus.RESERVED]
     if not fresh:
-        return [], 0
+        return to_send, 0
+    # In-flight records count as sent now; answered ones from when they were sent.
+    since = min(window.day_start, window.same_content_since)
     cur = await c.execute(
-        "SELECT phone, count(*) FILTER (WHERE created_at >= %s), max(created_at) FILTER (WHERE content_key = %s) "
-        "FROM sms_records WHERE app_id=%s AND phone = ANY(%s) AND status = ANY(%s) AND created_at >= %s "
-        "GROUP BY phone",
-        (window.day_start, key, job.app_id, fresh, _COUNTED, min(window.day_start, window.same_content_since)),
+        "SELECT phone, count(*) FILTER (WHERE created_at >= %(day)s), "
+        "max(CASE WHEN status = ANY(%(flight)s) THEN %(now)s ELSE coalesce(sent_at, dispatched_at, created_at) END) "
+        "FILTER (WHERE content_key = %(key)s) "
+        "FROM sms_records WHERE app_id=%(app)s AND phone = ANY(%(phones)s) AND status = ANY(%(counted)s) "
+        "AND (created_at >= %(since)s OR status = ANY(%(flight)s) OR sent_at >= %(same)s) GROUP BY phone",
+        {"day": window.day_start, "flight": _IN_FLIGHT, "now": now, "key": key, "app": job.app_id, "phones": fresh,
+         "counted": _COUNTED, "since": since, "same": window.same_content_since},
     )
     counts = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
-    to_send: list[str] = []
     limited = 0
     rows = []
     for phone in fresh:
         sent_today, last_same = counts.get(phone, (0, None))
         rule = window.verdict(sent_today, last_same)
-        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.SENDING
+        status = SmsStatus.RATE_LIMITED if rule else SmsStatus.RESERVED
+        check_transition(SMS_TRANSITIONS, None, status)
         rows.append((job.app_id, job.push, phone, int(status), key, info.sms_app_id, info.sms_template_id,
                      info.sms_sign_name, params, rule or "", now))
         if rule:
@@ -323,7 +361,8 @@ async def _reserve(c: Conn, job: FireJob, phones: tuple[str, ...], window: RateW
             "sign_name, params, rate_limit_rule, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             rows,
         )
-    return to_send, limited
+    sending = set(to_send)
+    return [p for p in unique if p in sending], limited  # in the order asked
 
 
 def _new_owner() -> str:

@@ -116,6 +116,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_by_time ON idempotency(created_at);
     """,
+    # 2: as SQLite's 3 and 4: when a record's provider call began (reserved vs dispatched), and
+    # per-app receipt keys (services/receipts.py), sealed under the master key.
+    """
+    ALTER TABLE sms_records ADD COLUMN dispatched_at DOUBLE PRECISION;
+    CREATE TABLE receipt_keys (
+        app_id BIGINT NOT NULL REFERENCES apps(id),
+        key_id INTEGER NOT NULL,
+        blob BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        retire_at DOUBLE PRECISION,
+        PRIMARY KEY (app_id, key_id)
+    );
+    """,
 ]
 
 

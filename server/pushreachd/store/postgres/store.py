@@ -32,6 +32,8 @@ from ...model import (
     PushListItem,
     PushReceipt,
     RateLimitPolicy,
+    ReceiptKey,
+    SmsCounts,
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
@@ -43,7 +45,7 @@ from ..sqlite.rows import push as _push_row
 from ..sqlite.rows import receipt_from_json as _receipt_from_json
 from ..sqlite.rows import receipt_to_json as _receipt_to_json
 from ..sqlite.rows import sms_record as _sms_record
-from . import reporting
+from . import receipt_keys, reporting
 from .database import Database
 from .fallbacks import FallbackQueries
 from .migrations import migrate
@@ -216,6 +218,25 @@ class PostgresStore(FallbackQueries):
             return await self._app_by_id(conn, app_id)
 
         return await self._db.write(op)
+
+    # -- receipt keys -------------------------------------------------------------------
+
+    async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:
+        return await self._db.read(lambda c: receipt_keys.of_app(c, app_id))
+
+    async def add_receipt_key(
+        self,
+        app_id: int,
+        seal: Callable[[int], bytes],
+        now: float,
+        *,
+        retire_others_at: float | None = None,
+        only_if_none: bool = False,
+    ) -> ReceiptKey:
+        return await self._db.write(lambda c: receipt_keys.add(c, app_id, seal, now, retire_others_at, only_if_none))
+
+    async def reseal_receipt_keys(self, reseal: Callable[[int, int, bytes], bytes]) -> int:
+        return await self._db.write(lambda c: receipt_keys.reseal(c, reseal))
 
     # -- pushes -------------------------------------------------------------------------
 
@@ -415,20 +436,20 @@ class PostgresStore(FallbackQueries):
                 (push,),
             )
 
-            def n(*statuses: SmsStatus) -> int:
-                return sum(by_status.get(int(s), 0) for s in statuses)
-
+            sms = SmsCounts.of({SmsStatus(status): count for status, count in by_status.items()})
             return Funnel(
                 target_count=targets,
                 arrived_count=arrived,
                 clicked_count=clicked,
-                sms_sent_count=n(SmsStatus.SENT, SmsStatus.DELIVERED, SmsStatus.UNDELIVERED),
-                sms_delivered_count=n(SmsStatus.DELIVERED),
-                sms_failed_count=n(SmsStatus.FAILED, SmsStatus.UNDELIVERED),
-                sms_rate_limited_count=n(SmsStatus.RATE_LIMITED),
+                sms_sent_count=sms.sent,
+                sms_delivered_count=sms.delivered,
+                sms_failed_count=sms.failed,
+                sms_rate_limited_count=sms.rate_limited,
                 no_phone_count=no_phone_row[0] if no_phone_row else 0,
                 arrived_after_sms_count=after_row[0] if after_row else 0,
-                sms_unknown_count=n(SmsStatus.UNKNOWN, SmsStatus.SENDING),
+                sms_unknown_count=sms.unknown,
+                sms_undelivered_count=sms.undelivered,
+                sms_pending_count=sms.pending,
             )
 
         return await self._db.read(q)
