@@ -152,7 +152,7 @@ def cmd_apps_rotate_receipt_key(args: argparse.Namespace) -> int:
     db, key = _db_and_key(args)
 
     async def rotate() -> tuple[int, float]:
-        store = SqliteStore(db)
+        store = make_store(db)
         await store.open()
         try:
             app = await AppService(store, SecretBox(key), SystemClock()).get_app(args.access_id)
