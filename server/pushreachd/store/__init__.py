@@ -38,6 +38,7 @@ def make_store(
             lease_seconds=lease_seconds,
             pool_size=pool_size,
             prepare_threshold=prepare_threshold or None,
+            supervisor=supervisor,
         )
     from .sqlite import SqliteStore
 

@@ -27,6 +27,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ...errors import DomainError, Unavailable
+from ...supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,7 +78,9 @@ class Database:
         writers: int = 4,
         connect_timeout: float = 5.0,
         prepare_threshold: int | None = 5,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self._supervisor = supervisor or Supervisor()
         self._dsn = dsn
         self._connect_timeout = connect_timeout
         # None: never prepare statements on the server (PgBouncer < 1.21 in transaction mode).
@@ -128,11 +131,14 @@ class Database:
         await self._pool.open(wait=True, timeout=self._connect_timeout)
         self._queue = asyncio.Queue()
         self._tasks = [
-            asyncio.create_task(self._writer_loop(i), name=f"pushreach-db-writer-{i}") for i in range(self._writers)
+            self._supervisor.spawn(self._writer_loop(i), name=f"pushreach-db-writer-{i}", forever=True)
+            for i in range(self._writers)
         ]
 
     async def close(self) -> None:
         if self._queue is not None and self._tasks:
+            for task in self._tasks:
+                self._supervisor.release(task)
             for _ in self._tasks:
                 await self._queue.put(None)  # the writers finish what is queued, then stop
             await asyncio.gather(*self._tasks)

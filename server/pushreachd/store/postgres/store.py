@@ -40,6 +40,7 @@ from ...model import (
     Statistics,
     TargetView,
 )
+from ...supervisor import Supervisor
 from ..base import PurgeCounts
 from ..sqlite.rows import push as _push_row
 from ..sqlite.rows import receipt_from_json as _receipt_from_json
@@ -88,8 +89,10 @@ class PostgresStore(FallbackQueries):
         lease_seconds: float = 30.0,
         pool_size: int = 8,
         prepare_threshold: int | None = 5,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        self._db = Database(dsn, pool_size=pool_size, prepare_threshold=prepare_threshold)
+        self._supervisor = supervisor or Supervisor()
+        self._db = Database(dsn, pool_size=pool_size, prepare_threshold=prepare_threshold, supervisor=self._supervisor)
         super().__init__(self._db, owner=owner, lease_seconds=lease_seconds)
         self._marks: tuple[list[tuple[float, int]], Any] | None = None  # (rows, future) still open
         self._renewer: asyncio.Task[None] | None = None
@@ -117,10 +120,11 @@ class PostgresStore(FallbackQueries):
             await migrate(conn)
 
         await self._db.open(setup)
-        self._renewer = asyncio.create_task(self.renew_loop(), name="pushreach-lease-renewal")
+        self._renewer = self._supervisor.spawn(self.renew_loop(), name="pushreach-lease-renewal", forever=True)
 
     async def close(self) -> None:
         if self._renewer is not None:
+            self._supervisor.release(self._renewer)
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
