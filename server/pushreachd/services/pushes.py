@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ..channels.base import PushChannel, PushDelivery, TargetPayload
 from ..clock import Clock
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound, Unavailable
 from ..model import (
     App,
     FallbackState,
@@ -150,7 +150,13 @@ class PushService:
                 log.exception("push channel failed for push %s", delivery.push_id)
                 return
             # A store that cannot record the mark is broken: that is a death (the supervisor).
-            await self._store.mark_delivered(row_id, self._clock.time())
+            # A shared database that is briefly unreachable is not: the push stays marked
+            # undelivered and is handed to the channel again on a later start.
+            try:
+                await self._store.mark_delivered(row_id, self._clock.time())
+            except Unavailable:
+                log.warning("delivery of push %s not recorded (database unreachable); redelivered on a later start",
+                            delivery.push_id)
 
         task = self._supervisor.spawn(run(), name=f"pushreach-delivery-{delivery.push_id}")
         self._deliveries.add(task)
