@@ -19,13 +19,15 @@ from pushreachd.model import (
     PushReceipt,
     PushSpec,
     SmsInfo,
+    SmsRecordFilter,
+    SmsStatus,
     Target,
     TriggerCondition,
 )
 from pushreachd.store.base import SmsOutcome
 from pushreachd.store.sqlite import SqliteStore
 
-from tests.unit.test_store import add_push, app_of, exercise
+from tests.unit.test_store import exercise
 
 NOW = 1_750_000_000.0
 INFO = SmsInfo(300, TriggerCondition.NOT_ARRIVED, "Pushreach", "123456", "1400000001", ("42",))
@@ -63,8 +65,8 @@ async def add_push(
 async def test_a_receipt_that_beats_its_serial_number_is_kept_and_applied_when_it_is_written(
     store: SqliteStore,
 ) -> None:
-    app = await app_of(store)  # type: ignore[arg-type]
-    row = await add_push(store, app, "p", ["t"])  # type: ignore[arg-type]
+    app = await app_of(store)
+    row = await add_push(store, app, "p", ["t"])
     (job,) = await store.claim_fallbacks([row], NOW)
     window = RateLimiter().window(job.policy, NOW)
     phones = ("+8613800000001", "+8613800000002")
