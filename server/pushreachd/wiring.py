@@ -28,6 +28,7 @@ from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_cont
 from .http.console import Console, SessionCodec
 from .http.devices import DeviceReports
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
+from .ports import check_listen_addresses
 from .secrets import SecretBox, load_master_key
 from .services.apps import AppService
 from .services.devices import DeviceService
@@ -41,6 +42,7 @@ from .sms.provider import SmsCredentials, SmsProvider
 from .sms.receipts import ReceiptPoller, ReceiptServer
 from .sms.sender import SmsSender
 from .sms.tencent import TencentSmsProvider
+from .store.instance_lock import InstanceLock
 from .store.sqlite import SqliteStore
 from .supervisor import Supervisor
 
@@ -93,6 +95,8 @@ class Service:
         self.supervisor = Supervisor()
         self.supervisor.on_failure.append(self._on_task_death)
         self.store = SqliteStore(settings.db, supervisor=self.supervisor)
+        # One instance per SQLite file (its scheduler assumes it is alone): held from start to stop.
+        self.instance_lock = InstanceLock(settings.db, settings.listen)
         self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
         self.apps = AppService(self.store, self.box, self.clock)
@@ -182,8 +186,18 @@ class Service:
         self.port = 0
 
     async def start(self) -> int:
-        """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
-        await self.store.open()
+        """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port.
+
+        Before anything starts, the database's instance lock is taken and every listening address
+        is checked, so that a second instance or a port in use is one clear error (InstanceLocked,
+        AddressUnavailable) and nothing has run."""
+        self.instance_lock.acquire()
+        try:
+            check_listen_addresses(self.settings)
+            await self.store.open()
+        except BaseException:
+            self.instance_lock.release()
+            raise
         key_setting = (
             "master_key" if self.settings.master_key else f"master_key_file ({self.settings.resolved_master_key_file})"
         )
@@ -191,6 +205,7 @@ class Service:
             await self.apps.check_sealed_credentials(key_setting)
         except BaseException:
             await self.store.close()
+            self.instance_lock.release()
             raise
         await self.scheduler.start()
         self._retention_task = self.supervisor.spawn(self.retention.run(), name="pushreach-retention", forever=True)
@@ -285,5 +300,6 @@ class Service:
         await self.pushes.stop()
         await self.provider.close()
         await self.store.close()
+        self.instance_lock.release()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
