@@ -28,7 +28,7 @@ from .secrets import SecretBox, SecretError, load_master_key
 from .services.apps import AppService
 from .services.receipts import Receipts
 from .sms import emulator
-from .store.instance_lock import InstanceLocked
+from .store.instance_lock import InstanceLock, InstanceLocked
 from .store.sqlite import SqliteStore
 
 log = logging.getLogger("pushreach")
@@ -210,21 +210,33 @@ def cmd_apps_rotate_master_key(args: argparse.Namespace) -> int:
     """Re-seal every app's SMS credentials under the key in --new-key-file (created if absent).
     The database is changed in one transaction; the operator then puts the new key in place."""
     db, old_key = _db_and_key(args)
-    new_key = load_master_key("", args.new_key_file)  # creates it (0600) on first use
-    if new_key == old_key:
-        raise SecretError("the new key file holds the current master key; nothing to rotate")
+    # A running service holds the old key in memory: refuse while one runs (SQLite: its instance
+    # lock), and keep one from starting while the credentials are re-sealed.
+    lock = InstanceLock(db, "pushreach apps rotate-master-key") if "://" not in db else None
+    try:
+        if lock is not None:
+            lock.acquire()
+    except InstanceLocked as exc:
+        raise _UsageError(f"stop the service first: database {db} is in use by {exc.holder}") from None
+    try:
+        new_key = load_master_key("", args.new_key_file)  # creates it (0600) on first use
+        if new_key == old_key:
+            raise SecretError("the new key file holds the current master key; nothing to rotate")
 
-    async def run() -> int:
-        store = SqliteStore(db)
-        await store.open()
-        try:
-            apps = await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
-            await Receipts(store, SecretBox(old_key), SystemClock()).reseal(SecretBox(new_key))
-            return apps
-        finally:
-            await store.close()
+        async def run() -> int:
+            store = SqliteStore(db)
+            await store.open()
+            try:
+                apps = await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
+                await Receipts(store, SecretBox(old_key), SystemClock()).reseal(SecretBox(new_key))
+                return apps
+            finally:
+                await store.close()
 
-    count = asyncio.run(run())
+        count = asyncio.run(run())
+    finally:
+        if lock is not None:
+            lock.release()
     if args.json:
         print(json.dumps({"resealed_apps": count, "new_key_id": SecretBox(new_key).key_id}))
     else:

@@ -96,7 +96,7 @@ class Service:
         self.supervisor.on_failure.append(self._on_task_death)
         self.store = SqliteStore(settings.db, supervisor=self.supervisor)
         # One instance per SQLite file (its scheduler assumes it is alone): held from start to stop.
-        self.instance_lock = InstanceLock(settings.db, settings.listen)
+        self.instance_lock = InstanceLock(settings.db, f"pushreach serve on {settings.listen}")
         self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
         self.apps = AppService(self.store, self.box, self.clock)

@@ -11,13 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from pushreach import Client
 
-from tests.harness import start_service, test_settings
+from tests.harness import Running, start_service, test_settings
 from tests.integration.test_cli_ops import cli, credentials
 from tests.integration.test_serve_process import _free_port, _wait_serving
 from tests.integration.test_tls import Issued, _issue
@@ -69,8 +72,7 @@ def test_a_second_serve_on_one_sqlite_file_refuses_naming_the_first(tmp_path: Pa
         out, err = second.communicate(timeout=30)
         assert second.returncode == 2, err
         assert len(err.strip().splitlines()) == 1, err
-        assert f"database {db} is in use by another pushreach serve" in err
-        assert f"pid {first.pid}" in err and f"listening on {first_address}" in err
+        assert f"database {db} is in use by pushreach serve on {first_address} (pid {first.pid}," in err
         assert "--db" in err and out == ""
         assert first.poll() is None  # the first one is untouched
     finally:
@@ -173,3 +175,17 @@ def test_client_refuses_half_a_client_certificate() -> None:
         Client("127.0.0.1:1", "a", "s", cert=b"x")
     with pytest.raises(ValueError, match="either credentials or ca/cert/key"):
         Client("127.0.0.1:1", "a", "s", ca=b"x", credentials=object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", ["13800138001x", "abc", "1380013"])
+async def test_bind_phone_answers_the_accepted_forms(server: Running, raw: str) -> None:
+    caller = await server.new_app()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await caller.bind("tok", raw)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR))
+    (violation,) = bad.field_violations
+    assert violation.field == "phone_number"
+    assert "E.164" in violation.description and "bare mainland number" in violation.description

@@ -41,21 +41,42 @@ def test_library_loggers_stay_at_warning_unless_debug(log_level: str, library_le
 
 def test_a_second_instance_lock_on_one_database_names_the_first(tmp_path: Path) -> None:
     db = str(tmp_path / "p.db")
-    first = InstanceLock(db, "127.0.0.1:50051")
+    first = InstanceLock(db, "pushreach serve on 127.0.0.1:50051")
     first.acquire()
     try:
         with pytest.raises(InstanceLocked) as caught:
-            InstanceLock(db, "127.0.0.1:50052").acquire()
+            InstanceLock(db, "pushreach serve on 127.0.0.1:50052").acquire()
         message = str(caught.value)
-        assert f"database {db} is in use by another pushreach serve" in message
-        assert f"pid {os.getpid()}" in message and "127.0.0.1:50051" in message
-        assert "--db" in message and "PostgreSQL" in message
+        assert f"database {db} is in use by pushreach serve on 127.0.0.1:50051 (pid {os.getpid()}" in message
+        assert "another --db" in message and "PostgreSQL" in message
     finally:
         first.release()
-    second = InstanceLock(db, "127.0.0.1:50052")
+    second = InstanceLock(db, "pushreach serve on 127.0.0.1:50052")
     second.acquire()  # released: free again, the file left behind does not block
     assert second.held
     second.release()
+
+
+@pytest.mark.usefixtures("no_tencent_key")
+def test_rotate_master_key_refuses_while_a_service_holds_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "p.db")
+    assert cli.main(["apps", "create", "demo", "--db", db]) == 0
+    serving = InstanceLock(db, "pushreach serve on 127.0.0.1:50051")
+    serving.acquire()
+    try:
+        new_key = tmp_path / "new.key"
+        assert cli.main(["apps", "rotate-master-key", "--db", db, "--new-key-file", str(new_key)]) == 2
+        err = capsys.readouterr().err
+        assert "stop the service first" in err and "pushreach serve on 127.0.0.1:50051" in err
+        assert not new_key.exists()
+    finally:
+        serving.release()
+    assert cli.main(["apps", "rotate-master-key", "--db", db, "--new-key-file", str(tmp_path / "new.key")]) == 0
+    after = InstanceLock(db, "x")
+    after.acquire()  # the command let it go
+    after.release()
 
 
 # -- apps commands on the database ---------------------------------------------------------

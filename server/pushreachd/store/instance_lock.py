@@ -8,8 +8,10 @@ start and names the first. The kernel drops the lock when the process ends, howe
 (SIGKILL included), so a stale file never blocks a restart. Several instances share a
 PostgreSQL database instead, where this lock does not apply.
 
-The `pushreach apps` commands do not take it: they are short transactions that SQLite
-serialises, and they are documented to work beside a running service.
+Most `pushreach apps` commands do not take it: they are short transactions that SQLite
+serialises, documented to work beside a running service. `apps rotate-master-key` does, since
+a running service holds the old key: it refuses while a service runs, and no service starts
+while it re-seals.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ __all__ = ["InstanceLock", "InstanceLocked", "lock_path"]
 
 
 class InstanceLocked(Exception):
-    """Another process holds the database; the message names it and what to do."""
+    """Another process holds the database; the message names it and what to do, `holder` names it."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def lock_path(db: str) -> str:
@@ -33,10 +39,11 @@ def lock_path(db: str) -> str:
 class InstanceLock:
     """`acquire()` takes the lock or raises InstanceLocked; `release()` lets it go."""
 
-    def __init__(self, db: str, listen: str) -> None:
+    def __init__(self, db: str, holder: str) -> None:
+        """`holder` says who takes it, for whoever finds it taken: "pushreach serve on 127.0.0.1:50051"."""
         self.db = db
         self.path = lock_path(db)
-        self._listen = listen
+        self._holder = holder
         self._fd: int | None = None
 
     @property
@@ -48,18 +55,18 @@ class InstanceLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(_read(fd))
+            holder = f"{_describe(_read(fd))} (lock file {self.path})"
             os.close(fd)
             raise InstanceLocked(
-                f"database {self.db} is in use by another pushreach serve ({holder}; lock file {self.path}): "
-                "one SQLite database serves one instance. Stop that one, or give this one another --db "
-                "(several instances share a PostgreSQL --db)"
+                f"database {self.db} is in use by {holder}: one SQLite database serves one instance. "
+                "Stop that one, or give this one another --db (several instances share a PostgreSQL --db)",
+                holder,
             ) from None
         except BaseException:
             os.close(fd)
             raise
         # Ours now: say who holds it, for the next one that tries.
-        holder = {"pid": os.getpid(), "listen": self._listen, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        holder = {"pid": os.getpid(), "holder": self._holder, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode() + b"\n", 0)
         self._fd = fd
@@ -84,6 +91,6 @@ def _read(fd: int) -> bytes:
 def _describe(raw: bytes) -> str:
     try:
         holder = json.loads(raw)
-        return f"pid {int(holder['pid'])}, listening on {holder['listen']}, started {holder['started']}"
+        return f"{holder['holder']} (pid {int(holder['pid'])}, since {holder['started']})"
     except (ValueError, KeyError, TypeError):
         return "a process that is still starting"  # it took the lock and has not written yet
