@@ -58,8 +58,8 @@ LOOPBACK = re.compile(r"\b(?P<host>127\.0\.0\.1|localhost):(?P<port>\d{2,5})\b")
 LISTEN_FLAG = re.compile(r"--[\w-]*listen[ =](?P<address>\S+)")
 MODES = ("run", "background", "output")
 SHELLS = ("sh", "bash", "shell", "console")
-BLOCK_TIMEOUT = 120.0
-READY_TIMEOUT = 30.0
+BLOCK_TIMEOUT = 300.0
+READY_TIMEOUT = 120.0  # generous: a loaded CI machine starts Python slowly
 
 
 @dataclass
@@ -276,6 +276,7 @@ def test_markers_are_well_formed_and_the_guides_are_covered() -> None:
     assert {"SMS.md", "OPERATIONS.md", "SECURITY.md"} <= covered
 
 
+@pytest.mark.timeout(1200)  # a whole document, its servers' starts included
 @pytest.mark.parametrize("doc", _documents(), ids=lambda d: str(d.path.relative_to(ROOT)))
 def test_the_docs_commands_run_as_written(doc: Doc, tmp_path: Path) -> None:
     missing = sorted({cmd for step in doc.steps for cmd in step.requires if shutil.which(cmd) is None})

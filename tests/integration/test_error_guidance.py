@@ -35,13 +35,14 @@ def _serve(tmp_path: Path, *argv: str, **kwargs: object) -> subprocess.Popen[str
     )
 
 
+@pytest.mark.timeout(300)
 def test_a_port_in_use_is_one_line_naming_the_address_and_listen(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         proc = _serve(tmp_path, "--listen", address, "--db", str(tmp_path / "p.db"))
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -51,25 +52,27 @@ def test_a_port_in_use_is_one_line_naming_the_address_and_listen(tmp_path: Path)
     assert not (tmp_path / "p.db").exists()
 
 
+@pytest.mark.timeout(300)
 def test_a_metrics_port_in_use_names_metrics_listen(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         proc = _serve(tmp_path, "--listen", "127.0.0.1:0", "--metrics-listen", address, "--db", str(tmp_path / "p.db"))
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert f"metrics_listen={address}" in err and "--metrics-listen" in err and "Traceback" not in err
 
 
+@pytest.mark.timeout(600)
 def test_a_second_serve_on_one_sqlite_file_refuses_naming_the_first(tmp_path: Path) -> None:
     db = str(tmp_path / "p.db")
     first_address = f"127.0.0.1:{_free_port()}"
     first = _serve(tmp_path, "--listen", first_address, "--db", db)
     try:
-        _wait_serving(first_address)
+        _wait_serving(first_address, timeout=120)
         second = _serve(tmp_path, "--listen", "127.0.0.1:0", "--db", db)
-        out, err = second.communicate(timeout=30)
+        out, err = second.communicate(timeout=120)
         assert second.returncode == 2, err
         assert len(err.strip().splitlines()) == 1, err
         assert f"database {db} is in use by pushreach serve on {first_address} (pid {first.pid}," in err
@@ -77,16 +80,16 @@ def test_a_second_serve_on_one_sqlite_file_refuses_naming_the_first(tmp_path: Pa
         assert first.poll() is None  # the first one is untouched
     finally:
         first.terminate()
-        first.communicate(timeout=30)
+        first.communicate(timeout=120)
     assert first.returncode == 0
     # Once the first has stopped, the database is free again.
     again = f"127.0.0.1:{_free_port()}"
     third = _serve(tmp_path, "--listen", again, "--db", db)
     try:
-        _wait_serving(again)
+        _wait_serving(again, timeout=120)
     finally:
         third.terminate()
-        third.communicate(timeout=30)
+        third.communicate(timeout=120)
 
 
 async def test_the_cli_with_no_server_names_the_address_and_server(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,6 +127,7 @@ def _server_cert_for(name: str, ca: Issued) -> Issued:
     return Issued(issued.key_pem, cert.public_bytes(serialization.Encoding.PEM), issued.key, cert)
 
 
+@pytest.mark.timeout(300)
 async def test_cli_and_client_reach_a_mutual_tls_server_named_otherwise(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -139,7 +143,7 @@ async def test_cli_and_client_reach_a_mutual_tls_server_named_otherwise(
     running = await start_service(settings)
     try:
         _, conn = await credentials(running)
-        conn += ["--timeout", "5"]
+        conn += ["--timeout", "30"]
         common = ["stats", *conn, "--ca-file", p["ca.pem"]]
 
         # The certificate does not name 127.0.0.1: the hint says which options to check.
@@ -163,7 +167,7 @@ async def test_cli_and_client_reach_a_mutual_tls_server_named_otherwise(
         for ca_src, cert_src, key_src in ((p["ca.pem"], p["client.pem"], p["client.key"]),
                                           (ca.cert_pem, client.cert_pem, client.key_pem)):
             async with Client(running.target, access_id, secret, ca=ca_src, cert=cert_src, key=key_src,
-                              server_name="pushreach.internal", timeout=5) as c:
+                              server_name="pushreach.internal", timeout=30) as c:
                 assert (await c.get_statistics()).push_count == 0
     finally:
         await running.close()
