@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -22,23 +23,34 @@ from .clock import SystemClock
 from .errors import DomainError
 from .logcontext import RequestIdFilter
 from .phone import PhoneMaskingFilter
+from .ports import AddressUnavailable
 from .secrets import SecretBox, SecretError, load_master_key
 from .services.apps import AppService
 from .services.receipts import Receipts
 from .sms import emulator
 from .store import is_postgres_url, make_store
+from .store.instance_lock import InstanceLock, InstanceLocked
 
 log = logging.getLogger("pushreach")
 
 
+# Libraries that log every request at INFO (httpx logs each receipt poll, aiohttp each
+# request served): kept at WARNING unless log_level is DEBUG.
+CHATTY_LIBRARIES = ("httpx", "httpcore", "hpack", "h2", "aiohttp", "asyncio", "grpc", "tencentcloud_sdk_common")
+
+
 def _setup_logging(level: str) -> None:
+    level_number = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=level_number,
         format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
+    logging.getLogger().setLevel(level_number)  # also when a handler existed before (basicConfig did nothing)
     for handler in logging.getLogger().handlers:  # phone numbers masked in every line, whoever logs
         handler.addFilter(PhoneMaskingFilter())
         handler.addFilter(RequestIdFilter())
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(level_number if level_number <= logging.DEBUG else max(level_number, logging.WARNING))
 
 
 # -- serve --------------------------------------------------------------------------------
@@ -77,6 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level)
     try:
         return asyncio.run(_serve(settings))
+    except (InstanceLocked, AddressUnavailable) as exc:  # a setting to change: like a bad setting
+        print(f"pushreach: {exc}", file=sys.stderr)
+        return 2
     except (OSError, SecretError) as exc:
         print(f"pushreach: {exc}", file=sys.stderr)
         return 1
@@ -85,7 +100,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- apps ---------------------------------------------------------------------------------
 
 
+def _check_db(args: argparse.Namespace) -> None:
+    """Refuse a --db in a directory that does not exist (naming the directory, not the key file
+    beside it), and, for commands that only work on existing apps, a database that does not
+    exist: a typo must not silently create an empty database and a new master key."""
+    if "://" in args.db:
+        return  # a database URL: the store says what is wrong with it
+    directory = os.path.dirname(os.path.abspath(args.db))
+    if not os.path.isdir(directory):
+        raise _UsageError(f"--db {args.db}: directory {directory} does not exist; create it, or give another --db")
+    if args.db_must_exist and not os.path.exists(args.db):
+        raise _UsageError(
+            f"--db {args.db}: no such database; give the database of the service (--db or PUSHREACH_DB), "
+            f"or create it with `pushreach apps create NAME --db {args.db}`"
+        )
+
+
 def _db_and_key(args: argparse.Namespace) -> tuple[str, bytes]:
+    _check_db(args)
     master = os.environ.get("PUSHREACH_MASTER_KEY", "")
     key_file = args.master_key_file or os.environ.get("PUSHREACH_MASTER_KEY_FILE", "")
     if not key_file and not master and is_postgres_url(args.db):
@@ -109,7 +141,9 @@ async def _with_apps(args: argparse.Namespace, action):  # type: ignore[no-untyp
 
 def cmd_apps_create(args: argparse.Namespace) -> int:
     app, secret = asyncio.run(_with_apps(args, lambda apps: apps.create_app(args.name)))
-    if args.json:
+    if args.export:  # for `eval "$(pushreach apps create NAME --export)"`: the operator commands read these
+        print(f"export PUSHREACH_ACCESS_ID={shlex.quote(app.access_id)}\nexport PUSHREACH_SECRET_KEY={shlex.quote(secret)}")
+    elif args.json:
         print(json.dumps({"access_id": app.access_id, "secret_key": secret}))
     else:
         print(f"access_id:  {app.access_id}\nsecret_key: {secret}\n(the secret key is shown only now)")
@@ -118,6 +152,11 @@ def cmd_apps_create(args: argparse.Namespace) -> int:
 
 def cmd_apps_set_sms_credentials(args: argparse.Namespace) -> int:
     secret_key = args.secret_key or os.environ.get("PUSHREACH_TENCENT_SECRET_KEY", "")
+    if not secret_key:
+        raise _UsageError(
+            "the Tencent Cloud SecretKey is missing: set PUSHREACH_TENCENT_SECRET_KEY "
+            "(preferred: flags show in `ps`) or give --secret-key"
+        )
     app = asyncio.run(
         _with_apps(args, lambda apps: apps.set_sms_credentials(args.access_id, args.secret_id, secret_key))
     )
@@ -177,21 +216,33 @@ def cmd_apps_rotate_master_key(args: argparse.Namespace) -> int:
     """Re-seal every app's SMS credentials under the key in --new-key-file (created if absent).
     The database is changed in one transaction; the operator then puts the new key in place."""
     db, old_key = _db_and_key(args)
-    new_key = load_master_key("", args.new_key_file)  # creates it (0600) on first use
-    if new_key == old_key:
-        raise SecretError("the new key file holds the current master key; nothing to rotate")
+    # A running service holds the old key in memory: refuse while one runs (SQLite: its instance
+    # lock), and keep one from starting while the credentials are re-sealed.
+    lock = InstanceLock(db, "pushreach apps rotate-master-key") if "://" not in db else None
+    try:
+        if lock is not None:
+            lock.acquire()
+    except InstanceLocked as exc:
+        raise _UsageError(f"stop the service first: database {db} is in use by {exc.holder}") from None
+    try:
+        new_key = load_master_key("", args.new_key_file)  # creates it (0600) on first use
+        if new_key == old_key:
+            raise SecretError("the new key file holds the current master key; nothing to rotate")
 
-    async def run() -> int:
-        store = make_store(db)
-        await store.open()
-        try:
-            apps = await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
-            await Receipts(store, SecretBox(old_key), SystemClock()).reseal(SecretBox(new_key))
-            return apps
-        finally:
-            await store.close()
+        async def run() -> int:
+            store = make_store(db)
+            await store.open()
+            try:
+                apps = await AppService(store, SecretBox(old_key), SystemClock()).rotate_master_key(SecretBox(new_key))
+                await Receipts(store, SecretBox(old_key), SystemClock()).reseal(SecretBox(new_key))
+                return apps
+            finally:
+                await store.close()
 
-    count = asyncio.run(run())
+        count = asyncio.run(run())
+    finally:
+        if lock is not None:
+            lock.release()
     if args.json:
         print(json.dumps({"resealed_apps": count, "new_key_id": SecretBox(new_key).key_id}))
     else:
@@ -270,13 +321,39 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     secret_key = args.secret_key or os.environ.get("PUSHREACH_SECRET_KEY", "")
     if not access_id or not secret_key:
         raise _UsageError("credentials needed: --access-id/--secret-key or PUSHREACH_ACCESS_ID/PUSHREACH_SECRET_KEY")
-    credentials = None
-    if args.ca_file:
-        import grpc
+    if bool(args.cert_file) != bool(args.key_file):
+        raise _UsageError("--cert-file and --key-file go together (mutual TLS): give both")
+    pem = {}
+    for option, path in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file), ("--key-file", args.key_file)):
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    pem[option] = f.read()
+            except OSError as exc:
+                raise _UsageError(f"{option} {path}: cannot read: {exc.strerror or exc}") from None
+    return Client(
+        args.server,
+        access_id,
+        secret_key,
+        tls=args.tls or bool(args.server_name),
+        ca=pem.get("--ca-file"),
+        cert=pem.get("--cert-file"),
+        key=pem.get("--key-file"),
+        server_name=args.server_name or None,
+        timeout=args.timeout,
+    )
 
-        with open(args.ca_file, "rb") as f:
-            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
-    return Client(args.server, access_id, secret_key, tls=args.tls, credentials=credentials, timeout=args.timeout)
+
+def _uses_tls(args: argparse.Namespace) -> bool:
+    return bool(args.tls or args.ca_file or args.cert_file or args.server_name)
+
+
+def _unavailable_hint(args: argparse.Namespace) -> str:
+    """What to check when the service could not be reached at all."""
+    hint = f"could not reach the service at {args.server}: is it running there? Give its address with --server (or PUSHREACH_SERVER)"
+    if _uses_tls(args):
+        return hint + "; with TLS, check --ca-file (the CA that signed its certificate), --server-name (a name in its certificate) and, if it requires client certificates, --cert-file and --key-file"
+    return hint + "; if it uses TLS, add --tls or --ca-file"
 
 
 class _UsageError(Exception):
@@ -300,6 +377,8 @@ def _run_op(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped
         print(f"pushreach: {exc.code.name}: {exc.message}", file=sys.stderr)
         for v in exc.violations:
             print(f"  {v.field}: {v.description}", file=sys.stderr)
+        if exc.code.name == "UNAVAILABLE":
+            print(f"pushreach: {_unavailable_hint(args)}", file=sys.stderr)
         return 1
 
 
@@ -323,7 +402,40 @@ def _load_push_body(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     try:
         return json_format.ParseDict(body, push_pb2.PushRequest())
     except json_format.ParseError as exc:
+        tpns_sign = None if args.tpns else tpns_evidence(body)
+        if tpns_sign:
+            raise _UsageError(f"push body: this looks like a TPNS body ({tpns_sign}): use --tpns") from None
         raise _UsageError(f"push body: {exc}") from None
+
+
+# TPNS /v3/push/app fields that pushreach's PushRequest does not have.
+_TPNS_ONLY_FIELDS = ("seq", "tag_list", "push_id", "upload_id", "plan_id", "collapse_id", "badge_type")
+
+
+def tpns_evidence(body: Any) -> str | None:
+    """What makes `body` a TPNS push body rather than pushreach's (a TPNS enum spelling such as
+    audience_type "token_list", a TPNS-only field), or None."""
+    if not isinstance(body, dict):
+        return None
+    from .services.tpns import (
+        AUDIENCE_TYPES,
+        ENVIRONMENTS,
+        MESSAGE_TYPES,
+        UNSUPPORTED_AUDIENCES,
+    )
+
+    for field, names in (("audience_type", (*AUDIENCE_TYPES, *UNSUPPORTED_AUDIENCES)),
+                         ("message_type", MESSAGE_TYPES), ("environment", ENVIRONMENTS)):
+        value = body.get(field)
+        if isinstance(value, str) and value.lower() in names:
+            return f"{field} {value!r}"
+    for field in _TPNS_ONLY_FIELDS:
+        if field in body:
+            return f"field {field!r}"
+    sms = body.get("sms_info")
+    if isinstance(sms, dict) and sms.get("trigger_condition") == 0:
+        return "sms_info.trigger_condition 0"
+    return None
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -487,10 +599,14 @@ def cmd_sms_emulator(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
-def _add_db_arguments(p: argparse.ArgumentParser) -> None:
+def _add_db_arguments(p: argparse.ArgumentParser, *, create: bool = False) -> None:
+    """The database options of an `apps` command. Only a command that `create`s may start a new
+    database; every other one refuses a path where no database exists."""
+    p.set_defaults(db_must_exist=not create)
     p.add_argument("--db", default=os.environ.get("PUSHREACH_DB", "./pushreach.db"),
                    help="database of the service: an SQLite path or a postgresql://user@host:port/db URL "
-                        "(default ./pushreach.db, env PUSHREACH_DB)")
+                        "(default ./pushreach.db, env PUSHREACH_DB)"
+                   + ("; an SQLite file is created if it does not exist" if create else "; an SQLite file must exist"))
     p.add_argument("--master-key-file", default="",
                    help="master key file that encrypts SMS credentials (default <db>.key; required "
                         "with a PostgreSQL --db; "
@@ -519,7 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     create = apps_sub.add_parser("create", help="create an app and print its access id and secret key",
                                  description="Create an app; prints its access_id and secret_key (shown only once).")
     create.add_argument("name", help="display name of the app")
-    _add_db_arguments(create)
+    create.add_argument("--export", action="store_true",
+                        help="print shell export lines for PUSHREACH_ACCESS_ID and PUSHREACH_SECRET_KEY, "
+                             "for eval \"$(pushreach apps create NAME --export)\"")
+    _add_db_arguments(create, create=True)
     create.set_defaults(func=cmd_apps_create)
 
     creds = apps_sub.add_parser(
@@ -589,6 +708,13 @@ def _add_connection_arguments(p: argparse.ArgumentParser) -> None:
                    help="app secret key (or PUSHREACH_SECRET_KEY; prefer the variable: flags show in `ps`)")
     p.add_argument("--tls", action="store_true", help="connect with TLS (system root certificates)")
     p.add_argument("--ca-file", default="", help="connect with TLS, trusting this CA certificate (PEM)")
+    p.add_argument("--server-name", default="",
+                   help="connect with TLS and check the server's certificate against this name instead of "
+                        "the host of --server (e.g. --server 10.0.0.5:50051 --server-name pushreach.internal)")
+    p.add_argument("--cert-file", default="",
+                   help="client certificate chain (PEM) for a server that requires client certificates (mutual TLS); "
+                        "needs --key-file")
+    p.add_argument("--key-file", default="", help="private key (PEM) of --cert-file")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -650,6 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except _UsageError as exc:
+        print(f"pushreach: {exc}", file=sys.stderr)
+        return 2
     except (DomainError, SecretError) as exc:
         print(f"pushreach: {exc}", file=sys.stderr)
         return 1

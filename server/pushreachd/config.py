@@ -325,6 +325,10 @@ def _metavar(name: str) -> str | None:
         return "URL"
     if name.endswith("_time_zone"):
         return "ZONE"
+    if name.endswith("_seconds"):
+        return "SECONDS"
+    if name.endswith("_rate_limit"):
+        return "PER_SECOND"
     return None
 
 
@@ -356,7 +360,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["metavar"] = "N"
         elif kind is float:
             kwargs["type"] = float
-            kwargs["metavar"] = "SECONDS"
+            kwargs["metavar"] = _metavar(name) or "N"
         elif meta["secret"]:
             kwargs["metavar"] = "SECRET"
             # Command lines are visible to every local user (ps, /proc).
@@ -578,6 +582,17 @@ def _check_nonempty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+def _check_db(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if "://" in value:
+        return None  # a database URL, not a file
+    directory = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist: create it, or give another path"
+    return None
+
+
 def _check_readable_file(value: str) -> str | None:
     if value and not os.path.isfile(value):
         return "file does not exist"
@@ -588,7 +603,7 @@ def _check_readable_file(value: str) -> str | None:
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "listen": _check_address(optional=False),
-    "db": _check_nonempty,
+    "db": _check_db,
     "metrics_listen": _check_address(optional=True),
     "sms_provider": _check_choice(SMS_PROVIDERS),
     "tencent_sms_region": _check_nonempty,

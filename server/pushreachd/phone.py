@@ -14,24 +14,36 @@ class InvalidPhoneNumber(ValueError):
     pass
 
 
+ACCEPTED_FORMS = "E.164 such as +8613800138000, or a bare mainland number such as 13800138000"
+
+# Digits with an optional leading + and the usual separators, nothing else: phonenumbers alone
+# would read "13800138001x" as 13800138001 (trailing text dropped) and letters as a vanity
+# number ("1-800-FLOWERS").
+_NUMBER_SHAPE = re.compile(r"\+?[0-9][0-9 ().-]*")
+
+
 def normalize_phone(raw: str) -> str:
     """Return the E.164 form of `raw`; a bare number without '+' is read as mainland China.
 
     TPNS does the same: "13800138000" means "+8613800138000". Raises InvalidPhoneNumber
-    for anything phonenumbers does not consider a valid number.
+    (saying which forms are accepted, never echoing the number) for anything else: text that is
+    not digits and separators, or a number phonenumbers does not consider valid.
     """
     text = raw.strip()
     if not text:
         raise InvalidPhoneNumber("phone number is empty")
+    if not _NUMBER_SHAPE.fullmatch(text):
+        raise InvalidPhoneNumber(f"not a phone number (only digits, an optional leading +, spaces and -); give {ACCEPTED_FORMS}")
     if text.startswith("00"):
         text = "+" + text[2:]
     region = None if text.startswith("+") else "CN"
     try:
         parsed = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"not a phone number: {exc}") from None
+    except phonenumbers.NumberParseException:
+        raise InvalidPhoneNumber(f"not a phone number; give {ACCEPTED_FORMS}") from None
     if not phonenumbers.is_valid_number(parsed):
-        raise InvalidPhoneNumber("not a valid phone number")
+        where = "a valid mainland number (11 digits)" if region else "a valid number for its country code"
+        raise InvalidPhoneNumber(f"not {where}; give {ACCEPTED_FORMS}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -29,6 +29,7 @@ from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_cont
 from .http.console import Console, SessionCodec
 from .http.devices import DeviceReports
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
+from .ports import check_listen_addresses
 from .secrets import SecretBox, load_master_key
 from .services.apps import AppService
 from .services.devices import DeviceService
@@ -42,7 +43,8 @@ from .sms.provider import SmsCredentials, SmsProvider
 from .sms.receipts import ReceiptPoller, ReceiptServer
 from .sms.sender import SmsSender
 from .sms.tencent import TencentSmsProvider
-from .store import make_store
+from .store import is_postgres_url, make_store
+from .store.instance_lock import InstanceLock
 from .store.postgres import PostgresStore
 from .supervisor import Supervisor
 
@@ -101,6 +103,11 @@ class Service:
             lease_seconds=settings.fire_lease_seconds,
             pool_size=settings.db_pool_size,
             prepare_threshold=settings.db_prepare_threshold,
+        )
+        # One instance per SQLite file (its scheduler assumes it is alone): held from start to stop.
+        # PostgreSQL is shared by design: no lock.
+        self.instance_lock = (
+            None if is_postgres_url(settings.db) else InstanceLock(settings.db, f"pushreach serve on {settings.listen}")
         )
         self.store.on_commit = self.metrics.observe_commit
         self.box = SecretBox(load_master_key(settings.master_key, settings.resolved_master_key_file))
@@ -198,8 +205,20 @@ class Service:
         self.port = 0
 
     async def start(self) -> int:
-        """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port."""
-        await self.store.open()
+        """Open the store, arm the live fallbacks, then take calls. Returns the gRPC port.
+
+        Before anything starts, the database's instance lock is taken and every listening address
+        is checked, so that a second instance or a port in use is one clear error (InstanceLocked,
+        AddressUnavailable) and nothing has run."""
+        if self.instance_lock is not None:
+            self.instance_lock.acquire()
+        try:
+            check_listen_addresses(self.settings)
+            await self.store.open()
+        except BaseException:
+            if self.instance_lock is not None:
+                self.instance_lock.release()
+            raise
         key_setting = (
             "master_key" if self.settings.master_key else f"master_key_file ({self.settings.resolved_master_key_file})"
         )
@@ -207,6 +226,8 @@ class Service:
             await self.apps.check_sealed_credentials(key_setting)
         except BaseException:
             await self.store.close()
+            if self.instance_lock is not None:
+                self.instance_lock.release()
             raise
         await self.scheduler.start()
         self._retention_task = self.supervisor.spawn(self.retention.run(), name="pushreach-retention", forever=True)
@@ -312,6 +333,8 @@ class Service:
         await self.pushes.stop()
         await self.provider.close()
         await self.store.close()
+        if self.instance_lock is not None:
+            self.instance_lock.release()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
 

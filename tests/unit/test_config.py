@@ -95,7 +95,7 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         tick_ms = 20
         shutdown_grace_seconds = 5
         log_level = "WARNING"
-        db = "/from/file.db"
+        db = "/tmp/from-file.db"
         """,
     )
     env = {
@@ -110,7 +110,7 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     assert s.shutdown_grace_seconds == 0.5  # flag > file
     assert s.sms_receipt_poll_seconds == 2.5  # env > default
     assert s.log_level == "WARNING"  # file > default
-    assert s.db == "/from/file.db"
+    assert s.db == "/tmp/from-file.db"
     assert s.insecure is True  # env bool
     assert s.listen == "127.0.0.1:50051"  # default
 

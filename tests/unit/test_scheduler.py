@@ -430,6 +430,50 @@ async def test_a_new_scheduler_re_arms_pending_fallbacks_and_fires_overdue_ones_
     assert sorted(engine.provider.numbers) == PHONES
 
 
+@pytest.mark.parametrize("page", [1, 2, 5, 100])
+async def test_a_start_arms_exactly_the_live_fallbacks_a_page_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    clock = FakeClock()
+    async for e in _engine(tmp_path, clock, live_page=page):
+        tokens = await three_phones(e)
+        sent = [await e.push(tokens[i % 3 : i % 3 + 1], delay=DELAY * (i + 1)) for i in range(6)]
+        await e.store.cancel_fallback(e.app.id, sent[2].push_id, clock.time())  # no longer live
+        rows = {r.push_id: (await e.get(r.push_id)).id for r in sent}
+        live = {rows[r.push_id] for i, r in enumerate(sent) if i != 2}
+        await e.scheduler.stop()
+        await clock.advance(DELAY * 2.5)  # the process is down while the first two come due
+
+        calls: list[tuple[int, int, list[tuple[int, float]]]] = []
+        real = e.store.live_fallbacks
+
+        async def spy(after: int, limit: int) -> list[tuple[int, float]]:
+            found = await real(after, limit)
+            calls.append((after, limit, found))
+            return found
+
+        monkeypatch.setattr(e.store, "live_fallbacks", spy)
+        e.new_scheduler()
+        assert await e.scheduler.start() == len(live)
+
+        # Pages of at most `page` rows, each after the last id of the one before, the last short.
+        assert [limit for _, limit, _ in calls] == [page] * len(calls)
+        assert all(len(found) <= page for *_, found in calls)
+        assert len(calls[-1][2]) < page
+        assert [after for after, *_ in calls] == [0] + [found[-1][0] for *_, found in calls[:-1]]
+        walked = [push for *_, found in calls for push, _ in found]
+        assert walked == sorted(live)
+
+        # The two overdue fire at once; the others stay armed until they are due.
+        await e.done(sent[0].push_id)
+        await e.done(sent[1].push_id)
+        assert sorted(e.provider.numbers) == PHONES[:2]
+        assert e.scheduler.pending_count == 3
+        for r in sent[3:]:
+            assert (await e.get(r.push_id)).fallback_state is FallbackState.PENDING
+        assert (await e.get(sent[2].push_id)).fallback_state is FallbackState.CANCELLED
+
+
 async def test_sending_records_left_by_a_stop_become_unknown_and_are_never_resent(engine: Engine) -> None:
     tokens = await three_phones(engine)
     receipt = await engine.push(tokens)

@@ -47,9 +47,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
@@ -60,8 +68,16 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from .v1 import device_pb2, device_pb2_grpc, event_pb2, event_pb2_grpc, push_pb2, push_pb2_grpc
-from .v1 import sms_pb2, sms_pb2_grpc
+from .v1 import (
+    device_pb2,
+    device_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    push_pb2,
+    push_pb2_grpc,
+    sms_pb2,
+    sms_pb2_grpc,
+)
 
 __all__ = ["Client", "FieldViolation", "PushreachError", "TimeLike", "timestamp"]
 
@@ -128,6 +144,16 @@ def timestamp(value: TimeLike) -> timestamp_pb2.Timestamp:
     return t
 
 
+PemSource = bytes | str | os.PathLike[str]  # PEM bytes, or the path of a PEM file
+
+
+def _pem(source: PemSource | None) -> bytes | None:
+    if source is None or isinstance(source, bytes):
+        return source
+    with open(source, "rb") as f:
+        return f.read()
+
+
 def basic_auth(access_id: str, secret_key: str) -> tuple[tuple[str, str], ...]:
     """The call metadata that authenticates an app (TPNS's scheme):
     `authorization: Basic base64(access_id:secret_key)`."""
@@ -140,8 +166,13 @@ class Client:
 
     - `target`: the server, `host:port`.
     - `access_id`, `secret_key`: the app's credentials (`pushreach apps create`).
-    - `tls`: use TLS with the system's root certificates; or pass `credentials`
-      (`grpc.ssl_channel_credentials(...)`) for your own CA or a client certificate.
+    - `tls`: use TLS with the system's root certificates.
+    - `ca`: trust this CA instead (PEM bytes, or the path of a PEM file); implies TLS.
+    - `cert`, `key`: the client certificate chain and its private key (PEM bytes or paths),
+      for a server that requires client certificates (mutual TLS); implies TLS.
+    - `server_name`: the name to check the server's certificate against, when it differs from
+      the host in `target` (e.g. `target="10.0.0.5:50051", server_name="pushreach.internal"`).
+    - `credentials`: any `grpc.ChannelCredentials` instead of `tls`, `ca`, `cert` and `key`.
     - `timeout`: deadline in seconds of each call, retries included (each method takes
       `timeout=` to override it).
     - `retries`: how many times a retryable call is repeated after UNAVAILABLE.
@@ -155,6 +186,10 @@ class Client:
         secret_key: str,
         *,
         tls: bool = False,
+        ca: PemSource | None = None,
+        cert: PemSource | None = None,
+        key: PemSource | None = None,
+        server_name: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 10.0,
         retries: int = 3,
@@ -167,8 +202,16 @@ class Client:
             raise ValueError("timeout must be positive")
         if retries < 0:
             raise ValueError("retries must be 0 or more")
-        if tls and credentials is None:
-            credentials = grpc.ssl_channel_credentials()
+        if (cert is None) != (key is None):
+            raise ValueError("cert and key go together: give both (mutual TLS) or neither")
+        if credentials is not None and (ca is not None or cert is not None):
+            raise ValueError("give either credentials or ca/cert/key, not both")
+        if credentials is None and (tls or ca is not None or cert is not None or server_name):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(ca), private_key=_pem(key), certificate_chain=_pem(cert)
+            )
+        if server_name:  # implies TLS (above): check the certificate against this name
+            options = (*options, ("grpc.ssl_target_name_override", server_name))
         if credentials is not None:
             self._channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
         else:

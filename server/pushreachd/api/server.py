@@ -81,12 +81,15 @@ class GrpcServer:
         self.status: int = health_pb2.HealthCheckResponse.NOT_SERVING
 
     def bind(self, listen: str, credentials: grpc.ServerCredentials | None = None) -> int:
-        if credentials is None:
-            self.port = self.server.add_insecure_port(listen)
-        else:
-            self.port = self.server.add_secure_port(listen, credentials)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(listen)
+            else:
+                self.port = self.server.add_secure_port(listen, credentials)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {listen}")
+            raise OSError(f"listen={listen}: cannot listen there (address in use?); choose another with --listen")
         return self.port
 
     async def start(self) -> None:

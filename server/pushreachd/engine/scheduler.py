@@ -43,7 +43,7 @@ from ..phone import mask_phone
 from ..sms.batching import coalesce
 from ..sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
 from ..sms.sender import NotDispatched, SmsSender
-from ..store.base import FireJob, SmsOutcome, Store
+from ..store.base import LIVE_PAGE, FireJob, SmsOutcome, Store
 from ..supervisor import Supervisor
 from .fallback import Decision, decide
 from .ratelimit import PROVIDER_RULE, RateLimiter, Window
@@ -125,10 +125,12 @@ class Scheduler:
         group_size: int = 256,
         per_app: int = 16,
         max_phones_per_write: int = 500,
+        live_page: int = LIVE_PAGE,
         supervisor: Supervisor | None = None,
     ) -> None:
-        if workers < 1 or group_size < 1 or per_app < 1 or max_phones_per_write < 1:
-            raise ValueError("workers, group_size, per_app and max_phones_per_write must be at least 1")
+        if workers < 1 or group_size < 1 or per_app < 1 or max_phones_per_write < 1 or live_page < 1:
+            raise ValueError("workers, group_size, per_app, max_phones_per_write and live_page must be at least 1")
+        self._live_page = live_page
         self._max_phones = max_phones_per_write
         self._stopping = False
         self._store = store
@@ -164,16 +166,27 @@ class Scheduler:
         unknown = await self._store.recover_interrupted_sms(self._clock.time())
         if unknown:
             log.warning("%d SMS were in flight when the service stopped; recorded as UNKNOWN", unknown)
-        live = await self._store.live_fallbacks()
-        for push, due_at in live:
-            self._timer.add(due_at, push)
+        live = await self._arm_live()
         self._timer.start()
         self._workers = [
             self._supervisor.spawn(self._work(), name=f"pushreach-fire-{i}", forever=True)
             for i in range(self._workers_count)
         ]
-        log.info("scheduler started with %d live fallback(s)", len(live))
-        return len(live)
+        log.info("scheduler started with %d live fallback(s)", live)
+        return live
+
+    async def _arm_live(self) -> int:
+        # A page at a time: the rows of one page are the peak, not those of every live fallback
+        # (CPython keeps the arenas of a freed million-row list: +200 MB RSS for good).
+        armed, after = 0, 0
+        while True:
+            page = await self._store.live_fallbacks(after, self._live_page)
+            for push, due_at in page:
+                self._timer.add(due_at, push)
+            armed += len(page)
+            if len(page) < self._live_page:
+                return armed
+            after = page[-1][0]
 
     def begin_stop(self) -> None:
         """Stop claiming, reserving and dispatching at once (provider calls under way go on)."""

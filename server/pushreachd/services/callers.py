@@ -25,17 +25,20 @@ class RateLimited(ResourceExhausted):
         self.retry_after = retry_after
 
 
+BASIC_FORM = "'authorization: Basic base64(access_id:secret_key)'"
+
+
 def parse_basic(header: str) -> tuple[str, str]:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
-        raise Unauthenticated("missing credentials: send 'authorization: Basic base64(access_id:secret_key)'")
+        raise Unauthenticated(f"missing credentials: send {BASIC_FORM}")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise Unauthenticated("malformed Basic credentials") from None
+        raise Unauthenticated(f"malformed Basic credentials (not base64 of UTF-8 text): send {BASIC_FORM}") from None
     access_id, sep, secret = decoded.partition(":")
     if not sep:
-        raise Unauthenticated("malformed Basic credentials")
+        raise Unauthenticated(f"malformed Basic credentials (no ':' between access_id and secret_key): send {BASIC_FORM}")
     return access_id, secret
 
 

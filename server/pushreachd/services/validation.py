@@ -240,7 +240,8 @@ def _sms_info(v: Violations, d: PushDraft, min_delay: int) -> SmsInfo | None:
     if not min_delay <= d.delay_trigger_time <= limits.MAX_DELAY_SECONDS:
         v.add(
             "sms_info.delay_trigger_time",
-            f"between {min_delay} and {limits.MAX_DELAY_SECONDS} seconds",
+            f"between {min_delay} and {limits.MAX_DELAY_SECONDS} seconds"
+            f" (the service's min_delay_seconds setting sets the lower bound)",
         )
     condition = _enum(v, "sms_info.trigger_condition", d.trigger_condition, TriggerCondition)
     check_text(v, "sms_info.sms_sign_name", d.sms_sign_name, limits.MAX_SIGN_NAME_LENGTH, required=False)

@@ -26,7 +26,7 @@ from ...engine.states import (
     sources_of,
 )
 from ...model import FallbackState, PushSpec, RateLimitPolicy, Recipient, SmsStatus
-from ..base import FireJob, RateWindow, SmsOutcome
+from ..base import LIVE_PAGE, FireJob, RateWindow, SmsOutcome
 from ..sqlite.fires import COUNTED
 from .database import Database
 
@@ -62,11 +62,14 @@ class FallbackQueries:
                 log.warning("%d fire lease(s) expired before renewal; another instance may finish them",
                             len(firing) - held)
 
-    async def live_fallbacks(self) -> list[tuple[int, float]]:
+    async def live_fallbacks(self, after: int = 0, limit: int = LIVE_PAGE) -> list[tuple[int, float]]:
         live = [int(FallbackState.PENDING), int(FallbackState.FIRING)]
 
         async def q(c: Conn) -> list[tuple[int, float]]:
-            cur = await c.execute("SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s)", (live,))
+            cur = await c.execute(
+                "SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s) AND id > %s ORDER BY id LIMIT %s",
+                (live, after, limit),
+            )
             return [(r[0], r[1]) for r in await cur.fetchall()]
 
         return await self._fdb.read(q)

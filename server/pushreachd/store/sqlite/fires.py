@@ -47,9 +47,16 @@ _COUNTED_SQL = in_list(COUNTED)
 _IN_FLIGHT_SQL = in_list(s for s in SmsStatus if s.in_flight)
 
 
-def live_fallbacks(conn: sqlite3.Connection) -> list[tuple[int, float]]:
-    live = in_list((FallbackState.PENDING, FallbackState.FIRING))
-    return conn.execute(f"SELECT id, fallback_due_at FROM pushes WHERE fallback_state IN ({live})").fetchall()
+_LIVE_SQL = in_list((FallbackState.PENDING, FallbackState.FIRING))
+
+
+def live_fallbacks(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, float]]:
+    # A rowid range: each page starts where the last one ended, never re-reads it.
+    return conn.execute(
+        f"SELECT id, fallback_due_at FROM pushes WHERE id > ? AND fallback_state IN ({_LIVE_SQL}) "
+        "ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
 
 
 def recover_interrupted(conn: sqlite3.Connection, now: float) -> int:

@@ -28,7 +28,7 @@ from ...model import (
     TargetView,
 )
 from ...supervisor import Supervisor
-from ..base import FireJob, PurgeCounts, RateWindow, SmsOutcome
+from ..base import LIVE_PAGE, FireJob, PurgeCounts, RateWindow, SmsOutcome
 from . import apps, devices, events, fires, pushes, receipt_keys, reporting, retention
 from .migrations import migrate
 from .readers import ReaderPool
@@ -187,8 +187,8 @@ class SqliteStore:
 
     # fallbacks and SMS records
 
-    async def live_fallbacks(self) -> list[tuple[int, float]]:
-        return await self._read(fires.live_fallbacks)
+    async def live_fallbacks(self, after: int = 0, limit: int = LIVE_PAGE) -> list[tuple[int, float]]:
+        return await self._read(lambda c: fires.live_fallbacks(c, after, limit))
 
     async def recover_interrupted_sms(self, now: float) -> int:
         return await self._write(lambda c: fires.recover_interrupted(c, now))
