@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ..model import (
     App,
+    Broadcast,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -178,6 +179,40 @@ class Store(Protocol):
     ) -> Device: ...
     async def unbind_account(self, app_id: int, token: str, account: str, now: float) -> Device: ...
     async def get_device(self, app_id: int, token: str) -> Device | None: ...
+
+    # tags
+    async def modify_tags(
+        self,
+        app_id: int,
+        now: float,
+        *,
+        clear: list[str] = ...,
+        remove: list[tuple[str, str]] = ...,
+        add: list[tuple[str, str]] = ...,
+        max_per_token: int,
+        max_per_app: int,
+    ) -> None:
+        """In one transaction: drop every tag of the `clear` tokens, then the (token, tag)
+        pairs of `remove`, then add those of `add` (creating the devices). Raises
+        FailedPrecondition, changing nothing, past either limit."""
+
+    # broadcasts (TAG / ALL pushes): targets resolved after acceptance, page by page
+    async def open_broadcasts(self) -> list[Broadcast]:
+        """Every TAG / ALL push whose resolution has not finished, oldest first."""
+
+    async def broadcast_page(
+        self, app_id: int, after: str, limit: int, *, with_tags: bool
+    ) -> list[tuple[str, frozenset[str]]]:
+        """Up to `limit` devices of the app after token `after`, in token order, with tags."""
+
+    async def store_broadcast_page(self, push: int, expected_cursor: str, tokens: list[str], cursor: str) -> int:
+        """Store a page of targets and move the cursor, only if it is still `expected_cursor`
+        (else FailedPrecondition). Returns the seq of the page's first target."""
+
+    async def broadcast_tokens(self, push: int, from_seq: int, to_seq: int) -> list[str]: ...
+    async def mark_broadcast_delivered(self, push: int, through_seq: int) -> None: ...
+    async def finish_broadcast(self, push: int, now: float) -> None:
+        """Resolution and delivery are over; from now on the fallback may be claimed."""
 
     # events
     async def record_events(self, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]: ...

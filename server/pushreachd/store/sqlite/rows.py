@@ -61,7 +61,7 @@ def push(row: tuple[Any, ...] | None, tokens: list[str] | None = None) -> Push |
     if row is None:
         return None
     spec = PushSpec.from_json(row[4])
-    if tokens is not None and not spec.audience_type.by_account:
+    if tokens is not None and spec.audience_type.by_token:
         spec = replace(spec, token_list=tuple(tokens))
     return Push(
         id=row[0],

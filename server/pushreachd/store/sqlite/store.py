@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ...model import (
     App,
+    Broadcast,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -29,7 +30,7 @@ from ...model import (
 )
 from ...supervisor import Supervisor
 from ..base import LIVE_PAGE, FireJob, PurgeCounts, RateWindow, SmsOutcome
-from . import apps, devices, events, fires, pushes, receipt_keys, reporting, retention
+from . import apps, audiences, devices, events, fires, pushes, receipt_keys, reporting, retention
 from .migrations import migrate
 from .readers import ReaderPool
 from .writer import GroupCommitWriter, WriteStats
@@ -179,6 +180,50 @@ class SqliteStore:
 
     async def get_device(self, app_id: int, token: str) -> Device | None:
         return await self._read(lambda c: devices.get(c, app_id, token))
+
+    async def unbind_account_everywhere(self, app_id: int, account: str, now: float) -> int:
+        return await self._write(lambda c: audiences.unbind_account_everywhere(c, app_id, account, now))
+
+    # tags
+
+    async def modify_tags(
+        self,
+        app_id: int,
+        now: float,
+        *,
+        clear: list[str] = (),  # type: ignore[assignment]
+        remove: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        add: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        max_per_token: int,
+        max_per_app: int,
+    ) -> None:
+        await self._write(
+            lambda c: audiences.modify_tags(
+                c, app_id, now, list(clear), list(remove), list(add), max_per_token, max_per_app
+            )
+        )
+
+    # broadcasts (TAG / ALL pushes)
+
+    async def open_broadcasts(self) -> list[Broadcast]:
+        return await self._read(audiences.open_broadcasts)
+
+    async def broadcast_page(
+        self, app_id: int, after: str, limit: int, *, with_tags: bool
+    ) -> list[tuple[str, frozenset[str]]]:
+        return await self._read(lambda c: audiences.page(c, app_id, after, limit, with_tags))
+
+    async def store_broadcast_page(self, push: int, expected_cursor: str, tokens: list[str], cursor: str) -> int:
+        return await self._write(lambda c: audiences.store_page(c, push, expected_cursor, tokens, cursor))
+
+    async def broadcast_tokens(self, push: int, from_seq: int, to_seq: int) -> list[str]:
+        return await self._read(lambda c: audiences.tokens(c, push, from_seq, to_seq))
+
+    async def mark_broadcast_delivered(self, push: int, through_seq: int) -> None:
+        await self._write(lambda c: audiences.mark_delivered(c, push, through_seq))
+
+    async def finish_broadcast(self, push: int, now: float) -> None:
+        await self._write(lambda c: audiences.finish(c, push, now))
 
     # events
 
