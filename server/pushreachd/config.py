@@ -214,6 +214,10 @@ class Settings:
         default="https://api-push.vivo.com.cn",
         metadata=_help("vivo Push base URL (/message/auth, /message/send, /message/pushToList)"),
     )
+    tpns_signature_window_seconds: int = field(
+        default=300,
+        metadata=_help("TPNS REST API: how far a signed request's TimeStamp may be from now, 1..3600 s"),
+    )
 
     @property
     def resolved_master_key_file(self) -> str:
@@ -615,6 +619,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "xiaomi_endpoint": _check_base_url,
     "oppo_endpoint": _check_base_url,
     "vivo_endpoint": _check_base_url,
+    "tpns_signature_window_seconds": _check_range(1, 3600),
 }
 
 

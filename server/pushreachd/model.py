@@ -30,6 +30,13 @@ class AudienceType(enum.IntEnum):
         return self in (AudienceType.TAG, AudienceType.ALL)
 
 
+class AccountPushType(enum.IntEnum):
+    """Which devices of an account an account push reaches (TPNS `account_push_type`)."""
+
+    LATEST_DEVICE = 1  # TPNS 0 (its default): the device bound to the account last
+    ALL_DEVICES = 2  # TPNS 1; pushreach's default
+
+
 class TagOperator(enum.IntEnum):
     """TPNS's "OR" / "AND" between tags, tag items or tag rules (proto `TagOperator`)."""
 
@@ -155,6 +162,9 @@ class App:
     created_at: float
     policy: RateLimitPolicy
     sms_credentials_blob: bytes | None = field(default=None, repr=False)
+    # The secret key sealed under the master key, for TPNS's signature scheme (HMAC needs the
+    # key itself); None for apps created before it existed, until their secret is rotated.
+    secret_sealed: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +298,7 @@ class PushSpec:
     sms_info: SmsInfo | None = None
     vendor: VendorOptions | None = None  # None: no per-vendor fields given
     tag_rules: tuple[TagRule, ...] = ()  # for AudienceType.TAG only
+    account_push_type: AccountPushType = AccountPushType.ALL_DEVICES
 
     def to_json(self, *, tokens: bool = True) -> str:
         """The body as sorted compact JSON (what is stored, and what the fingerprint digests).
@@ -321,6 +332,8 @@ class PushSpec:
             d["vendor"] = self.vendor.to_dict()
         if self.tag_rules:  # absent otherwise, so fingerprints of older pushes stay the same
             d["tag_rules"] = [r.to_dict() for r in self.tag_rules]
+        if self.account_push_type is not AccountPushType.ALL_DEVICES:  # likewise
+            d["account_push_type"] = int(self.account_push_type)
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -331,6 +344,7 @@ class PushSpec:
         rules = tuple(TagRule.from_dict(r) for r in d.pop("tag_rules", ()))
         return cls(
             tag_rules=rules,
+            account_push_type=AccountPushType(d.pop("account_push_type", AccountPushType.ALL_DEVICES)),
             audience_type=AudienceType(d.pop("audience_type")),
             token_list=tuple(d.pop("token_list")),
             account_list=tuple(d.pop("account_list")),

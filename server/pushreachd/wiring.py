@@ -27,6 +27,7 @@ from .engine.scheduler import Scheduler
 from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_context
 from .http.console import Console, SessionCodec
 from .http.devices import DeviceReports
+from .http.tpns import TpnsApi
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .ports import check_listen_addresses
 from .secrets import SecretBox, load_master_key
@@ -134,6 +135,10 @@ class Service:
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
         self.reporting = ReportingService(self.store, self.clock)
+        # TPNS's REST API v3 (routes for the HTTP surface on http_listen).
+        self.tpns = TpnsApi(
+            self.apps, self.pushes, self.devices, self.clock, window=settings.tpns_signature_window_seconds
+        )
         self.auth = auth = Authenticator(
             self.apps,
             settings.admin_token,

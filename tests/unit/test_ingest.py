@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from pushreachd.model import (
+    AccountPushType,
     App,
     AudienceType,
     NewPush,
@@ -57,6 +58,7 @@ def test_spec_json_is_byte_for_byte_what_asdict_made(info: SmsInfo | None) -> No
     made = asdict(spec)
     # Later fields, written only when given, so stored fingerprints still match.
     assert made.pop("vendor") is None and made.pop("tag_rules") == ()
+    assert made.pop("account_push_type") == AccountPushType.ALL_DEVICES
     old = json.dumps(made, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert spec.to_json() == old
     assert PushSpec.from_json(spec.to_json()) == spec

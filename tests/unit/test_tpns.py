@@ -109,8 +109,26 @@ def test_fields_without_an_equivalent_are_reported_not_sent() -> None:
         "sms_info": {**TPNS_SAMPLE["sms_info"], "extra": 1},
     }
     ours, ignored = from_tpns(body)
-    assert sorted(ignored) == ["message.android", "seq", "sms_info.extra"]
+    assert sorted(ignored) == ["message.android.n_id", "seq", "sms_info.extra"]
     json_format.ParseDict(ours, push_pb2.PushRequest())  # nothing unknown left in it
+
+
+def test_vendor_fields_of_tpns_push_api_example() -> None:
+    # From TPNS's push API doc (Android push by account): channel_rules and message.android.
+    body = {
+        **TPNS_SAMPLE,
+        "channel_rules": [{"channel": "mz", "disable": True}, {"channel": "xm", "disable": False}],
+        "message": {**TPNS_SAMPLE["message"], "android": {
+            "n_ch_id": "default_message", "hw_ch_id": "hw1", "hw_importance": 2, "xm_ch_id": "xm1",
+            "vivo_ch_id": "1", "custom_content": "{\"key\":\"value\"}",
+        }},
+    }
+    ours, ignored = from_tpns(body)
+    r = json_format.ParseDict(ours, push_pb2.PushRequest())
+    assert [(c.channel, c.disable) for c in r.channel_rules] == [("xm", False)]
+    a = r.message.android
+    assert (a.hw_ch_id, a.hw_importance, a.xm_ch_id, a.vivo_ch_id) == ("hw1", 2, "xm1", "1")
+    assert sorted(ignored) == ["channel_rules[0]", "message.android.custom_content", "message.android.n_ch_id"]
 
 
 def test_the_input_is_not_changed() -> None:
@@ -171,3 +189,15 @@ def test_single_token_and_account_audiences_keep_the_first_entry_as_tpns() -> No
     body = {**TPNS_SAMPLE, "audience_type": "account", "account_list": ["a1", "a2"]}
     del body["token_list"]
     assert list(parse(body).account_list) == ["a1"]
+
+
+def test_account_push_type_defaults_to_the_latest_device_as_tpns() -> None:
+    body = {**TPNS_SAMPLE, "audience_type": "account_list", "account_list": ["a1"]}
+    del body["token_list"]
+    assert parse(body).account_push_type == push_pb2.ACCOUNT_PUSH_TYPE_LATEST_DEVICE
+    assert parse({**body, "account_push_type": 0}).account_push_type == push_pb2.ACCOUNT_PUSH_TYPE_LATEST_DEVICE
+    assert parse({**body, "account_push_type": 1}).account_push_type == push_pb2.ACCOUNT_PUSH_TYPE_ALL_DEVICES
+    with pytest.raises(TpnsBodyError, match="account_push_type"):
+        from_tpns({**body, "account_push_type": 2})
+    ours, ignored = from_tpns({**TPNS_SAMPLE, "account_push_type": 1})  # a token push: not used
+    assert ignored == ["account_push_type"] and "account_push_type" not in ours

@@ -75,6 +75,7 @@ def push_draft(r: push_pb2.PushRequest) -> PushDraft:
         sms_template_params=list(info.sms_template_params),
         android=_android_draft(r.message.android) if r.message.HasField("android") else None,
         channel_rules=[(rule.channel, rule.disable) for rule in r.channel_rules],
+        account_push_type=r.account_push_type,
         tag_rules=[
             TagRuleDraft(
                 tag_items=[
@@ -136,6 +137,7 @@ def push_request(spec: PushSpec, request_id: str) -> push_pb2.PushRequest:
             sms_template_params=list(info.sms_template_params),
         ),
         channel_rules=_channel_rules(spec.vendor),
+        account_push_type=int(spec.account_push_type) if spec.audience_type.by_account else 0,
         tag_rules=[
             push_pb2.TagRule(
                 tag_items=[

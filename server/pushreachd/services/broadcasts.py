@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from .. import limits
@@ -48,8 +49,10 @@ class BroadcastResolver:
         page: int = limits.BROADCAST_PAGE,
         concurrency: int = 2,
         supervisor: Supervisor | None = None,
+        prepare: Callable[[int, PushDelivery], Awaitable[PushDelivery]] | None = None,
     ) -> None:
         self._supervisor = supervisor or Supervisor()
+        self._prepare = prepare  # (app row id, delivery) -> the delivery with its receipts
         self._store = store
         self._channel = channel
         self._fallbacks = fallbacks
@@ -157,5 +160,7 @@ class BroadcastResolver:
                     tuple(TargetPayload(t, receipt="") for t in chunk),
                     expires_at=expires_at,
                 )
+                if self._prepare is not None:
+                    delivery = await self._prepare(b.app_id, delivery)
                 await self._channel.send(delivery)
         await self._store.mark_broadcast_delivered(b.push, through_seq)

@@ -158,6 +158,17 @@ class DeviceService:
             for i, tag in enumerate(tags):
                 check_tag(v, f"{path}[{i}]", tag)
 
+    async def get_device_or_none(self, app: App, token: str) -> Device | None:
+        self._check_token(token)
+        return await self._store.get_device(app.id, token)
+
+    async def unbind_account_everywhere(self, app: App, account: str) -> int:
+        """Unbind the account from every token (TPNS batchoperate 5); how many it had."""
+        v = Violations()
+        check_text(v, "account", account, limits.MAX_ACCOUNT_LENGTH)
+        v.raise_if_any()
+        return await self._store.unbind_account_everywhere(app.id, account, self._clock.time())
+
     async def get_device(self, app: App, token: str) -> Device:
         self._check_token(token)
         device = await self._store.get_device(app.id, token)

@@ -13,6 +13,7 @@ from ..channels.base import PushChannel, PushDelivery, TargetPayload
 from ..clock import Clock
 from ..errors import InvalidArgument, NotFound
 from ..model import (
+    AccountPushType,
     App,
     Broadcast,
     FallbackState,
@@ -74,7 +75,9 @@ class PushService:
         self._deliveries: set[asyncio.Task[None]] = set()
         self._resume: asyncio.Task[int] | None = None
         # TAG / ALL pushes: targets found, delivered and the fallback armed in the background.
-        self.broadcasts = BroadcastResolver(store, channel, fallbacks, clock, supervisor=self._supervisor)
+        self.broadcasts = BroadcastResolver(
+            store, channel, fallbacks, clock, supervisor=self._supervisor, prepare=self._prepared
+        )
 
     async def push(self, app: App, draft: PushDraft) -> PushReceipt:
         spec = validate_push(draft, self._min_delay)
@@ -136,6 +139,8 @@ class PushService:
                 continue
             seen_accounts.discard(account)  # later repeats of it are duplicates
             tokens = tokens_of.get(account, [])
+            if spec.account_push_type is AccountPushType.LATEST_DEVICE:
+                tokens = tokens[-1:]  # in the order they were bound: the last is the latest
             if not tokens:
                 unused.append(UnusedTarget(account, UnusedTargetReason.ACCOUNT_HAS_NO_DEVICE))
             for token in tokens:
@@ -166,6 +171,10 @@ class PushService:
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return task
+
+    async def _prepared(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
+        """The delivery as the channel gets it: with a receipt per target when receipts are on."""
+        return await self._with_receipts(app_id, delivery) if self._receipts is not None else delivery
 
     async def _with_receipts(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
         assert self._receipts is not None

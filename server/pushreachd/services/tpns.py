@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..model import CHANNEL_RULE_NAMES
+
 AUDIENCE_TYPES = {
     "token": "AUDIENCE_TYPE_TOKEN",
     "token_list": "AUDIENCE_TYPE_TOKEN_LIST",
@@ -35,11 +37,15 @@ TRIGGER_CONDITIONS = {
     1: "TRIGGER_CONDITION_NOT_ARRIVED",
     2: "TRIGGER_CONDITION_NOT_CLICKED",
 }
+ACCOUNT_PUSH_TYPES = {0: "ACCOUNT_PUSH_TYPE_LATEST_DEVICE", 1: "ACCOUNT_PUSH_TYPE_ALL_DEVICES"}
 EXPIRE_FLOOR = 800  # TPNS: 0 < expire_time < 800 is raised to 800
 _LISTS = ("token_list", "account_list")
 _BOOLS = ("multi_pkg", "resend_by_sms")
 _SMS_COPIED = ("delay_trigger_time", "sms_sign_name", "sms_template_id", "sms_app_id", "sms_template_params")
 _MESSAGE_COPIED = ("title", "content")
+# message.android fields the vendor channels use; TPNS's other Android fields are ignored.
+_ANDROID_STRINGS = ("hw_ch_id", "hw_category", "xm_ch_id", "oppo_ch_id", "oppo_category", "vivo_ch_id", "vivo_category")
+_ANDROID_INTS = ("hw_importance",)
 
 
 class TpnsBodyError(ValueError):
@@ -99,15 +105,23 @@ def from_tpns(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 if k in value and not isinstance(value[k], str):
                     raise TpnsBodyError(f"message.{k}: must be a string")
             out[key] = {k: value[k] for k in _MESSAGE_COPIED if k in value}
-            ignored.extend(f"message.{k}" for k in value if k not in _MESSAGE_COPIED)
+            for k in value:
+                if k == "android" and isinstance(value[k], Mapping):
+                    out[key]["android"] = _android(value[k], ignored)
+                elif k not in _MESSAGE_COPIED:
+                    ignored.append(f"message.{k}")
         elif key == "sms_info":
             if not isinstance(value, Mapping):
                 raise TpnsBodyError("sms_info: must be an object")
             out[key] = _sms_info(value, ignored)
+        elif key == "channel_rules":
+            out[key] = _channel_rules(value, ignored)
         elif key == "tag_rules":
             out[key] = _tag_rules(value)
         elif key == "tag_list":
             continue  # below: only when tag_rules is absent, as TPNS does
+        elif key == "account_push_type":
+            continue  # below: it needs the audience
         else:
             ignored.append(key)
     if "tag_list" in body:
@@ -115,11 +129,51 @@ def from_tpns(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             ignored.append("tag_list")
         else:
             out["tag_rules"] = _tag_list(body["tag_list"])
+    # TPNS: account pushes go to the latest device of each account unless account_push_type is 1.
+    if out.get("audience_type") in ("AUDIENCE_TYPE_ACCOUNT", "AUDIENCE_TYPE_ACCOUNT_LIST"):
+        kind = body.get("account_push_type", 0)
+        if isinstance(kind, bool) or kind not in ACCOUNT_PUSH_TYPES:
+            raise TpnsBodyError(f"account_push_type: {kind!r} is not 0 or 1")
+        out["account_push_type"] = ACCOUNT_PUSH_TYPES[kind]
+    elif "account_push_type" in body:
+        ignored.append("account_push_type")
     # TPNS sends a token / account push to the first entry of its list only.
     for audience, field in (("AUDIENCE_TYPE_TOKEN", "token_list"), ("AUDIENCE_TYPE_ACCOUNT", "account_list")):
         if out.get("audience_type") == audience and len(out.get(field, ())) > 1:
             out[field] = out[field][:1]
     return out, ignored
+
+
+def _android(android: Mapping[str, Any], ignored: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in android.items():
+        if key in _ANDROID_STRINGS:
+            if not isinstance(value, str):
+                raise TpnsBodyError(f"message.android.{key}: must be a string")
+            out[key] = value
+        elif key in _ANDROID_INTS:
+            out[key] = _int(f"message.android.{key}", value)
+        else:
+            ignored.append(f"message.android.{key}")
+    return out
+
+
+def _channel_rules(rules: Any, ignored: list[str]) -> list[dict[str, Any]]:
+    """TPNS's channel_rules; rules for channels pushreach has no client for (xg, mz) are left out."""
+    if not isinstance(rules, list):
+        raise TpnsBodyError("channel_rules: must be an array")
+    out = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, Mapping) or not isinstance(rule.get("channel"), str):
+            raise TpnsBodyError(f"channel_rules[{i}].channel: required, a string")
+        disable = rule.get("disable", False)
+        if not isinstance(disable, bool):
+            raise TpnsBodyError(f"channel_rules[{i}].disable: {disable!r} is not true or false")
+        if rule["channel"] in CHANNEL_RULE_NAMES:
+            out.append({"channel": rule["channel"], "disable": disable})
+        else:
+            ignored.append(f"channel_rules[{i}]")
+    return out
 
 
 def _sms_info(info: Mapping[str, Any], ignored: list[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .. import limits
 from ..errors import FieldViolation, InvalidArgument
 from ..model import (
     CHANNEL_RULE_NAMES,
+    AccountPushType,
     AudienceType,
     Channel,
     Environment,
@@ -90,6 +91,7 @@ class PushDraft:
     android: AndroidDraft | None = None
     channel_rules: list[tuple[str, bool]] = field(default_factory=list)  # (channel, disable)
     tag_rules: list[TagRuleDraft] = field(default_factory=list)
+    account_push_type: int = 0  # AccountPushType; 0: ALL_DEVICES
 
 
 @dataclass(slots=True)
@@ -172,6 +174,11 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         check_text(v, "message.content", d.content, limits.MAX_CONTENT_LENGTH)
         if len(d.title.encode()) + len(d.content.encode()) > limits.MAX_MESSAGE_BYTES:
             v.add("message", f"title and content together at most {limits.MAX_MESSAGE_BYTES} bytes of UTF-8")
+    account_push_type = _enum(
+        v, "account_push_type", d.account_push_type, AccountPushType, AccountPushType.ALL_DEVICES
+    )
+    if d.account_push_type and audience is not None and not audience.by_account:
+        v.add("account_push_type", f"only for ACCOUNT and ACCOUNT_LIST, not {audience.name}")
     message_type = _enum(v, "message_type", d.message_type, MessageType, MessageType.NOTIFY)
     environment = _enum(v, "environment", d.environment, Environment, Environment.PRODUCT)
     if d.expire_time > limits.MAX_EXPIRE_SECONDS or d.expire_time < 0:
@@ -193,6 +200,7 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         sms_info=sms_info,
         vendor=vendor,
         tag_rules=rules,
+        account_push_type=account_push_type,
     )
 
 

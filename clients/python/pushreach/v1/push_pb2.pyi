@@ -65,6 +65,30 @@ AUDIENCE_TYPE_ALL: AudienceType.ValueType  # 6
 """Every device of the app (TPNS "all"), found after acceptance like AUDIENCE_TYPE_TAG."""
 Global___AudienceType: _TypeAlias = AudienceType  # noqa: Y015
 
+class _AccountPushType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccountPushTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountPushType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCOUNT_PUSH_TYPE_UNSPECIFIED: _AccountPushType.ValueType  # 0
+    """Treated as ACCOUNT_PUSH_TYPE_ALL_DEVICES."""
+    ACCOUNT_PUSH_TYPE_LATEST_DEVICE: _AccountPushType.ValueType  # 1
+    """Only the device bound to the account last (TPNS 0, TPNS's default)."""
+    ACCOUNT_PUSH_TYPE_ALL_DEVICES: _AccountPushType.ValueType  # 2
+    """Every device bound to the account (TPNS 1)."""
+
+class AccountPushType(_AccountPushType, metaclass=_AccountPushTypeEnumTypeWrapper):
+    """Which devices of an account an account push reaches (TPNS `account_push_type`)."""
+
+ACCOUNT_PUSH_TYPE_UNSPECIFIED: AccountPushType.ValueType  # 0
+"""Treated as ACCOUNT_PUSH_TYPE_ALL_DEVICES."""
+ACCOUNT_PUSH_TYPE_LATEST_DEVICE: AccountPushType.ValueType  # 1
+"""Only the device bound to the account last (TPNS 0, TPNS's default)."""
+ACCOUNT_PUSH_TYPE_ALL_DEVICES: AccountPushType.ValueType  # 2
+"""Every device bound to the account (TPNS 1)."""
+Global___AccountPushType: _TypeAlias = AccountPushType  # noqa: Y015
+
 class _TagOperator:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -498,6 +522,7 @@ class PushRequest(_message.Message):
     SMS_INFO_FIELD_NUMBER: _builtins.int
     CHANNEL_RULES_FIELD_NUMBER: _builtins.int
     TAG_RULES_FIELD_NUMBER: _builtins.int
+    ACCOUNT_PUSH_TYPE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155): a retry with the same id returns the first response; the same
     id with a different body answers ALREADY_EXISTS. Optional, at most 128 characters,
@@ -517,6 +542,10 @@ class PushRequest(_message.Message):
     """APNs environment. Default ENVIRONMENT_PRODUCT."""
     resend_by_sms: _builtins.bool
     """Follow up by SMS when the push has not reached its user in time. Default false."""
+    account_push_type: Global___AccountPushType.ValueType
+    """For ACCOUNT and ACCOUNT_LIST only: every device of each account (default) or only the
+    one bound last. Must be unset for the other audiences.
+    """
     @_builtins.property
     def token_list(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Device tokens, for the TOKEN and TOKEN_LIST audiences. 1 to 1,000 tokens, each 1 to 256
@@ -565,10 +594,11 @@ class PushRequest(_message.Message):
         sms_info: Global___SmsInfo | None = ...,
         channel_rules: _abc.Iterable[Global___ChannelRule] | None = ...,
         tag_rules: _abc.Iterable[Global___TagRule] | None = ...,
+        account_push_type: Global___AccountPushType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "sms_info", b"sms_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "tag_rules", b"tag_rules", "token_list", b"token_list"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "account_push_type", b"account_push_type", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "tag_rules", b"tag_rules", "token_list", b"token_list"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -158,6 +158,7 @@ MIGRATIONS: list[str] = [
         done INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX broadcasts_open ON broadcasts(push) WHERE done = 0;
+    ALTER TABLE apps ADD COLUMN secret_sealed BLOB;
     """,
 ]
 

@@ -24,7 +24,7 @@ CHUNK = 500  # row ids per `IN (...)` list
 
 APP_COLUMNS = (
     "id, access_id, name, secret_verifier, created_at, sms_credentials, "
-    "same_content_interval, daily_limit, time_zone"
+    "same_content_interval, daily_limit, time_zone, secret_sealed"
 )
 PUSH_COLUMNS = (
     "p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
@@ -53,6 +53,7 @@ def app(row: tuple[Any, ...] | None) -> App | None:
         created_at=row[4],
         sms_credentials_blob=row[5],
         policy=RateLimitPolicy(row[6], row[7], row[8]),
+        secret_sealed=row[9],
     )
 
 

@@ -78,8 +78,10 @@ class SqliteStore:
 
     # apps
 
-    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App:
-        return await self._write(lambda c: apps.create(c, access_id, name, verifier, now))
+    async def create_app(
+        self, access_id: str, name: str, verifier: str, now: float, sealed: bytes | None = None
+    ) -> App:
+        return await self._write(lambda c: apps.create(c, access_id, name, verifier, now, sealed))
 
     async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:
         return await self._read(lambda c: receipt_keys.of_app(c, app_id))
@@ -104,14 +106,16 @@ class SqliteStore:
     async def list_apps(self, after_id: int, limit: int) -> list[App]:
         return await self._read(lambda c: apps.page(c, after_id, limit))
 
-    async def set_app_secret(self, app_id: int, verifier: str) -> None:
-        await self._write(lambda c: apps.set_secret(c, app_id, verifier))
+    async def set_app_secret(self, app_id: int, verifier: str, sealed: bytes | None = None) -> None:
+        await self._write(lambda c: apps.set_secret(c, app_id, verifier, sealed))
 
     async def set_sms_credentials(self, app_id: int, blob: bytes) -> App:
         return await self._write(lambda c: apps.set_sms_credentials(c, app_id, blob))
 
-    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
-        return await self._write(lambda c: apps.reseal_sms_credentials(c, reseal))
+    async def reseal_sms_credentials(
+        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+    ) -> int:
+        return await self._write(lambda c: apps.reseal_sms_credentials(c, reseal, reseal_secret))
 
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App:
         return await self._write(lambda c: apps.set_rate_limit_policy(c, app_id, policy))
