@@ -119,6 +119,10 @@ class TpnsApi:
             web.post("/v3/statistics/get_push_record", self._wrap(self.get_push_record, camel=True)),
         ]
 
+    def mount(self, app: web.Application) -> None:
+        """Add the routes to the HTTP surface's root app (the HttpPart protocol)."""
+        app.router.add_routes(self.routes())
+
     def application(self) -> web.Application:
         """A stand-alone app with only these routes (tests, and until the HTTP surface mounts them)."""
         app = web.Application(client_max_size=MAX_BODY)
