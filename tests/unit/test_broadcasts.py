@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -133,8 +134,11 @@ async def test_a_resolution_interrupted_resumes_from_its_last_page_and_never_sto
     failing = Channel(fail_on=2)  # the second page's hand-over fails
     first = service(store, failing, arming, clock)
     receipt = await first.push(app, draft(AudienceType.ALL))
-    for _ in range(50):  # let it reach the failure and park on its retry sleep
-        await clock.advance(0)
+    for _ in range(1000):  # bounded: until the second page's hand-over has failed
+        if failing.sends >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert failing.sends == 2
     row = (await store.get_push(app.id, receipt.push_id)).id  # type: ignore[union-attr]
     assert (await store.get_push(app.id, receipt.push_id)).targets_pending  # type: ignore[union-attr]
     # The fallback may not be judged on the targets found so far: neither loaded nor claimable.
