@@ -178,6 +178,7 @@ class Service:
                 admin_token=settings.admin_token,
                 secure_cookie=settings.tls_enabled,
             ),
+            self.tpns,  # TPNS's REST API v3: /v3/push/app, /v3/device/..., /v3/statistics/...
         ]
         self.http_server: HttpServer | None = None
         self.http_port = 0  # bound port of the HTTP surface; 0 when off

@@ -15,7 +15,7 @@ from pushreach import basic_auth
 from pushreach.v1 import device_pb2, push_pb2, sms_pb2
 from pushreachd.http.tpns import TpnsApi, tpns_sign
 
-from tests.harness import Caller, Running, wait_done
+from tests.harness import Caller, Running, start_service, test_settings, wait_done
 from tests.unit.test_tpns import TPNS_SAMPLE
 
 
@@ -61,19 +61,36 @@ class Tpns:
 
 
 @pytest.fixture
-async def tpns(server: Running) -> AsyncIterator[tuple[Tpns, Caller]]:
+async def tpns(tmp_path) -> AsyncIterator[tuple[Tpns, Caller]]:  # type: ignore[no-untyped-def]
+    """`pushreach serve` with its HTTP surface on: TPNS's routes are served there."""
+    server = await start_service(test_settings(tmp_path, http_listen="127.0.0.1:0", auth_failure_limit=0))
+    s = server.service
+    app, secret = await s.apps.create_app("tpns")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{s.http_port}") as http:
+            yield Tpns(http, app.access_id, secret), Caller(server.channel, basic_auth(app.access_id, secret), app.access_id)
+    finally:
+        await server.close()
+        await s.stop()
+
+
+async def test_the_stand_alone_application_answers_too(server: Running) -> None:
+    """TpnsApi.application(): the same routes without the HTTP surface (its own auth only)."""
     s = server.service
     api = TpnsApi(s.apps, s.pushes, s.devices, s.clock)
     runner = web.AppRunner(api.application())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    app, secret = await s.apps.create_app("tpns")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-        grpc_caller = Caller(server.channel, basic_auth(app.access_id, secret), app.access_id)
-        yield Tpns(http, app.access_id, secret), grpc_caller
-    await runner.cleanup()
+    try:
+        app, secret = await s.apps.create_app("alone")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}") as http:
+            client = Tpns(http, app.access_id, secret)
+            assert (await client.basic("/v3/push/app", TPNS_SAMPLE))["ret_code"] == 0
+            assert (await client.signed("/v3/push/app", TPNS_SAMPLE))["ret_code"] == 0
+            assert (await client.signed("/v3/push/app", TPNS_SAMPLE, sign="eA=="))["ret_code"] == 1008003
+    finally:
+        await runner.cleanup()
 
 
 async def test_the_seed_sample_with_basic_auth_is_the_same_push_as_over_grpc(tpns: tuple[Tpns, Caller]) -> None:

@@ -6,6 +6,10 @@ HMAC-SHA256(SecretKey, TimeStamp + AccessId + body) over the body bytes exactly 
 A TimeStamp more than `window` seconds away from now is refused, and a Sign already seen
 within the window is refused too (a replayed request).
 
+Mounted on the HTTP surface (`http_listen`), Basic credentials go through the same login cache,
+failure throttle and per-app budget as gRPC; a failed Sign counts against the client address
+like a failed login; a spent budget answers HTTP 429 with Retry-After (and ret_code 1008004).
+
 Answers are HTTP 200 with TPNS's JSON (`ret_code` 0 on success, a TPNS error code and an
 `err_msg` naming the field otherwise); `/v3/statistics/get_push_record` answers in camelCase
 as TPNS does. Every push goes through PushService.push, the domain operation gRPC Push uses.
@@ -39,9 +43,12 @@ from ..errors import (
 )
 from ..model import App, Push
 from ..services.apps import AppService
+from ..services.callers import RateLimited
 from ..services.devices import DeviceService
 from ..services.pushes import PushService
 from ..services.tpns import TpnsBodyError, from_tpns
+from .app import CONTEXT, HttpContext, client_address
+from .errors import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +140,7 @@ class TpnsApi:
 
     def _wrap(self, handler: Handler, *, camel: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def run(request: web.Request) -> web.Response:
+            status, headers = 200, {}
             try:
                 body = await request.read()
                 app = await self._authenticate(request, body)
@@ -140,6 +148,9 @@ class TpnsApi:
                 answer = {"ret_code": OK, "err_msg": "", **answer}
             except TpnsError as e:
                 answer = {"ret_code": e.ret_code, "err_msg": e.err_msg}
+            except RateLimited as e:
+                status, headers = 429, retry_after_header(e.retry_after)
+                answer = {"ret_code": SERVICE_FAILED, "err_msg": e.message}
             except web.HTTPException:
                 raise
             except Exception:
@@ -147,15 +158,29 @@ class TpnsApi:
                 answer = {"ret_code": SERVICE_FAILED, "err_msg": "internal error"}
             if camel:
                 answer = {_camel(k): v for k, v in answer.items()}
-            return web.json_response(answer)
+            return web.json_response(answer, status=status, headers=headers)
 
         return run
 
     async def _authenticate(self, request: web.Request, body: bytes) -> App:
         h = request.headers
+        ctx: HttpContext | None = request.config_dict.get(CONTEXT)
+        peer = client_address(request)
         if "Sign" in h or "AccessId" in h or "TimeStamp" in h:
-            return await self._by_signature(h.get("AccessId", ""), h.get("TimeStamp", ""), h.get("Sign", ""), body)
+            if ctx is not None:
+                await ctx.auth.admit(peer)  # an address that failed too often waits, then is refused
+            try:
+                return await self._by_signature(h.get("AccessId", ""), h.get("TimeStamp", ""), h.get("Sign", ""), body)
+            except TpnsError:
+                if ctx is not None:
+                    ctx.auth.failed(peer)
+                raise
         header = h.get("Authorization", "")
+        if ctx is not None:  # the HTTP surface's authenticator: login cache, throttle, budget
+            try:
+                return await ctx.auth.app_from(header, peer)
+            except Unauthenticated as e:
+                raise TpnsError(AUTH_FAILED, f"authentication failed: {e.message}") from None
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic" or not encoded:
             raise TpnsError(AUTH_FAILED, "authentication failed: send Authorization Basic, or AccessId, TimeStamp and Sign")
