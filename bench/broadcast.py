@@ -23,7 +23,7 @@ import grpc
 from pushreach import basic_auth as basic
 from pushreach.v1 import push_pb2, push_pb2_grpc
 from pushreachd.model import SmsStatus
-from pushreachd.store.migrations import migrate
+from pushreachd.store.sqlite.migrations import migrate
 
 from . import procs
 from .common import Config, Figure
