@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "console", "receipts", "pgdriver", "pgingest")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "console", "receipts", "broadcast", "pgdriver", "pgingest")
 
 
 def machine() -> dict[str, object]:
@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import receipts
 
         steps.append(("receipts", lambda: receipts.run(cfg)))
+    if "broadcast" in which:
+        from . import broadcast
+
+        steps.append(("broadcast", lambda: broadcast.run(cfg)))
     if "pgdriver" in which:
         from . import pgdriver
 

@@ -238,6 +238,10 @@ class Settings:
         default="https://api-push.vivo.com.cn",
         metadata=_help("vivo Push base URL (/message/auth, /message/send, /message/pushToList)"),
     )
+    tpns_signature_window_seconds: int = field(
+        default=300,
+        metadata=_help("TPNS REST API: how far a signed request's TimeStamp may be from now, 1..3600 s"),
+    )
 
     @property
     def resolved_master_key_file(self) -> str:
@@ -642,6 +646,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "fire_lease_seconds": _check_range(5, 3600),
     "db_pool_size": _check_range(1, 100),
     "db_prepare_threshold": _check_range(0, 1000),
+    "tpns_signature_window_seconds": _check_range(1, 3600),
 }
 
 

@@ -25,3 +25,16 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_CREDENTIAL_LENGTH = 128
 MAX_RECORD_REJECTS = 100  # rejected events described in one ReportEvents answer
+# Tags (TPNS's tag API): a tag is 1 to 50 characters; a token holds at most 100 custom tags;
+# an app has at most 10,000 distinct tags; one call names at most 500 tokens and 500 tags.
+MAX_TAG_LENGTH = 50
+MAX_TAGS_PER_TOKEN = 100
+MAX_TAGS_PER_APP = 10_000
+MAX_TAG_CALL_TOKENS = 500
+MAX_TAG_CALL_TAGS = 500
+MAX_TAG_CALL_PAIRS = 500
+# tag_rules of a TAG push (TPNS states no bound; these keep one rule set small to evaluate)
+MAX_TAG_RULES = 10
+MAX_TAG_ITEMS = 10
+MAX_TAGS_PER_ITEM = 100
+BROADCAST_PAGE = 5000  # devices examined per transaction while resolving a TAG/ALL push

@@ -13,10 +13,35 @@ class AudienceType(enum.IntEnum):
     TOKEN_LIST = 2
     ACCOUNT = 3
     ACCOUNT_LIST = 4
+    TAG = 5  # devices whose tags match `tag_rules`, resolved in the background
+    ALL = 6  # every device of the app, resolved in the background
 
     @property
     def by_account(self) -> bool:
         return self in (AudienceType.ACCOUNT, AudienceType.ACCOUNT_LIST)
+
+    @property
+    def by_token(self) -> bool:
+        return self in (AudienceType.TOKEN, AudienceType.TOKEN_LIST)
+
+    @property
+    def broadcast(self) -> bool:
+        """Targets found among the app's devices after acceptance, not listed in the request."""
+        return self in (AudienceType.TAG, AudienceType.ALL)
+
+
+class AccountPushType(enum.IntEnum):
+    """Which devices of an account an account push reaches (TPNS `account_push_type`)."""
+
+    LATEST_DEVICE = 1  # TPNS 0 (its default): the device bound to the account last
+    ALL_DEVICES = 2  # TPNS 1; pushreach's default
+
+
+class TagOperator(enum.IntEnum):
+    """TPNS's "OR" / "AND" between tags, tag items or tag rules (proto `TagOperator`)."""
+
+    OR = 1
+    AND = 2
 
 
 class MessageType(enum.IntEnum):
@@ -137,6 +162,9 @@ class App:
     created_at: float
     policy: RateLimitPolicy
     sms_credentials_blob: bytes | None = field(default=None, repr=False)
+    # The secret key sealed under the master key, for TPNS's signature scheme (HMAC needs the
+    # key itself); None for apps created before it existed, until their secret is rotated.
+    secret_sealed: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +228,60 @@ class VendorOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class TagItem:
+    """TPNS `tag_items[]`: `tags` joined by `tags_operator`, negated when `is_not`."""
+
+    tags: tuple[str, ...]
+    is_not: bool = False
+    tags_operator: TagOperator = TagOperator.OR
+    items_operator: TagOperator = TagOperator.OR  # joins this item to the one before it
+    tag_type: str = "xg_user_define"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tags": list(self.tags),
+            "is_not": self.is_not,
+            "tags_operator": int(self.tags_operator),
+            "items_operator": int(self.items_operator),
+            "tag_type": self.tag_type,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> TagItem:
+        return cls(
+            tags=tuple(d["tags"]),  # type: ignore[arg-type]
+            is_not=bool(d["is_not"]),
+            tags_operator=TagOperator(d["tags_operator"]),
+            items_operator=TagOperator(d["items_operator"]),
+            tag_type=str(d["tag_type"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TagRule:
+    """TPNS `tag_rules[]`: its items (AND binds tighter than OR), negated when `is_not`."""
+
+    tag_items: tuple[TagItem, ...]
+    operator: TagOperator = TagOperator.OR  # joins this rule to the one before it
+    is_not: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tag_items": [i.to_dict() for i in self.tag_items],
+            "operator": int(self.operator),
+            "is_not": self.is_not,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> TagRule:
+        return cls(
+            tag_items=tuple(TagItem.from_dict(i) for i in d["tag_items"]),  # type: ignore[union-attr]
+            operator=TagOperator(d["operator"]),
+            is_not=bool(d["is_not"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PushSpec:
     """A push body as the caller sent it (TPNS field names), after defaults are applied."""
 
@@ -215,6 +297,8 @@ class PushSpec:
     resend_by_sms: bool = False
     sms_info: SmsInfo | None = None
     vendor: VendorOptions | None = None  # None: no per-vendor fields given
+    tag_rules: tuple[TagRule, ...] = ()  # for AudienceType.TAG only
+    account_push_type: AccountPushType = AccountPushType.ALL_DEVICES
 
     def to_json(self, *, tokens: bool = True) -> str:
         """The body as sorted compact JSON (what is stored, and what the fingerprint digests).
@@ -246,6 +330,10 @@ class PushSpec:
         # Only when given, so bodies without vendor fields digest as they always did.
         if self.vendor is not None and not self.vendor.is_default():
             d["vendor"] = self.vendor.to_dict()
+        if self.tag_rules:  # absent otherwise, so fingerprints of older pushes stay the same
+            d["tag_rules"] = [r.to_dict() for r in self.tag_rules]
+        if self.account_push_type is not AccountPushType.ALL_DEVICES:  # likewise
+            d["account_push_type"] = int(self.account_push_type)
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -253,7 +341,10 @@ class PushSpec:
         d = json.loads(text)
         info = d.pop("sms_info")
         vendor = d.pop("vendor", None)
+        rules = tuple(TagRule.from_dict(r) for r in d.pop("tag_rules", ()))
         return cls(
+            tag_rules=rules,
+            account_push_type=AccountPushType(d.pop("account_push_type", AccountPushType.ALL_DEVICES)),
             audience_type=AudienceType(d.pop("audience_type")),
             token_list=tuple(d.pop("token_list")),
             account_list=tuple(d.pop("account_list")),
@@ -325,6 +416,28 @@ class Push:
     fallback_due_at: float | None
     fallback_ended_at: float | None
     target_count: int
+    targets_pending: bool = False  # a TAG / ALL push whose targets are still being found
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A TAG or ALL push whose targets are being resolved: where the resolution stands.
+
+    Targets are found page by page in token order; `cursor` is the last token examined and
+    `next_seq` the seq the next target gets. Targets with seq < delivered_seq were handed to
+    the push channel. All three move in the transaction that stores a page, so a resolution
+    interrupted anywhere resumes where its last page ended."""
+
+    push: int  # push row id
+    push_id: str
+    app_id: int
+    access_id: str
+    spec: PushSpec
+    accepted_at: float
+    fallback_due_at: float | None
+    cursor: str
+    next_seq: int
+    delivered_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +445,7 @@ class Device:
     token: str
     phone_number: str = ""
     accounts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     notifications_enabled: bool | None = None  # None: never reported
     notification_state_time: float | None = None
     updated_at: float = 0.0

@@ -28,6 +28,7 @@ from .engine.sharing import DueWatcher
 from .http import HttpContext, HttpPart, HttpServer, create_app, server_ssl_context
 from .http.console import Console, SessionCodec
 from .http.devices import DeviceReports
+from .http.tpns import TpnsApi
 from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .ports import check_listen_addresses
 from .secrets import SecretBox, load_master_key
@@ -146,6 +147,10 @@ class Service:
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
         self.reporting = ReportingService(self.store, self.clock)
+        # TPNS's REST API v3 (routes for the HTTP surface on http_listen).
+        self.tpns = TpnsApi(
+            self.apps, self.pushes, self.devices, self.clock, window=settings.tpns_signature_window_seconds
+        )
         self.auth = auth = Authenticator(
             self.apps,
             settings.admin_token,
@@ -185,6 +190,7 @@ class Service:
                 admin_token=settings.admin_token,
                 secure_cookie=settings.tls_enabled,
             ),
+            self.tpns,  # TPNS's REST API v3: /v3/push/app, /v3/device/..., /v3/statistics/...
         ]
         self.http_server: HttpServer | None = None
         self.http_port = 0  # bound port of the HTTP surface; 0 when off

@@ -159,9 +159,13 @@ async def test_errors_print_code_and_field_violations(server: Running, capsys, t
     assert code == 2 and "PUSHREACH_ACCESS_ID" in err
 
     tpns = tmp_path / "tag.json"
-    tpns.write_text(json.dumps({**TPNS_SAMPLE, "audience_type": "tag"}))
+    tpns.write_text(json.dumps({**TPNS_SAMPLE, "audience_type": "package_account_push"}))
     code, out, err = await cli(capsys, "push", "--tpns", str(tpns), *conn)
-    assert code == 2 and "audience_type" in err
+    assert code == 2 and "audience_type" in err  # refused before any call
+
+    tpns.write_text(json.dumps({**TPNS_SAMPLE, "audience_type": "tag"}))  # tokens, no tag_rules
+    code, out, err = await cli(capsys, "push", "--tpns", str(tpns), *conn)
+    assert code == 1 and "INVALID_ARGUMENT" in err and "tag_rules" in err and "token_list" in err
 
 
 async def test_credentials_from_the_environment(server: Running, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

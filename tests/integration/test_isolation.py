@@ -215,11 +215,44 @@ async def test_sms_service_lists_nothing_and_counts_zero_for_b(world) -> None:  
     assert await _snapshot(a, [pending, fired]) == before
 
 
+async def test_tags_and_broadcasts_stay_within_the_app(world, server: Running) -> None:  # type: ignore[no-untyped-def]
+    a, b, pending, fired = world
+    await a.device.AddTags(device_pb2.AddTagsRequest(tokens=list(A_TOKENS), tags=["vip"]), metadata=a.metadata)
+    before = await _snapshot(a, [pending, fired])
+    md = b.metadata
+    # B's tag calls on A's token names are about B's own devices of that name.
+    await b.device.AddTags(device_pb2.AddTagsRequest(tokens=[A_TOKENS[0]], tags=["vip", "b-only"]), metadata=md)
+    await b.device.RemoveTags(device_pb2.RemoveTagsRequest(tokens=[A_TOKENS[1]], tags=["vip"]), metadata=md)
+    await b.device.ClearTags(device_pb2.ClearTagsRequest(tokens=[A_TOKENS[1]]), metadata=md)
+    got = await b.device.SetTags(device_pb2.SetTagsRequest(token=A_TOKENS[0], tags=["vip"]), metadata=md)
+    assert list(got.device.tags) == ["vip"] and got.device.phone_number == ""  # B's device, not A's
+    # B's ALL and TAG pushes reach B's devices only, and no phone of A's.
+    base = sms_push([], delay=1)
+    for audience, rules in (
+        (push_pb2.AUDIENCE_TYPE_ALL, []),
+        (push_pb2.AUDIENCE_TYPE_TAG, [push_pb2.TagRule(tag_items=[push_pb2.TagItem(tags=["vip"])])]),
+    ):
+        request = push_pb2.PushRequest()
+        request.CopyFrom(base)
+        request.audience_type = audience
+        request.tag_rules.extend(rules)
+        answer = await b.push.Push(request, metadata=md)
+        await server.service.pushes.broadcasts.drain()
+        got = await b.push.GetPush(push_pb2.GetPushRequest(push_id=answer.push_id), metadata=md)
+        assert {t.token for t in got.targets} <= {A_TOKENS[0], A_TOKENS[1]}  # B's own devices of these names
+        assert all(t.phone_number == "" for t in got.targets)
+        await _wait_for_sms(b, answer.push_id)
+    assert await _snapshot(a, [pending, fired]) == before
+
+
 async def test_every_app_rpc_is_covered_here() -> None:
     """A new RPC on an app service must get an isolation test: this list is the reminder."""
     covered = {
         "pushreach.v1.PushService": {"Push", "GetPush", "CancelFallback"},
-        "pushreach.v1.DeviceService": {"BindPhone", "UnbindPhone", "BindAccount", "UnbindAccount", "GetDevice"},
+        "pushreach.v1.DeviceService": {
+            "BindPhone", "UnbindPhone", "BindAccount", "UnbindAccount", "GetDevice",
+            "AddTags", "RemoveTags", "SetTags", "ClearTags",  # test_tags_and_broadcasts_stay_within_the_app
+        },
         "pushreach.v1.EventService": {"ReportEvent", "ReportEvents"},
         "pushreach.v1.SmsService": {"ListSmsRecords", "GetStatistics"},
     }

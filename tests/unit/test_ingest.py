@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import pytest
 from pushreachd.model import (
+    AccountPushType,
     App,
     AudienceType,
     NewPush,
@@ -53,9 +54,11 @@ async def add_push(store: Store, app: App, push_id: str, tokens: list[str], *, a
 def test_spec_json_is_byte_for_byte_what_asdict_made(info: SmsInfo | None) -> None:
     """Fingerprints already stored for idempotent retries must still match after an upgrade."""
     spec = PushSpec(AudienceType.TOKEN_LIST, ("a", "b"), (), "标题", "c\n", resend_by_sms=info is not None, sms_info=info)
-    before = asdict(spec)
-    assert before.pop("vendor") is None  # a later field, written only when given
-    old = json.dumps(before, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    made = asdict(spec)
+    # Later fields, written only when given, so stored fingerprints still match.
+    assert made.pop("vendor") is None and made.pop("tag_rules") == ()
+    assert made.pop("account_push_type") == AccountPushType.ALL_DEVICES
+    old = json.dumps(made, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert spec.to_json() == old
     assert PushSpec.from_json(spec.to_json()) == spec
     assert json.loads(spec.to_json(tokens=False))["token_list"] == []

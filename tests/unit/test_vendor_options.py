@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from pushreachd.model import AudienceType, Channel, PushSpec, VendorOptions
 
 BASE = PushSpec(audience_type=AudienceType.TOKEN, token_list=("t",), account_list=(), title="a", content="b")

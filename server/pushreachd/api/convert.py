@@ -18,7 +18,13 @@ from ..model import (
     VendorOptions,
 )
 from ..phone import mask_phone
-from ..services.validation import AndroidDraft, PushDraft, Violations
+from ..services.validation import (
+    AndroidDraft,
+    PushDraft,
+    TagItemDraft,
+    TagRuleDraft,
+    Violations,
+)
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 MIN_TIMESTAMP_SECONDS = -62135596800
@@ -69,6 +75,18 @@ def push_draft(r: push_pb2.PushRequest) -> PushDraft:
         sms_template_params=list(info.sms_template_params),
         android=_android_draft(r.message.android) if r.message.HasField("android") else None,
         channel_rules=[(rule.channel, rule.disable) for rule in r.channel_rules],
+        account_push_type=r.account_push_type,
+        tag_rules=[
+            TagRuleDraft(
+                tag_items=[
+                    TagItemDraft(list(i.tags), i.is_not, i.tags_operator, i.items_operator, i.tag_type)
+                    for i in rule.tag_items
+                ],
+                operator=rule.operator,
+                is_not=rule.is_not,
+            )
+            for rule in r.tag_rules
+        ],
     )
 
 
@@ -119,6 +137,24 @@ def push_request(spec: PushSpec, request_id: str) -> push_pb2.PushRequest:
             sms_template_params=list(info.sms_template_params),
         ),
         channel_rules=_channel_rules(spec.vendor),
+        account_push_type=int(spec.account_push_type) if spec.audience_type.by_account else 0,
+        tag_rules=[
+            push_pb2.TagRule(
+                tag_items=[
+                    push_pb2.TagItem(
+                        tags=list(i.tags),
+                        is_not=i.is_not,
+                        tags_operator=int(i.tags_operator),
+                        items_operator=int(i.items_operator),
+                        tag_type=i.tag_type,
+                    )
+                    for i in rule.tag_items
+                ],
+                operator=int(rule.operator),
+                is_not=rule.is_not,
+            )
+            for rule in spec.tag_rules
+        ],
     )
 
 
@@ -153,6 +189,7 @@ def push_summary(p: Push) -> push_pb2.PushSummary:
         fallback_state=int(p.fallback_state),
         fallback_due_time=ts(p.fallback_due_at),
         fallback_end_time=ts(p.fallback_ended_at),
+        targets_pending=p.targets_pending,
     )
 
 
@@ -180,6 +217,7 @@ def device(d: Device) -> device_pb2.Device:
         notification_state=state,
         notification_state_time=ts(d.notification_state_time),
         update_time=ts(d.updated_at),
+        tags=list(d.tags),
     )
 
 

@@ -43,3 +43,25 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     @app_rpc
     async def GetDevice(self, request: device_pb2.GetDeviceRequest, app: App, context: grpc.aio.ServicerContext):
         return device_pb2.GetDeviceResponse(device=convert.device(await self._devices.get_device(app, request.token)))
+
+    @app_rpc
+    async def AddTags(self, request: device_pb2.AddTagsRequest, app: App, context: grpc.aio.ServicerContext):
+        pairs = [(p.token, p.tag) for p in request.pairs]
+        await self._devices.add_tags(app, list(request.tokens), list(request.tags), pairs, request.request_id)
+        return device_pb2.AddTagsResponse()
+
+    @app_rpc
+    async def RemoveTags(self, request: device_pb2.RemoveTagsRequest, app: App, context: grpc.aio.ServicerContext):
+        pairs = [(p.token, p.tag) for p in request.pairs]
+        await self._devices.remove_tags(app, list(request.tokens), list(request.tags), pairs, request.request_id)
+        return device_pb2.RemoveTagsResponse()
+
+    @app_rpc
+    async def SetTags(self, request: device_pb2.SetTagsRequest, app: App, context: grpc.aio.ServicerContext):
+        device = await self._devices.set_tags(app, request.token, list(request.tags), request.request_id)
+        return device_pb2.SetTagsResponse(device=convert.device(device))
+
+    @app_rpc
+    async def ClearTags(self, request: device_pb2.ClearTagsRequest, app: App, context: grpc.aio.ServicerContext):
+        await self._devices.clear_tags(app, list(request.tokens), request.request_id)
+        return device_pb2.ClearTagsResponse()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+from collections.abc import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .. import limits
@@ -23,6 +25,8 @@ from ..sms.provider import SmsCredentials
 from ..store.base import Store
 from .validation import Violations, check_text
 
+log = logging.getLogger(__name__)
+
 MAX_SAME_CONTENT_INTERVAL = 86400
 MAX_DAILY_LIMIT = 1000
 # Authenticated apps are remembered this long: an RPC then costs no store read and no trip to
@@ -30,6 +34,10 @@ MAX_DAILY_LIMIT = 1000
 # elsewhere (the CLI on the same database, another instance) is seen within this time.
 AUTH_CACHE_SECONDS = 2.0
 AUTH_CACHE_MAX = 10_000
+
+
+def _secret_ad(access_id: str) -> bytes:
+    return b"app_secret:" + access_id.encode()
 
 
 def _credentials_ad(access_id: str) -> bytes:
@@ -54,8 +62,10 @@ class AppService:
         secret = new_secret_key()
         verifier = await asyncio.to_thread(make_verifier, secret)  # scrypt: keep it off the loop
         for _ in range(5):  # access ids are random; a collision just draws again
+            access_id = new_access_id()
+            sealed = self._box.seal(secret.encode(), _secret_ad(access_id))
             try:
-                app = await self._store.create_app(new_access_id(), name, verifier, self._clock.time())
+                app = await self._store.create_app(access_id, name, verifier, self._clock.time(), sealed)
                 return app, secret
             except AlreadyExists:
                 continue
@@ -99,9 +109,22 @@ class AppService:
     async def rotate_secret(self, access_id: str) -> str:
         app = await self.get_app(access_id)
         secret = new_secret_key()
-        await self._store.set_app_secret(app.id, await asyncio.to_thread(make_verifier, secret))
+        sealed = self._box.seal(secret.encode(), _secret_ad(access_id))
+        await self._store.set_app_secret(app.id, await asyncio.to_thread(make_verifier, secret), sealed)
         self._forget(access_id)
         return secret
+
+    async def signing_key(self, access_id: str) -> tuple[App, str] | None:
+        """The app and its secret key in clear, to check a TPNS request signature; None for an
+        unknown app, or one created before secrets were sealed (until its secret is rotated)."""
+        app = await self._store.get_app(access_id) if access_id else None
+        if app is None or app.secret_sealed is None:
+            return None
+        try:
+            return app, self._box.open(app.secret_sealed, _secret_ad(access_id)).decode()
+        except SecretError:
+            log.error("the sealed secret of app %s does not open under the master key", access_id)
+            return None
 
     async def set_sms_credentials(self, access_id: str, secret_id: str, secret_key: str) -> App:
         v = Violations()
@@ -154,16 +177,20 @@ class AppService:
         is left as it is; one that opens with neither key stops the rotation, nothing changed.
         Returns how many apps were re-sealed."""
 
-        def reseal(access_id: str, blob: bytes) -> bytes:
-            ad = _credentials_ad(access_id)
-            try:
-                plain = self._box.open(blob, ad)
-            except SecretError:
-                new_box.open(blob, ad)  # raises SecretError if it is under neither key
-                return blob
-            return new_box.seal(plain, ad)
+        def resealer(ad_of: Callable[[str], bytes]) -> Callable[[str, bytes], bytes]:
+            def reseal(access_id: str, blob: bytes) -> bytes:
+                ad = ad_of(access_id)
+                try:
+                    plain = self._box.open(blob, ad)
+                except SecretError:
+                    new_box.open(blob, ad)  # raises SecretError if it is under neither key
+                    return blob
+                return new_box.seal(plain, ad)
 
-        return await self._store.reseal_sms_credentials(reseal)
+            return reseal
+
+        # The sealed app secrets (TPNS signatures) move to the new key in the same transaction.
+        return await self._store.reseal_sms_credentials(resealer(_credentials_ad), resealer(_secret_ad))
 
     async def set_rate_limit_policy(self, access_id: str, policy: RateLimitPolicy) -> App:
         v = Violations()

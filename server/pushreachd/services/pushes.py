@@ -13,7 +13,9 @@ from ..channels.base import PushChannel, PushDelivery, TargetPayload
 from ..clock import Clock
 from ..errors import InvalidArgument, NotFound, Unavailable
 from ..model import (
+    AccountPushType,
     App,
+    Broadcast,
     FallbackState,
     Funnel,
     NewPush,
@@ -27,6 +29,7 @@ from ..model import (
 )
 from ..store.base import Store
 from ..supervisor import Supervisor
+from .broadcasts import BroadcastResolver
 from .pagination import decode_offset_token, encode_offset_token
 from .receipts import receipt_expiry
 from .validation import PushDraft, Violations, page_size, validate_push
@@ -71,10 +74,17 @@ class PushService:
         self._min_delay = min_delay_seconds
         self._deliveries: set[asyncio.Task[None]] = set()
         self._resume: asyncio.Task[int] | None = None
+        # TAG / ALL pushes: targets found, delivered and the fallback armed in the background.
+        self.broadcasts = BroadcastResolver(
+            store, channel, fallbacks, clock, supervisor=self._supervisor, prepare=self._prepared
+        )
 
     async def push(self, app: App, draft: PushDraft) -> PushReceipt:
         spec = validate_push(draft, self._min_delay)
-        targets, unused = await self._resolve_targets(app, spec)
+        if spec.audience_type.broadcast:
+            targets, unused = [], []  # found after acceptance by self.broadcasts
+        else:
+            targets, unused = await self._resolve_targets(app, spec)
         now = self._clock.time()
         due = now + spec.sms_info.delay_trigger_time if spec.sms_info is not None else None
         push_id = secrets.token_hex(10)
@@ -99,6 +109,9 @@ class PushService:
         fingerprint = spec.fingerprint() if draft.request_id else ""
         stored, row_id = await self._store.create_push(new, fingerprint)
         if row_id is None:  # an idempotent retry: the first call did the work
+            return stored
+        if spec.audience_type.broadcast:
+            self.broadcasts.submit(Broadcast(row_id, push_id, app.id, app.access_id, spec, now, due, "", 0, 0))
             return stored
         if due is not None:
             self._fallbacks.arm(row_id, due)
@@ -126,6 +139,8 @@ class PushService:
                 continue
             seen_accounts.discard(account)  # later repeats of it are duplicates
             tokens = tokens_of.get(account, [])
+            if spec.account_push_type is AccountPushType.LATEST_DEVICE:
+                tokens = tokens[-1:]  # in the order they were bound: the last is the latest
             if not tokens:
                 unused.append(UnusedTarget(account, UnusedTargetReason.ACCOUNT_HAS_NO_DEVICE))
             for token in tokens:
@@ -163,6 +178,10 @@ class PushService:
         task.add_done_callback(self._deliveries.discard)
         return task
 
+    async def _prepared(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
+        """The delivery as the channel gets it: with a receipt per target when receipts are on."""
+        return await self._with_receipts(app_id, delivery) if self._receipts is not None else delivery
+
     async def _with_receipts(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
         assert self._receipts is not None
         expires = receipt_expiry(delivery.spec, delivery.expires_at)
@@ -177,6 +196,7 @@ class PushService:
         reached the channel. Only the bound (the last push row) is read before returning, so
         the server starts at once; pushes accepted from here on are delivered by push()."""
         through = await self._store.last_push_row()
+        await self.broadcasts.start()
         self._resume = self._supervisor.spawn(
             self.resume_deliveries(through, page=page, concurrency=concurrency), name="pushreach-redelivery"
         )
@@ -214,12 +234,14 @@ class PushService:
             await asyncio.gather(self._resume, return_exceptions=True)
         if self._deliveries:
             await asyncio.gather(*self._deliveries, return_exceptions=True)
+        await self.broadcasts.drain()
 
     async def stop(self) -> None:
         """On shutdown: stop the redelivery (what it did not reach is redelivered next start),
         then wait for deliveries under way."""
         if self._resume is not None:
             self._resume.cancel()
+        await self.broadcasts.stop()
         await self.drain()
 
     async def get_push(

@@ -14,6 +14,7 @@ from .. import limits
 from ..errors import FieldViolation, InvalidArgument
 from ..model import (
     CHANNEL_RULE_NAMES,
+    AccountPushType,
     AudienceType,
     Channel,
     Environment,
@@ -22,6 +23,9 @@ from ..model import (
     MessageType,
     PushSpec,
     SmsInfo,
+    TagItem,
+    TagOperator,
+    TagRule,
     TriggerCondition,
     VendorOptions,
 )
@@ -40,6 +44,27 @@ class AndroidDraft:
     oppo_category: str = ""
     vivo_ch_id: str = ""
     vivo_category: str = ""
+
+
+@dataclass
+class TagItemDraft:
+    tags: list[str] = field(default_factory=list)
+    is_not: bool = False
+    tags_operator: int = 0  # TagOperator; 0: OR
+    items_operator: int = 0
+    tag_type: str = ""
+
+
+@dataclass
+class TagRuleDraft:
+    tag_items: list[TagItemDraft] = field(default_factory=list)
+    operator: int = 0
+    is_not: bool = False
+
+
+# TPNS's tag types: only custom tags (set through the tag API) exist here; the automatic ones
+# (province, active day, app version, ...) are data TPNS collected from its own SDK.
+CUSTOM_TAG_TYPES = ("", "xg_user_define")
 
 
 @dataclass
@@ -65,6 +90,8 @@ class PushDraft:
     sms_template_params: list[str] = field(default_factory=list)
     android: AndroidDraft | None = None
     channel_rules: list[tuple[str, bool]] = field(default_factory=list)  # (channel, disable)
+    tag_rules: list[TagRuleDraft] = field(default_factory=list)
+    account_push_type: int = 0  # AccountPushType; 0: ALL_DEVICES
 
 
 @dataclass(slots=True)
@@ -132,8 +159,14 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
     v = Violations()
     check_request_id(v, d.request_id)
     audience = _enum(v, "audience_type", d.audience_type, AudienceType)
+    rules: tuple[TagRule, ...] = ()
     if audience is not None:
-        _check_audience(v, audience, d)
+        if audience.broadcast:
+            rules = _check_broadcast(v, audience, d)
+        else:
+            _check_audience(v, audience, d)
+            if d.tag_rules:
+                v.add("tag_rules", f"must be empty for {audience.name}")
     if not d.has_message:
         v.add("message", "required")
     else:
@@ -141,6 +174,11 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         check_text(v, "message.content", d.content, limits.MAX_CONTENT_LENGTH)
         if len(d.title.encode()) + len(d.content.encode()) > limits.MAX_MESSAGE_BYTES:
             v.add("message", f"title and content together at most {limits.MAX_MESSAGE_BYTES} bytes of UTF-8")
+    account_push_type = _enum(
+        v, "account_push_type", d.account_push_type, AccountPushType, AccountPushType.ALL_DEVICES
+    )
+    if d.account_push_type and audience is not None and not audience.by_account:
+        v.add("account_push_type", f"only for ACCOUNT and ACCOUNT_LIST, not {audience.name}")
     message_type = _enum(v, "message_type", d.message_type, MessageType, MessageType.NOTIFY)
     environment = _enum(v, "environment", d.environment, Environment, Environment.PRODUCT)
     if d.expire_time > limits.MAX_EXPIRE_SECONDS or d.expire_time < 0:
@@ -161,6 +199,8 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         resend_by_sms=d.resend_by_sms,
         sms_info=sms_info,
         vendor=vendor,
+        tag_rules=rules,
+        account_push_type=account_push_type,
     )
 
 
@@ -211,6 +251,58 @@ def _vendor_options(v: Violations, d: PushDraft) -> VendorOptions | None:
         vivo_ch_id=a.vivo_ch_id,
         vivo_category=a.vivo_category,
     )
+
+
+def _check_broadcast(v: Violations, audience: AudienceType, d: PushDraft) -> tuple[TagRule, ...]:
+    for name in ("token_list", "account_list"):
+        if getattr(d, name):
+            v.add(name, f"must be empty for {audience.name}")
+    if audience is AudienceType.ALL:
+        if d.tag_rules:
+            v.add("tag_rules", "must be empty for ALL")
+        return ()
+    if not d.tag_rules:
+        v.add("tag_rules", "required for TAG")
+        return ()
+    if len(d.tag_rules) > limits.MAX_TAG_RULES:
+        v.add("tag_rules", f"at most {limits.MAX_TAG_RULES} rules")
+        return ()
+    rules = []
+    for i, r in enumerate(d.tag_rules):
+        path = f"tag_rules[{i}]"
+        operator = _enum(v, f"{path}.operator", r.operator, TagOperator, TagOperator.OR)
+        if not r.tag_items:
+            v.add(f"{path}.tag_items", "required")
+            continue
+        if len(r.tag_items) > limits.MAX_TAG_ITEMS:
+            v.add(f"{path}.tag_items", f"at most {limits.MAX_TAG_ITEMS} items")
+            continue
+        items = []
+        for j, it in enumerate(r.tag_items):
+            ipath = f"{path}.tag_items[{j}]"
+            tags_op = _enum(v, f"{ipath}.tags_operator", it.tags_operator, TagOperator, TagOperator.OR)
+            items_op = _enum(v, f"{ipath}.items_operator", it.items_operator, TagOperator, TagOperator.OR)
+            if it.tag_type not in CUSTOM_TAG_TYPES:
+                v.add(f"{ipath}.tag_type", f"{it.tag_type!r} is not offered: only custom tags (xg_user_define)")
+            if not it.tags:
+                v.add(f"{ipath}.tags", "required")
+            elif len(it.tags) > limits.MAX_TAGS_PER_ITEM:
+                v.add(f"{ipath}.tags", f"at most {limits.MAX_TAGS_PER_ITEM} tags")
+            else:
+                for k, tag in enumerate(it.tags):
+                    check_tag(v, f"{ipath}.tags[{k}]", tag)
+            items.append(TagItem(tuple(it.tags), it.is_not, tags_op, items_op, "xg_user_define"))
+        rules.append(TagRule(tuple(items), operator, r.is_not))
+    return tuple(rules)
+
+
+def check_tag(v: Violations, path: str, tag: str) -> None:
+    if not tag.strip():
+        v.add(path, "required")
+    elif len(tag) > limits.MAX_TAG_LENGTH:
+        v.add(path, f"at most {limits.MAX_TAG_LENGTH} characters")
+    elif any(ord(ch) < 0x20 for ch in tag):
+        v.add(path, "control characters are not allowed")
 
 
 def _check_audience(v: Violations, audience: AudienceType, d: PushDraft) -> None:

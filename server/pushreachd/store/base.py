@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ..model import (
     App,
+    Broadcast,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -107,15 +108,20 @@ class Store(Protocol):
         """Finish queued writes, then release the database."""
 
     # apps
-    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App: ...
+    async def create_app(
+        self, access_id: str, name: str, verifier: str, now: float, sealed: bytes | None = None
+    ) -> App: ...
     async def get_app(self, access_id: str) -> App | None: ...
     async def list_apps(self, after_id: int, limit: int) -> list[App]: ...
-    async def set_app_secret(self, app_id: int, verifier: str) -> None: ...
+    async def set_app_secret(self, app_id: int, verifier: str, sealed: bytes | None = None) -> None: ...
     async def set_sms_credentials(self, app_id: int, blob: bytes) -> App: ...
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App: ...
-    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
-        """Replace every app's credentials blob by reseal(access_id, blob), all in one
-        transaction: if reseal raises for any app, no row changes. Returns the apps changed."""
+    async def reseal_sms_credentials(
+        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+    ) -> int:
+        """Replace every app's credentials blob by reseal(access_id, blob), and every sealed
+        app secret by reseal_secret(access_id, blob), all in one transaction: if either raises
+        for any app, no row changes. Returns the apps whose SMS credentials changed."""
 
     # receipt keys (services/receipts.py)
     async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:
@@ -178,6 +184,43 @@ class Store(Protocol):
     ) -> Device: ...
     async def unbind_account(self, app_id: int, token: str, account: str, now: float) -> Device: ...
     async def get_device(self, app_id: int, token: str) -> Device | None: ...
+
+    async def unbind_account_everywhere(self, app_id: int, account: str, now: float) -> int:
+        """Unbind the account from every token; returns how many tokens it had."""
+
+    # tags
+    async def modify_tags(
+        self,
+        app_id: int,
+        now: float,
+        *,
+        clear: list[str] = ...,
+        remove: list[tuple[str, str]] = ...,
+        add: list[tuple[str, str]] = ...,
+        max_per_token: int,
+        max_per_app: int,
+    ) -> None:
+        """In one transaction: drop every tag of the `clear` tokens, then the (token, tag)
+        pairs of `remove`, then add those of `add` (creating the devices). Raises
+        FailedPrecondition, changing nothing, past either limit."""
+
+    # broadcasts (TAG / ALL pushes): targets resolved after acceptance, page by page
+    async def open_broadcasts(self) -> list[Broadcast]:
+        """Every TAG / ALL push whose resolution has not finished, oldest first."""
+
+    async def broadcast_page(
+        self, app_id: int, after: str, limit: int, *, with_tags: bool
+    ) -> list[tuple[str, frozenset[str]]]:
+        """Up to `limit` devices of the app after token `after`, in token order, with tags."""
+
+    async def store_broadcast_page(self, push: int, expected_cursor: str, tokens: list[str], cursor: str) -> int:
+        """Store a page of targets and move the cursor, only if it is still `expected_cursor`
+        (else FailedPrecondition). Returns the seq of the page's first target."""
+
+    async def broadcast_tokens(self, push: int, from_seq: int, to_seq: int) -> list[str]: ...
+    async def mark_broadcast_delivered(self, push: int, through_seq: int) -> None: ...
+    async def finish_broadcast(self, push: int, now: float) -> None:
+        """Resolution and delivery are over; from now on the fallback may be claimed."""
 
     # events
     async def record_events(self, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]: ...

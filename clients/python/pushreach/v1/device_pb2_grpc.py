@@ -61,6 +61,26 @@ class DeviceServiceStub:
                 request_serializer=pushreach_dot_v1_dot_device__pb2.GetDeviceRequest.SerializeToString,
                 response_deserializer=pushreach_dot_v1_dot_device__pb2.GetDeviceResponse.FromString,
                 _registered_method=True)
+        self.AddTags = channel.unary_unary(
+                '/pushreach.v1.DeviceService/AddTags',
+                request_serializer=pushreach_dot_v1_dot_device__pb2.AddTagsRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_device__pb2.AddTagsResponse.FromString,
+                _registered_method=True)
+        self.RemoveTags = channel.unary_unary(
+                '/pushreach.v1.DeviceService/RemoveTags',
+                request_serializer=pushreach_dot_v1_dot_device__pb2.RemoveTagsRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_device__pb2.RemoveTagsResponse.FromString,
+                _registered_method=True)
+        self.SetTags = channel.unary_unary(
+                '/pushreach.v1.DeviceService/SetTags',
+                request_serializer=pushreach_dot_v1_dot_device__pb2.SetTagsRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_device__pb2.SetTagsResponse.FromString,
+                _registered_method=True)
+        self.ClearTags = channel.unary_unary(
+                '/pushreach.v1.DeviceService/ClearTags',
+                request_serializer=pushreach_dot_v1_dot_device__pb2.ClearTagsRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_device__pb2.ClearTagsResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceServiceServicer:
@@ -103,6 +123,36 @@ class DeviceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddTags(self, request, context):
+        """AddTags adds tags to tokens (TPNS tag API operator_type 1, 3, 7, 9): every tag of `tags`
+        to every token of `tokens`, and each pair of `pairs`, in one transaction. A token holds
+        at most 100 tags and an app at most 10,000 distinct tags (FAILED_PRECONDITION past them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveTags(self, request, context):
+        """RemoveTags removes tags from tokens (TPNS operator_type 2, 4, 8, 10), like AddTags.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTags(self, request, context):
+        """SetTags replaces a token's tags (TPNS operator_type 6).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearTags(self, request, context):
+        """ClearTags removes every tag of the tokens (TPNS operator_type 5).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +180,26 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     servicer.GetDevice,
                     request_deserializer=pushreach_dot_v1_dot_device__pb2.GetDeviceRequest.FromString,
                     response_serializer=pushreach_dot_v1_dot_device__pb2.GetDeviceResponse.SerializeToString,
+            ),
+            'AddTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTags,
+                    request_deserializer=pushreach_dot_v1_dot_device__pb2.AddTagsRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_device__pb2.AddTagsResponse.SerializeToString,
+            ),
+            'RemoveTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveTags,
+                    request_deserializer=pushreach_dot_v1_dot_device__pb2.RemoveTagsRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_device__pb2.RemoveTagsResponse.SerializeToString,
+            ),
+            'SetTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTags,
+                    request_deserializer=pushreach_dot_v1_dot_device__pb2.SetTagsRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_device__pb2.SetTagsResponse.SerializeToString,
+            ),
+            'ClearTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearTags,
+                    request_deserializer=pushreach_dot_v1_dot_device__pb2.ClearTagsRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_device__pb2.ClearTagsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +339,114 @@ class DeviceService:
             '/pushreach.v1.DeviceService/GetDevice',
             pushreach_dot_v1_dot_device__pb2.GetDeviceRequest.SerializeToString,
             pushreach_dot_v1_dot_device__pb2.GetDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.DeviceService/AddTags',
+            pushreach_dot_v1_dot_device__pb2.AddTagsRequest.SerializeToString,
+            pushreach_dot_v1_dot_device__pb2.AddTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.DeviceService/RemoveTags',
+            pushreach_dot_v1_dot_device__pb2.RemoveTagsRequest.SerializeToString,
+            pushreach_dot_v1_dot_device__pb2.RemoveTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.DeviceService/SetTags',
+            pushreach_dot_v1_dot_device__pb2.SetTagsRequest.SerializeToString,
+            pushreach_dot_v1_dot_device__pb2.SetTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.DeviceService/ClearTags',
+            pushreach_dot_v1_dot_device__pb2.ClearTagsRequest.SerializeToString,
+            pushreach_dot_v1_dot_device__pb2.ClearTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,

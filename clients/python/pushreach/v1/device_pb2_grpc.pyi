@@ -45,6 +45,17 @@ class DeviceServiceStub:
     """UnbindAccount removes an account from a token; removing an absent binding succeeds."""
     GetDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.GetDeviceRequest, _device_pb2.GetDeviceResponse]
     """GetDevice shows a token's phone, accounts and notification state."""
+    AddTags: _grpc.UnaryUnaryMultiCallable[_device_pb2.AddTagsRequest, _device_pb2.AddTagsResponse]
+    """AddTags adds tags to tokens (TPNS tag API operator_type 1, 3, 7, 9): every tag of `tags`
+    to every token of `tokens`, and each pair of `pairs`, in one transaction. A token holds
+    at most 100 tags and an app at most 10,000 distinct tags (FAILED_PRECONDITION past them).
+    """
+    RemoveTags: _grpc.UnaryUnaryMultiCallable[_device_pb2.RemoveTagsRequest, _device_pb2.RemoveTagsResponse]
+    """RemoveTags removes tags from tokens (TPNS operator_type 2, 4, 8, 10), like AddTags."""
+    SetTags: _grpc.UnaryUnaryMultiCallable[_device_pb2.SetTagsRequest, _device_pb2.SetTagsResponse]
+    """SetTags replaces a token's tags (TPNS operator_type 6)."""
+    ClearTags: _grpc.UnaryUnaryMultiCallable[_device_pb2.ClearTagsRequest, _device_pb2.ClearTagsResponse]
+    """ClearTags removes every tag of the tokens (TPNS operator_type 5)."""
 
 @_typing.type_check_only
 class DeviceServiceAsyncStub(DeviceServiceStub):
@@ -63,6 +74,17 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     """UnbindAccount removes an account from a token; removing an absent binding succeeds."""
     GetDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.GetDeviceRequest, _device_pb2.GetDeviceResponse]  # type: ignore[assignment]
     """GetDevice shows a token's phone, accounts and notification state."""
+    AddTags: _aio.UnaryUnaryMultiCallable[_device_pb2.AddTagsRequest, _device_pb2.AddTagsResponse]  # type: ignore[assignment]
+    """AddTags adds tags to tokens (TPNS tag API operator_type 1, 3, 7, 9): every tag of `tags`
+    to every token of `tokens`, and each pair of `pairs`, in one transaction. A token holds
+    at most 100 tags and an app at most 10,000 distinct tags (FAILED_PRECONDITION past them).
+    """
+    RemoveTags: _aio.UnaryUnaryMultiCallable[_device_pb2.RemoveTagsRequest, _device_pb2.RemoveTagsResponse]  # type: ignore[assignment]
+    """RemoveTags removes tags from tokens (TPNS operator_type 2, 4, 8, 10), like AddTags."""
+    SetTags: _aio.UnaryUnaryMultiCallable[_device_pb2.SetTagsRequest, _device_pb2.SetTagsResponse]  # type: ignore[assignment]
+    """SetTags replaces a token's tags (TPNS operator_type 6)."""
+    ClearTags: _aio.UnaryUnaryMultiCallable[_device_pb2.ClearTagsRequest, _device_pb2.ClearTagsResponse]  # type: ignore[assignment]
+    """ClearTags removes every tag of the tokens (TPNS operator_type 5)."""
 
 class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
     """DeviceService binds device tokens to phone numbers (for the SMS fallback) and to accounts
@@ -108,5 +130,40 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_device_pb2.GetDeviceResponse, _abc.Awaitable[_device_pb2.GetDeviceResponse]]:
         """GetDevice shows a token's phone, accounts and notification state."""
+
+    @_abc_1.abstractmethod
+    def AddTags(
+        self,
+        request: _device_pb2.AddTagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.AddTagsResponse, _abc.Awaitable[_device_pb2.AddTagsResponse]]:
+        """AddTags adds tags to tokens (TPNS tag API operator_type 1, 3, 7, 9): every tag of `tags`
+        to every token of `tokens`, and each pair of `pairs`, in one transaction. A token holds
+        at most 100 tags and an app at most 10,000 distinct tags (FAILED_PRECONDITION past them).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveTags(
+        self,
+        request: _device_pb2.RemoveTagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.RemoveTagsResponse, _abc.Awaitable[_device_pb2.RemoveTagsResponse]]:
+        """RemoveTags removes tags from tokens (TPNS operator_type 2, 4, 8, 10), like AddTags."""
+
+    @_abc_1.abstractmethod
+    def SetTags(
+        self,
+        request: _device_pb2.SetTagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.SetTagsResponse, _abc.Awaitable[_device_pb2.SetTagsResponse]]:
+        """SetTags replaces a token's tags (TPNS operator_type 6)."""
+
+    @_abc_1.abstractmethod
+    def ClearTags(
+        self,
+        request: _device_pb2.ClearTagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.ClearTagsResponse, _abc.Awaitable[_device_pb2.ClearTagsResponse]]:
+        """ClearTags removes every tag of the tokens (TPNS operator_type 5)."""
 
 def add_DeviceServiceServicer_to_server(servicer: DeviceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

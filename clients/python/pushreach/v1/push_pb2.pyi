@@ -37,9 +37,15 @@ class _AudienceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Audience
     """One account: `account_list` holds exactly one account; every token bound to it is a target."""
     AUDIENCE_TYPE_ACCOUNT_LIST: _AudienceType.ValueType  # 4
     """Up to 1,000 accounts in `account_list`."""
+    AUDIENCE_TYPE_TAG: _AudienceType.ValueType  # 5
+    """Every device of the app whose tags match `tag_rules` (TPNS "tag"). The targets are found
+    after the push is accepted, in the background (see `PushSummary.targets_pending`).
+    """
+    AUDIENCE_TYPE_ALL: _AudienceType.ValueType  # 6
+    """Every device of the app (TPNS "all"), found after acceptance like AUDIENCE_TYPE_TAG."""
 
 class AudienceType(_AudienceType, metaclass=_AudienceTypeEnumTypeWrapper):
-    """Who a push goes to (TPNS `audience_type`; TPNS's "all" and "tag" audiences are not offered)."""
+    """Who a push goes to (TPNS `audience_type`)."""
 
 AUDIENCE_TYPE_UNSPECIFIED: AudienceType.ValueType  # 0
 """Not set; the request is refused (INVALID_ARGUMENT)."""
@@ -51,7 +57,61 @@ AUDIENCE_TYPE_ACCOUNT: AudienceType.ValueType  # 3
 """One account: `account_list` holds exactly one account; every token bound to it is a target."""
 AUDIENCE_TYPE_ACCOUNT_LIST: AudienceType.ValueType  # 4
 """Up to 1,000 accounts in `account_list`."""
+AUDIENCE_TYPE_TAG: AudienceType.ValueType  # 5
+"""Every device of the app whose tags match `tag_rules` (TPNS "tag"). The targets are found
+after the push is accepted, in the background (see `PushSummary.targets_pending`).
+"""
+AUDIENCE_TYPE_ALL: AudienceType.ValueType  # 6
+"""Every device of the app (TPNS "all"), found after acceptance like AUDIENCE_TYPE_TAG."""
 Global___AudienceType: _TypeAlias = AudienceType  # noqa: Y015
+
+class _AccountPushType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccountPushTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountPushType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCOUNT_PUSH_TYPE_UNSPECIFIED: _AccountPushType.ValueType  # 0
+    """Treated as ACCOUNT_PUSH_TYPE_ALL_DEVICES."""
+    ACCOUNT_PUSH_TYPE_LATEST_DEVICE: _AccountPushType.ValueType  # 1
+    """Only the device bound to the account last (TPNS 0, TPNS's default)."""
+    ACCOUNT_PUSH_TYPE_ALL_DEVICES: _AccountPushType.ValueType  # 2
+    """Every device bound to the account (TPNS 1)."""
+
+class AccountPushType(_AccountPushType, metaclass=_AccountPushTypeEnumTypeWrapper):
+    """Which devices of an account an account push reaches (TPNS `account_push_type`)."""
+
+ACCOUNT_PUSH_TYPE_UNSPECIFIED: AccountPushType.ValueType  # 0
+"""Treated as ACCOUNT_PUSH_TYPE_ALL_DEVICES."""
+ACCOUNT_PUSH_TYPE_LATEST_DEVICE: AccountPushType.ValueType  # 1
+"""Only the device bound to the account last (TPNS 0, TPNS's default)."""
+ACCOUNT_PUSH_TYPE_ALL_DEVICES: AccountPushType.ValueType  # 2
+"""Every device bound to the account (TPNS 1)."""
+Global___AccountPushType: _TypeAlias = AccountPushType  # noqa: Y015
+
+class _TagOperator:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TagOperatorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TagOperator.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TAG_OPERATOR_UNSPECIFIED: _TagOperator.ValueType  # 0
+    """Treated as TAG_OPERATOR_OR."""
+    TAG_OPERATOR_OR: _TagOperator.ValueType  # 1
+    """Either side."""
+    TAG_OPERATOR_AND: _TagOperator.ValueType  # 2
+    """Both sides; binds tighter than OR."""
+
+class TagOperator(_TagOperator, metaclass=_TagOperatorEnumTypeWrapper):
+    """TPNS's "OR" / "AND" between tags, tag items or tag rules."""
+
+TAG_OPERATOR_UNSPECIFIED: TagOperator.ValueType  # 0
+"""Treated as TAG_OPERATOR_OR."""
+TAG_OPERATOR_OR: TagOperator.ValueType  # 1
+"""Either side."""
+TAG_OPERATOR_AND: TagOperator.ValueType  # 2
+"""Both sides; binds tighter than OR."""
+Global___TagOperator: _TypeAlias = TagOperator  # noqa: Y015
 
 class _MessageType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -320,6 +380,82 @@ class ChannelRule(_message.Message):
 Global___ChannelRule: _TypeAlias = ChannelRule  # noqa: Y015
 
 @_typing.final
+class TagItem(_message.Message):
+    """One term of a tag rule (TPNS `tag_items[]`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGS_FIELD_NUMBER: _builtins.int
+    IS_NOT_FIELD_NUMBER: _builtins.int
+    TAGS_OPERATOR_FIELD_NUMBER: _builtins.int
+    ITEMS_OPERATOR_FIELD_NUMBER: _builtins.int
+    TAG_TYPE_FIELD_NUMBER: _builtins.int
+    is_not: _builtins.bool
+    """Negate the item's result."""
+    tags_operator: Global___TagOperator.ValueType
+    """Joins the tags: OR (any of them) or AND (all of them). Default OR."""
+    items_operator: Global___TagOperator.ValueType
+    """Joins this item to the one before it (ignored on the first item). Default OR."""
+    tag_type: _builtins.str
+    """TPNS tag type: empty or "xg_user_define" (tags set with DeviceService's tag RPCs). TPNS's
+    automatic types (xg_auto_province, ...) are refused: no such data exists here.
+    """
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tags, 1 to 100, each 1 to 50 characters. Required."""
+
+    def __init__(
+        self,
+        *,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        is_not: _builtins.bool = ...,
+        tags_operator: Global___TagOperator.ValueType = ...,
+        items_operator: Global___TagOperator.ValueType = ...,
+        tag_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_not", b"is_not", "items_operator", b"items_operator", "tag_type", b"tag_type", "tags", b"tags", "tags_operator", b"tags_operator"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagItem: _TypeAlias = TagItem  # noqa: Y015
+
+@_typing.final
+class TagRule(_message.Message):
+    """One rule of a TAG push (TPNS `tag_rules[]`): its items joined by their `items_operator`,
+    AND before OR, then negated when `is_not`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_ITEMS_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    IS_NOT_FIELD_NUMBER: _builtins.int
+    operator: Global___TagOperator.ValueType
+    """Joins this rule to the one before it (ignored on the first rule). Default OR."""
+    is_not: _builtins.bool
+    """Negate the rule's result."""
+    @_builtins.property
+    def tag_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagItem]:
+        """The rule's items, 1 to 10. Required."""
+
+    def __init__(
+        self,
+        *,
+        tag_items: _abc.Iterable[Global___TagItem] | None = ...,
+        operator: Global___TagOperator.ValueType = ...,
+        is_not: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_not", b"is_not", "operator", b"operator", "tag_items", b"tag_items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagRule: _TypeAlias = TagRule  # noqa: Y015
+
+@_typing.final
 class SmsInfo(_message.Message):
     """Supplementary SMS settings (TPNS `sms_info`). Required when `resend_by_sms` is true."""
 
@@ -385,6 +521,8 @@ class PushRequest(_message.Message):
     RESEND_BY_SMS_FIELD_NUMBER: _builtins.int
     SMS_INFO_FIELD_NUMBER: _builtins.int
     CHANNEL_RULES_FIELD_NUMBER: _builtins.int
+    TAG_RULES_FIELD_NUMBER: _builtins.int
+    ACCOUNT_PUSH_TYPE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155): a retry with the same id returns the first response; the same
     id with a different body answers ALREADY_EXISTS. Optional, at most 128 characters,
@@ -404,6 +542,10 @@ class PushRequest(_message.Message):
     """APNs environment. Default ENVIRONMENT_PRODUCT."""
     resend_by_sms: _builtins.bool
     """Follow up by SMS when the push has not reached its user in time. Default false."""
+    account_push_type: Global___AccountPushType.ValueType
+    """For ACCOUNT and ACCOUNT_LIST only: every device of each account (default) or only the
+    one bound last. Must be unset for the other audiences.
+    """
     @_builtins.property
     def token_list(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Device tokens, for the TOKEN and TOKEN_LIST audiences. 1 to 1,000 tokens, each 1 to 256
@@ -430,6 +572,12 @@ class PushRequest(_message.Message):
         channel. Optional.
         """
 
+    @_builtins.property
+    def tag_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagRule]:
+        """Which devices an AUDIENCE_TYPE_TAG push goes to: 1 to 10 rules, joined by their
+        `operator`, AND before OR. Must be empty for the other audiences.
+        """
+
     def __init__(
         self,
         *,
@@ -445,10 +593,12 @@ class PushRequest(_message.Message):
         resend_by_sms: _builtins.bool = ...,
         sms_info: Global___SmsInfo | None = ...,
         channel_rules: _abc.Iterable[Global___ChannelRule] | None = ...,
+        tag_rules: _abc.Iterable[Global___TagRule] | None = ...,
+        account_push_type: Global___AccountPushType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "sms_info", b"sms_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "token_list", b"token_list"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "account_push_type", b"account_push_type", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "tag_rules", b"tag_rules", "token_list", b"token_list"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,7 +644,9 @@ class PushResponse(_message.Message):
     push_id: _builtins.str
     """Opaque id of the accepted push, unique within the app."""
     target_count: _builtins.int
-    """Number of device tokens the push was sent to (after de-duplication and account lookup)."""
+    """Number of device tokens the push was sent to (after de-duplication and account lookup).
+    0 for AUDIENCE_TYPE_TAG and AUDIENCE_TYPE_ALL: their targets are found after acceptance.
+    """
     @_builtins.property
     def unused_targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnusedTarget]:
         """Requested targets that were not used, with the reason."""
@@ -682,10 +834,15 @@ class PushSummary(_message.Message):
     FALLBACK_STATE_FIELD_NUMBER: _builtins.int
     FALLBACK_DUE_TIME_FIELD_NUMBER: _builtins.int
     FALLBACK_END_TIME_FIELD_NUMBER: _builtins.int
+    TARGETS_PENDING_FIELD_NUMBER: _builtins.int
     push_id: _builtins.str
     """Opaque id of the push, as returned by Push."""
     fallback_state: Global___FallbackState.ValueType
     """State of the SMS fallback."""
+    targets_pending: _builtins.bool
+    """True while the targets of an AUDIENCE_TYPE_TAG or AUDIENCE_TYPE_ALL push are still being
+    found (the funnel's target_count grows meanwhile). Its fallback fires only after.
+    """
     @_builtins.property
     def request(self) -> Global___PushRequest:
         """The request as accepted (`request_id` included)."""
@@ -711,10 +868,11 @@ class PushSummary(_message.Message):
         fallback_state: Global___FallbackState.ValueType = ...,
         fallback_due_time: _timestamp_pb2.Timestamp | None = ...,
         fallback_end_time: _timestamp_pb2.Timestamp | None = ...,
+        targets_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "fallback_due_time", b"fallback_due_time", "fallback_end_time", b"fallback_end_time", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "fallback_due_time", b"fallback_due_time", "fallback_end_time", b"fallback_end_time", "fallback_state", b"fallback_state", "push_id", b"push_id", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "fallback_due_time", b"fallback_due_time", "fallback_end_time", b"fallback_end_time", "fallback_state", b"fallback_state", "push_id", b"push_id", "request", b"request", "targets_pending", b"targets_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

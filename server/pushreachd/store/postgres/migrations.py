@@ -129,6 +129,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (app_id, key_id)
     );
     """,
+    # 3: as SQLite's: the app secret sealed under the master key (TPNS's Sign needs the secret).
+    """
+    ALTER TABLE apps ADD COLUMN secret_sealed BYTEA;
+    """,
 ]
 
 

@@ -20,6 +20,7 @@ from ...engine.states import SMS_TRANSITIONS, sources_of
 from ...errors import AlreadyExists, FailedPrecondition, NotFound
 from ...model import (
     App,
+    Broadcast,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -54,9 +55,13 @@ from .migrations import migrate
 log = logging.getLogger(__name__)
 Conn = psycopg.AsyncConnection
 
+_NO_TAGS = (
+    "tags and tag / all-device audiences are not available on the PostgreSQL store yet "
+    "(docs/DEPLOYMENT.md); run on SQLite for them"
+)
 _APP_COLUMNS = (
     "id, access_id, name, secret_verifier, created_at, sms_credentials, "
-    "same_content_interval, daily_limit, time_zone"
+    "same_content_interval, daily_limit, time_zone, secret_sealed"
 )
 _PUSH_COLUMNS = (
     "p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
@@ -144,6 +149,7 @@ class PostgresStore(FallbackQueries):
             created_at=row[4],
             sms_credentials_blob=None if row[5] is None else bytes(row[5]),
             policy=RateLimitPolicy(row[6], row[7], row[8]),
+            secret_sealed=None if row[9] is None else bytes(row[9]),
         )
 
     @classmethod
@@ -153,13 +159,16 @@ class PostgresStore(FallbackQueries):
             raise NotFound("app not found")
         return app
 
-    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App:
+    async def create_app(
+        self, access_id: str, name: str, verifier: str, now: float, sealed: bytes | None = None
+    ) -> App:
         async def op(conn: Conn) -> App:
             try:
                 row = await _one(
                     conn,
-                    "INSERT INTO apps (access_id, name, secret_verifier, created_at) VALUES (%s,%s,%s,%s) RETURNING id",
-                    (access_id, name, verifier, now),
+                    "INSERT INTO apps (access_id, name, secret_verifier, created_at, secret_sealed) "
+                    "VALUES (%s,%s,%s,%s,%s) RETURNING id",
+                    (access_id, name, verifier, now, sealed),
                 )
             except pg_errors.UniqueViolation:
                 raise AlreadyExists("an app with this access id exists") from None
@@ -183,9 +192,11 @@ class PostgresStore(FallbackQueries):
 
         return await self._db.read(q)
 
-    async def set_app_secret(self, app_id: int, verifier: str) -> None:
+    async def set_app_secret(self, app_id: int, verifier: str, sealed: bytes | None = None) -> None:
         async def op(c: Conn) -> None:
-            await c.execute("UPDATE apps SET secret_verifier=%s WHERE id=%s", (verifier, app_id))
+            await c.execute(
+                "UPDATE apps SET secret_verifier=%s, secret_sealed=%s WHERE id=%s", (verifier, sealed, app_id)
+            )
 
         await self._db.write(op)
 
@@ -196,8 +207,17 @@ class PostgresStore(FallbackQueries):
 
         return await self._db.write(op)
 
-    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
+    async def reseal_sms_credentials(
+        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+    ) -> int:
         async def op(conn: Conn) -> int:
+            if reseal_secret is not None:  # the sealed app secrets (TPNS signatures), same transaction
+                for app_id, access_id, blob in await _all(
+                    conn, "SELECT id, access_id, secret_sealed FROM apps WHERE secret_sealed IS NOT NULL ORDER BY id FOR UPDATE"
+                ):
+                    await conn.execute(
+                        "UPDATE apps SET secret_sealed=%s WHERE id=%s", (reseal_secret(access_id, bytes(blob)), app_id)
+                    )
             rows = await _all(
                 conn,
                 "SELECT id, access_id, sms_credentials FROM apps WHERE sms_credentials IS NOT NULL ORDER BY id FOR UPDATE",
@@ -260,6 +280,9 @@ class PostgresStore(FallbackQueries):
         return await self._db.read(q)
 
     async def create_push(self, push: NewPush, fingerprint: str) -> tuple[PushReceipt, int | None]:
+        if push.spec.audience_type.broadcast:
+            raise FailedPrecondition(_NO_TAGS)
+
         async def op(conn: Conn) -> tuple[PushReceipt, int | None]:
             if push.request_id:
                 prior = await _one(
@@ -563,6 +586,50 @@ class PostgresStore(FallbackQueries):
 
     async def get_device(self, app_id: int, token: str) -> Device | None:
         return await self._db.read(lambda c: self._device(c, app_id, token))
+
+    async def unbind_account_everywhere(self, app_id: int, account: str, now: float) -> int:
+        async def op(c: Conn) -> int:
+            tokens = [
+                r[0]
+                for r in await _all(
+                    c, "DELETE FROM account_tokens WHERE app_id=%s AND account=%s RETURNING token", (app_id, account)
+                )
+            ]
+            if tokens:
+                await c.execute(
+                    "UPDATE devices SET updated_at=%s WHERE app_id=%s AND token = ANY(%s)", (now, app_id, tokens)
+                )
+            return len(tokens)
+
+        return await self._db.write(op)
+
+    # -- tags and broadcasts: not on PostgreSQL yet ------------------------------------------
+    # Tag storage and background resolution of TAG / ALL pushes exist on SQLite only; here
+    # they are refused with a message that says so (create_push refuses those audiences), and
+    # no broadcast is ever open.
+
+    async def modify_tags(self, app_id: int, now: float, **_: object) -> None:
+        raise FailedPrecondition(_NO_TAGS)
+
+    async def open_broadcasts(self) -> list[Broadcast]:
+        return []
+
+    async def broadcast_page(
+        self, app_id: int, after: str, limit: int, *, with_tags: bool
+    ) -> list[tuple[str, frozenset[str]]]:
+        raise FailedPrecondition(_NO_TAGS)
+
+    async def store_broadcast_page(self, push: int, expected_cursor: str, tokens: list[str], cursor: str) -> int:
+        raise FailedPrecondition(_NO_TAGS)
+
+    async def broadcast_tokens(self, push: int, from_seq: int, to_seq: int) -> list[str]:
+        raise FailedPrecondition(_NO_TAGS)
+
+    async def mark_broadcast_delivered(self, push: int, through_seq: int) -> None:
+        raise FailedPrecondition(_NO_TAGS)
+
+    async def finish_broadcast(self, push: int, now: float) -> None:
+        raise FailedPrecondition(_NO_TAGS)
 
     # -- events -------------------------------------------------------------------------
 

@@ -26,10 +26,17 @@ def get(conn: sqlite3.Connection, app_id: int, token: str) -> Device | None:
             (app_id, token),
         )
     )
+    tags = tuple(
+        r[0]
+        for r in conn.execute(
+            "SELECT tag FROM device_tags WHERE app_id=? AND token=? ORDER BY added_at, tag", (app_id, token)
+        )
+    )
     return Device(
         token=token,
         phone_number=row[0],
         accounts=accounts,
+        tags=tags,
         notifications_enabled=None if row[1] is None else bool(row[1]),
         notification_state_time=row[2],
         updated_at=row[3],

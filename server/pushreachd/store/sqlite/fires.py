@@ -54,7 +54,8 @@ def live_fallbacks(conn: sqlite3.Connection, after: int, limit: int) -> list[tup
     # A rowid range: each page starts where the last one ended, never re-reads it.
     return conn.execute(
         f"SELECT id, fallback_due_at FROM pushes WHERE id > ? AND fallback_state IN ({_LIVE_SQL}) "
-        "ORDER BY id LIMIT ?",
+        # A broadcast's fallback is armed by its resolver once every target is known.
+        "AND id NOT IN (SELECT push FROM broadcasts WHERE done = 0) ORDER BY id LIMIT ?",
         (after, limit),
     ).fetchall()
 
@@ -85,7 +86,9 @@ def claim(conn: sqlite3.Connection, pushes: list[int], now: float) -> list[FireJ
             "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
             "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials "
             f"FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({ids}) "
-            f"AND p.fallback_state IN ({sources}) ORDER BY p.id"
+            f"AND p.fallback_state IN ({sources}) "
+            # Judging a broadcast before all its targets are known would skip the rest.
+            "AND p.id NOT IN (SELECT push FROM broadcasts WHERE done = 0) ORDER BY p.id"
         ).fetchall()
         if not found:
             continue

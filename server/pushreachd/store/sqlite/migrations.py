@@ -135,6 +135,31 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX pending_receipts_by_time ON pending_receipts(receive_time);
     """,
+    # 6: device tags, and the resolution of TAG / ALL pushes (one row per such push).
+    """
+    CREATE TABLE device_tags (
+        app_id INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        added_at REAL NOT NULL,
+        PRIMARY KEY (app_id, token, tag)
+    ) WITHOUT ROWID;
+    CREATE TABLE app_tags (
+        app_id INTEGER NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (app_id, tag)
+    ) WITHOUT ROWID;
+    CREATE TABLE broadcasts (
+        push INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL,
+        cursor TEXT NOT NULL DEFAULT '',
+        next_seq INTEGER NOT NULL DEFAULT 0,
+        delivered_seq INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX broadcasts_open ON broadcasts(push) WHERE done = 0;
+    ALTER TABLE apps ADD COLUMN secret_sealed BLOB;
+    """,
 ]
 
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 from ...engine.states import FALLBACK_TRANSITIONS, check_transition
 from ...errors import AlreadyExists, FailedPrecondition
-from ...model import FallbackState, NewPush, Push, PushReceipt, SmsStatus, TargetView
+from ...model import (
+    FallbackState,
+    NewPush,
+    Push,
+    PushReceipt,
+    PushSpec,
+    SmsStatus,
+    TargetView,
+)
 from . import rows
 from .rows import PUSH_COLUMNS
 
@@ -51,6 +60,8 @@ def create(conn: sqlite3.Connection, push: NewPush, fingerprint: str) -> tuple[P
         ),
     )
     row_id = cur.lastrowid
+    if spec.audience_type.broadcast:  # targets are found after acceptance (audiences.py)
+        conn.execute("INSERT INTO broadcasts (push, app_id) VALUES (?,?)", (row_id, push.app_id))
     conn.executemany(
         "INSERT INTO targets (push, token, seq, account) VALUES (?,?,?,?)",
         [(row_id, t.token, i, t.account) for i, t in enumerate(push.targets)],
@@ -74,6 +85,13 @@ def get(conn: sqlite3.Connection, app_id: int, push_id: str) -> Push | None:
     ).fetchone()
     if row is None:
         return None
+    spec = PushSpec.from_json(row[4])
+    if spec.audience_type.broadcast:
+        pending = conn.execute("SELECT done = 0 FROM broadcasts WHERE push=?", (row[0],)).fetchone()
+        found = rows.push(row)
+        return replace(found, targets_pending=bool(pending and pending[0])) if found else None
+    if not spec.audience_type.by_token:
+        return rows.push(row)  # targets found from accounts: not the request's
     return rows.push(row, _tokens(conn, row[0]))
 
 
@@ -90,7 +108,8 @@ def expire_undelivered(conn: sqlite3.Connection, through: int, now: float) -> in
     return conn.execute(
         # `+id`: walk the (small) partial index of undelivered pushes, not the table.
         "UPDATE pushes SET delivered_at=? WHERE delivered_at IS NULL AND accepted_at <= ? AND +id <= ? "
-        "AND accepted_at + json_extract(spec, '$.expire_time') <= ?",
+        "AND accepted_at + json_extract(spec, '$.expire_time') <= ? "
+        "AND id NOT IN (SELECT push FROM broadcasts)",  # their resolver delivers them
         (now, now, through, now),
     ).rowcount
 
@@ -108,6 +127,7 @@ def undelivered(
         f"SELECT {PUSH_COLUMNS}, a.access_id FROM pushes p "
         "JOIN apps a ON a.id = p.app_id WHERE p.delivered_at IS NULL AND (p.accepted_at, p.id) > (?, ?) "
         "AND p.id <= ? AND p.accepted_at + json_extract(p.spec, '$.expire_time') > ? "
+        "AND p.id NOT IN (SELECT push FROM broadcasts) "  # their resolver delivers them
         "ORDER BY p.accepted_at, p.id LIMIT ?",
         (a_at, a_id, through, now, limit),
     ).fetchall()

@@ -19,7 +19,8 @@ def purge(conn: sqlite3.Connection, finished_before: float | None, idempotency_b
             r[0]
             for r in conn.execute(
                 f"SELECT id FROM pushes WHERE accepted_at < ? AND fallback_state IN ({_OVER}) "
-                "AND coalesce(fallback_ended_at, accepted_at) < ? LIMIT ?",
+                "AND coalesce(fallback_ended_at, accepted_at) < ? "
+                "AND id NOT IN (SELECT push FROM broadcasts WHERE done = 0) LIMIT ?",
                 (finished_before, finished_before, limit),
             )
         ]
@@ -28,6 +29,7 @@ def purge(conn: sqlite3.Connection, finished_before: float | None, idempotency_b
             records = conn.execute(f"DELETE FROM sms_records WHERE push IN ({marks})", ids).rowcount
             targets = conn.execute(f"DELETE FROM targets WHERE push IN ({marks})", ids).rowcount
             pushes = conn.execute(f"DELETE FROM pushes WHERE id IN ({marks})", ids).rowcount
+            conn.execute(f"DELETE FROM broadcasts WHERE push IN ({marks})", ids)
     idempotency = conn.execute("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)).rowcount
     # Receipts kept for a serial number that never came (not ours, or its record is gone).
     conn.execute("DELETE FROM pending_receipts WHERE receive_time < ?", (idempotency_before,))

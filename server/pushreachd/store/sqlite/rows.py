@@ -24,7 +24,7 @@ CHUNK = 500  # row ids per `IN (...)` list
 
 APP_COLUMNS = (
     "id, access_id, name, secret_verifier, created_at, sms_credentials, "
-    "same_content_interval, daily_limit, time_zone"
+    "same_content_interval, daily_limit, time_zone, secret_sealed"
 )
 PUSH_COLUMNS = (
     "p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
@@ -53,6 +53,7 @@ def app(row: tuple[Any, ...] | None) -> App | None:
         created_at=row[4],
         sms_credentials_blob=row[5],
         policy=RateLimitPolicy(row[6], row[7], row[8]),
+        secret_sealed=row[9],
     )
 
 
@@ -61,7 +62,7 @@ def push(row: tuple[Any, ...] | None, tokens: list[str] | None = None) -> Push |
     if row is None:
         return None
     spec = PushSpec.from_json(row[4])
-    if tokens is not None and not spec.audience_type.by_account:
+    if tokens is not None and spec.audience_type.by_token:
         spec = replace(spec, token_list=tuple(tokens))
     return Push(
         id=row[0],

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ...model import (
     App,
+    Broadcast,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -29,7 +30,7 @@ from ...model import (
 )
 from ...supervisor import Supervisor
 from ..base import LIVE_PAGE, FireJob, PurgeCounts, RateWindow, SmsOutcome
-from . import apps, devices, events, fires, pushes, receipt_keys, reporting, retention
+from . import apps, audiences, devices, events, fires, pushes, receipt_keys, reporting, retention
 from .migrations import migrate
 from .readers import ReaderPool
 from .writer import GroupCommitWriter, WriteStats
@@ -77,8 +78,10 @@ class SqliteStore:
 
     # apps
 
-    async def create_app(self, access_id: str, name: str, verifier: str, now: float) -> App:
-        return await self._write(lambda c: apps.create(c, access_id, name, verifier, now))
+    async def create_app(
+        self, access_id: str, name: str, verifier: str, now: float, sealed: bytes | None = None
+    ) -> App:
+        return await self._write(lambda c: apps.create(c, access_id, name, verifier, now, sealed))
 
     async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:
         return await self._read(lambda c: receipt_keys.of_app(c, app_id))
@@ -103,14 +106,16 @@ class SqliteStore:
     async def list_apps(self, after_id: int, limit: int) -> list[App]:
         return await self._read(lambda c: apps.page(c, after_id, limit))
 
-    async def set_app_secret(self, app_id: int, verifier: str) -> None:
-        await self._write(lambda c: apps.set_secret(c, app_id, verifier))
+    async def set_app_secret(self, app_id: int, verifier: str, sealed: bytes | None = None) -> None:
+        await self._write(lambda c: apps.set_secret(c, app_id, verifier, sealed))
 
     async def set_sms_credentials(self, app_id: int, blob: bytes) -> App:
         return await self._write(lambda c: apps.set_sms_credentials(c, app_id, blob))
 
-    async def reseal_sms_credentials(self, reseal: Callable[[str, bytes], bytes]) -> int:
-        return await self._write(lambda c: apps.reseal_sms_credentials(c, reseal))
+    async def reseal_sms_credentials(
+        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+    ) -> int:
+        return await self._write(lambda c: apps.reseal_sms_credentials(c, reseal, reseal_secret))
 
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App:
         return await self._write(lambda c: apps.set_rate_limit_policy(c, app_id, policy))
@@ -179,6 +184,50 @@ class SqliteStore:
 
     async def get_device(self, app_id: int, token: str) -> Device | None:
         return await self._read(lambda c: devices.get(c, app_id, token))
+
+    async def unbind_account_everywhere(self, app_id: int, account: str, now: float) -> int:
+        return await self._write(lambda c: audiences.unbind_account_everywhere(c, app_id, account, now))
+
+    # tags
+
+    async def modify_tags(
+        self,
+        app_id: int,
+        now: float,
+        *,
+        clear: list[str] = (),  # type: ignore[assignment]
+        remove: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        add: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        max_per_token: int,
+        max_per_app: int,
+    ) -> None:
+        await self._write(
+            lambda c: audiences.modify_tags(
+                c, app_id, now, list(clear), list(remove), list(add), max_per_token, max_per_app
+            )
+        )
+
+    # broadcasts (TAG / ALL pushes)
+
+    async def open_broadcasts(self) -> list[Broadcast]:
+        return await self._read(audiences.open_broadcasts)
+
+    async def broadcast_page(
+        self, app_id: int, after: str, limit: int, *, with_tags: bool
+    ) -> list[tuple[str, frozenset[str]]]:
+        return await self._read(lambda c: audiences.page(c, app_id, after, limit, with_tags))
+
+    async def store_broadcast_page(self, push: int, expected_cursor: str, tokens: list[str], cursor: str) -> int:
+        return await self._write(lambda c: audiences.store_page(c, push, expected_cursor, tokens, cursor))
+
+    async def broadcast_tokens(self, push: int, from_seq: int, to_seq: int) -> list[str]:
+        return await self._read(lambda c: audiences.tokens(c, push, from_seq, to_seq))
+
+    async def mark_broadcast_delivered(self, push: int, through_seq: int) -> None:
+        await self._write(lambda c: audiences.mark_delivered(c, push, through_seq))
+
+    async def finish_broadcast(self, push: int, now: float) -> None:
+        await self._write(lambda c: audiences.finish(c, push, now))
 
     # events
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pushreach/v1/device.proto.
  */
 export const file_pushreach_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("ChlwdXNocmVhY2gvdjEvZGV2aWNlLnByb3RvEgxwdXNocmVhY2gudjEi6gEKBkRldmljZRINCgV0b2tlbhgBIAEoCRIUCgxwaG9uZV9udW1iZXIYAiABKAkSEAoIYWNjb3VudHMYAyADKAkSOwoSbm90aWZpY2F0aW9uX3N0YXRlGAQgASgOMh8ucHVzaHJlYWNoLnYxLk5vdGlmaWNhdGlvblN0YXRlEjsKF25vdGlmaWNhdGlvbl9zdGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoQQmluZFBob25lUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIUCgxwaG9uZV9udW1iZXIYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJNChFCaW5kUGhvbmVSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlEhIKCmRldmljZV9rZXkYHiABKAkiNwoSVW5iaW5kUGhvbmVSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiOwoTVW5iaW5kUGhvbmVSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIkgKEkJpbmRBY2NvdW50UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIPCgdhY2NvdW50GAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiOwoTQmluZEFjY291bnRSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIkoKFFVuYmluZEFjY291bnRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2FjY291bnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI9ChVVbmJpbmRBY2NvdW50UmVzcG9uc2USJAoGZGV2aWNlGAEgASgLMhQucHVzaHJlYWNoLnYxLkRldmljZSIhChBHZXREZXZpY2VSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIjkKEUdldERldmljZVJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2UqeAoRTm90aWZpY2F0aW9uU3RhdGUSIgoeTk9USUZJQ0FUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaTk9USUZJQ0FUSU9OX1NUQVRFX0VOQUJMRUQQARIfChtOT1RJRklDQVRJT05fU1RBVEVfRElTQUJMRUQQAjKtAwoNRGV2aWNlU2VydmljZRJMCglCaW5kUGhvbmUSHi5wdXNocmVhY2gudjEuQmluZFBob25lUmVxdWVzdBofLnB1c2hyZWFjaC52MS5CaW5kUGhvbmVSZXNwb25zZRJSCgtVbmJpbmRQaG9uZRIgLnB1c2hyZWFjaC52MS5VbmJpbmRQaG9uZVJlcXVlc3QaIS5wdXNocmVhY2gudjEuVW5iaW5kUGhvbmVSZXNwb25zZRJSCgtCaW5kQWNjb3VudBIgLnB1c2hyZWFjaC52MS5CaW5kQWNjb3VudFJlcXVlc3QaIS5wdXNocmVhY2gudjEuQmluZEFjY291bnRSZXNwb25zZRJYCg1VbmJpbmRBY2NvdW50EiIucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXF1ZXN0GiMucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXNwb25zZRJMCglHZXREZXZpY2USHi5wdXNocmVhY2gudjEuR2V0RGV2aWNlUmVxdWVzdBofLnB1c2hyZWFjaC52MS5HZXREZXZpY2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChlwdXNocmVhY2gvdjEvZGV2aWNlLnByb3RvEgxwdXNocmVhY2gudjEi+AEKBkRldmljZRINCgV0b2tlbhgBIAEoCRIUCgxwaG9uZV9udW1iZXIYAiABKAkSEAoIYWNjb3VudHMYAyADKAkSOwoSbm90aWZpY2F0aW9uX3N0YXRlGAQgASgOMh8ucHVzaHJlYWNoLnYxLk5vdGlmaWNhdGlvblN0YXRlEjsKF25vdGlmaWNhdGlvbl9zdGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGFncxgyIAMoCSJLChBCaW5kUGhvbmVSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIk0KEUJpbmRQaG9uZVJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2USEgoKZGV2aWNlX2tleRgeIAEoCSI3ChJVbmJpbmRQaG9uZVJlcXVlc3QSDQoFdG9rZW4YASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSI7ChNVbmJpbmRQaG9uZVJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2UiSAoSQmluZEFjY291bnRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2FjY291bnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI7ChNCaW5kQWNjb3VudFJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2UiSgoUVW5iaW5kQWNjb3VudFJlcXVlc3QSDQoFdG9rZW4YASABKAkSDwoHYWNjb3VudBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIj0KFVVuYmluZEFjY291bnRSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIiEKEEdldERldmljZVJlcXVlc3QSDQoFdG9rZW4YASABKAkiOQoRR2V0RGV2aWNlUmVzcG9uc2USJAoGZGV2aWNlGAEgASgLMhQucHVzaHJlYWNoLnYxLkRldmljZSImCghUb2tlblRhZxINCgV0b2tlbhgBIAEoCRILCgN0YWcYAiABKAkiaQoOQWRkVGFnc1JlcXVlc3QSDgoGdG9rZW5zGAEgAygJEgwKBHRhZ3MYAiADKAkSJQoFcGFpcnMYAyADKAsyFi5wdXNocmVhY2gudjEuVG9rZW5UYWcSEgoKcmVxdWVzdF9pZBgEIAEoCSIRCg9BZGRUYWdzUmVzcG9uc2UibAoRUmVtb3ZlVGFnc1JlcXVlc3QSDgoGdG9rZW5zGAEgAygJEgwKBHRhZ3MYAiADKAkSJQoFcGFpcnMYAyADKAsyFi5wdXNocmVhY2gudjEuVG9rZW5UYWcSEgoKcmVxdWVzdF9pZBgEIAEoCSIUChJSZW1vdmVUYWdzUmVzcG9uc2UiQQoOU2V0VGFnc1JlcXVlc3QSDQoFdG9rZW4YASABKAkSDAoEdGFncxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIjcKD1NldFRhZ3NSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIjYKEENsZWFyVGFnc1JlcXVlc3QSDgoGdG9rZW5zGAEgAygJEhIKCnJlcXVlc3RfaWQYAiABKAkiEwoRQ2xlYXJUYWdzUmVzcG9uc2UqeAoRTm90aWZpY2F0aW9uU3RhdGUSIgoeTk9USUZJQ0FUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaTk9USUZJQ0FUSU9OX1NUQVRFX0VOQUJMRUQQARIfChtOT1RJRklDQVRJT05fU1RBVEVfRElTQUJMRUQQAjLcBQoNRGV2aWNlU2VydmljZRJMCglCaW5kUGhvbmUSHi5wdXNocmVhY2gudjEuQmluZFBob25lUmVxdWVzdBofLnB1c2hyZWFjaC52MS5CaW5kUGhvbmVSZXNwb25zZRJSCgtVbmJpbmRQaG9uZRIgLnB1c2hyZWFjaC52MS5VbmJpbmRQaG9uZVJlcXVlc3QaIS5wdXNocmVhY2gudjEuVW5iaW5kUGhvbmVSZXNwb25zZRJSCgtCaW5kQWNjb3VudBIgLnB1c2hyZWFjaC52MS5CaW5kQWNjb3VudFJlcXVlc3QaIS5wdXNocmVhY2gudjEuQmluZEFjY291bnRSZXNwb25zZRJYCg1VbmJpbmRBY2NvdW50EiIucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXF1ZXN0GiMucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXNwb25zZRJMCglHZXREZXZpY2USHi5wdXNocmVhY2gudjEuR2V0RGV2aWNlUmVxdWVzdBofLnB1c2hyZWFjaC52MS5HZXREZXZpY2VSZXNwb25zZRJGCgdBZGRUYWdzEhwucHVzaHJlYWNoLnYxLkFkZFRhZ3NSZXF1ZXN0Gh0ucHVzaHJlYWNoLnYxLkFkZFRhZ3NSZXNwb25zZRJPCgpSZW1vdmVUYWdzEh8ucHVzaHJlYWNoLnYxLlJlbW92ZVRhZ3NSZXF1ZXN0GiAucHVzaHJlYWNoLnYxLlJlbW92ZVRhZ3NSZXNwb25zZRJGCgdTZXRUYWdzEhwucHVzaHJlYWNoLnYxLlNldFRhZ3NSZXF1ZXN0Gh0ucHVzaHJlYWNoLnYxLlNldFRhZ3NSZXNwb25zZRJMCglDbGVhclRhZ3MSHi5wdXNocmVhY2gudjEuQ2xlYXJUYWdzUmVxdWVzdBofLnB1c2hyZWFjaC52MS5DbGVhclRhZ3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A device token of the app, with what is bound to it.
@@ -61,6 +61,13 @@ export type Device = Message<"pushreach.v1.Device"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Tags of the token, in the order they were added.
+   *
+   * @generated from field: repeated string tags = 50;
+   */
+  tags: string[];
 };
 
 /**
@@ -339,6 +346,247 @@ export const GetDeviceResponseSchema: GenMessage<GetDeviceResponse> = /*@__PURE_
   messageDesc(file_pushreach_v1_device, 10);
 
 /**
+ * One (token, tag) pair of AddTags / RemoveTags (TPNS `tag_token_list[]`).
+ *
+ * @generated from message pushreach.v1.TokenTag
+ */
+export type TokenTag = Message<"pushreach.v1.TokenTag"> & {
+  /**
+   * Device token. Required.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * Tag, 1 to 50 characters. Required.
+   *
+   * @generated from field: string tag = 2;
+   */
+  tag: string;
+};
+
+/**
+ * Describes the message pushreach.v1.TokenTag.
+ * Use `create(TokenTagSchema)` to create a new message.
+ */
+export const TokenTagSchema: GenMessage<TokenTag> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 11);
+
+/**
+ * Tags to add.
+ *
+ * @generated from message pushreach.v1.AddTagsRequest
+ */
+export type AddTagsRequest = Message<"pushreach.v1.AddTagsRequest"> & {
+  /**
+   * Tokens, up to 500; each gets every tag of `tags`.
+   *
+   * @generated from field: repeated string tokens = 1;
+   */
+  tokens: string[];
+
+  /**
+   * Tags, up to 500, each 1 to 50 characters; required with `tokens`.
+   *
+   * @generated from field: repeated string tags = 2;
+   */
+  tags: string[];
+
+  /**
+   * Single (token, tag) pairs, up to 500.
+   *
+   * @generated from field: repeated pushreach.v1.TokenTag pairs = 3;
+   */
+  pairs: TokenTag[];
+
+  /**
+   * Idempotency key (AIP-155): adding a tag twice changes nothing. Optional.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message pushreach.v1.AddTagsRequest.
+ * Use `create(AddTagsRequestSchema)` to create a new message.
+ */
+export const AddTagsRequestSchema: GenMessage<AddTagsRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 12);
+
+/**
+ * The tags were added.
+ *
+ * @generated from message pushreach.v1.AddTagsResponse
+ */
+export type AddTagsResponse = Message<"pushreach.v1.AddTagsResponse"> & {
+};
+
+/**
+ * Describes the message pushreach.v1.AddTagsResponse.
+ * Use `create(AddTagsResponseSchema)` to create a new message.
+ */
+export const AddTagsResponseSchema: GenMessage<AddTagsResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 13);
+
+/**
+ * Tags to remove; as AddTagsRequest.
+ *
+ * @generated from message pushreach.v1.RemoveTagsRequest
+ */
+export type RemoveTagsRequest = Message<"pushreach.v1.RemoveTagsRequest"> & {
+  /**
+   * Tokens, up to 500; each loses every tag of `tags`.
+   *
+   * @generated from field: repeated string tokens = 1;
+   */
+  tokens: string[];
+
+  /**
+   * Tags, up to 500; required with `tokens`.
+   *
+   * @generated from field: repeated string tags = 2;
+   */
+  tags: string[];
+
+  /**
+   * Single (token, tag) pairs, up to 500.
+   *
+   * @generated from field: repeated pushreach.v1.TokenTag pairs = 3;
+   */
+  pairs: TokenTag[];
+
+  /**
+   * Idempotency key (AIP-155). Optional.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message pushreach.v1.RemoveTagsRequest.
+ * Use `create(RemoveTagsRequestSchema)` to create a new message.
+ */
+export const RemoveTagsRequestSchema: GenMessage<RemoveTagsRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 14);
+
+/**
+ * The tags were removed (removing an absent tag is not an error).
+ *
+ * @generated from message pushreach.v1.RemoveTagsResponse
+ */
+export type RemoveTagsResponse = Message<"pushreach.v1.RemoveTagsResponse"> & {
+};
+
+/**
+ * Describes the message pushreach.v1.RemoveTagsResponse.
+ * Use `create(RemoveTagsResponseSchema)` to create a new message.
+ */
+export const RemoveTagsResponseSchema: GenMessage<RemoveTagsResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 15);
+
+/**
+ * A token's new tags.
+ *
+ * @generated from message pushreach.v1.SetTagsRequest
+ */
+export type SetTagsRequest = Message<"pushreach.v1.SetTagsRequest"> & {
+  /**
+   * Device token. Required.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * The token's tags from now on, up to 100; empty clears them.
+   *
+   * @generated from field: repeated string tags = 2;
+   */
+  tags: string[];
+
+  /**
+   * Idempotency key (AIP-155). Optional.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message pushreach.v1.SetTagsRequest.
+ * Use `create(SetTagsRequestSchema)` to create a new message.
+ */
+export const SetTagsRequestSchema: GenMessage<SetTagsRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 16);
+
+/**
+ * The device after the change.
+ *
+ * @generated from message pushreach.v1.SetTagsResponse
+ */
+export type SetTagsResponse = Message<"pushreach.v1.SetTagsResponse"> & {
+  /**
+   * The device, with its tags.
+   *
+   * @generated from field: pushreach.v1.Device device = 1;
+   */
+  device?: Device | undefined;
+};
+
+/**
+ * Describes the message pushreach.v1.SetTagsResponse.
+ * Use `create(SetTagsResponseSchema)` to create a new message.
+ */
+export const SetTagsResponseSchema: GenMessage<SetTagsResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 17);
+
+/**
+ * Tokens whose tags to clear.
+ *
+ * @generated from message pushreach.v1.ClearTagsRequest
+ */
+export type ClearTagsRequest = Message<"pushreach.v1.ClearTagsRequest"> & {
+  /**
+   * Tokens, 1 to 500. Required.
+   *
+   * @generated from field: repeated string tokens = 1;
+   */
+  tokens: string[];
+
+  /**
+   * Idempotency key (AIP-155). Optional.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message pushreach.v1.ClearTagsRequest.
+ * Use `create(ClearTagsRequestSchema)` to create a new message.
+ */
+export const ClearTagsRequestSchema: GenMessage<ClearTagsRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 18);
+
+/**
+ * The tokens hold no tags.
+ *
+ * @generated from message pushreach.v1.ClearTagsResponse
+ */
+export type ClearTagsResponse = Message<"pushreach.v1.ClearTagsResponse"> & {
+};
+
+/**
+ * Describes the message pushreach.v1.ClearTagsResponse.
+ * Use `create(ClearTagsResponseSchema)` to create a new message.
+ */
+export const ClearTagsResponseSchema: GenMessage<ClearTagsResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 19);
+
+/**
  * Whether the device shows notifications, by its latest report.
  *
  * @generated from enum pushreach.v1.NotificationState
@@ -428,6 +676,48 @@ export const DeviceService: GenService<{
     methodKind: "unary";
     input: typeof GetDeviceRequestSchema;
     output: typeof GetDeviceResponseSchema;
+  },
+  /**
+   * AddTags adds tags to tokens (TPNS tag API operator_type 1, 3, 7, 9): every tag of `tags`
+   * to every token of `tokens`, and each pair of `pairs`, in one transaction. A token holds
+   * at most 100 tags and an app at most 10,000 distinct tags (FAILED_PRECONDITION past them).
+   *
+   * @generated from rpc pushreach.v1.DeviceService.AddTags
+   */
+  addTags: {
+    methodKind: "unary";
+    input: typeof AddTagsRequestSchema;
+    output: typeof AddTagsResponseSchema;
+  },
+  /**
+   * RemoveTags removes tags from tokens (TPNS operator_type 2, 4, 8, 10), like AddTags.
+   *
+   * @generated from rpc pushreach.v1.DeviceService.RemoveTags
+   */
+  removeTags: {
+    methodKind: "unary";
+    input: typeof RemoveTagsRequestSchema;
+    output: typeof RemoveTagsResponseSchema;
+  },
+  /**
+   * SetTags replaces a token's tags (TPNS operator_type 6).
+   *
+   * @generated from rpc pushreach.v1.DeviceService.SetTags
+   */
+  setTags: {
+    methodKind: "unary";
+    input: typeof SetTagsRequestSchema;
+    output: typeof SetTagsResponseSchema;
+  },
+  /**
+   * ClearTags removes every tag of the tokens (TPNS operator_type 5).
+   *
+   * @generated from rpc pushreach.v1.DeviceService.ClearTags
+   */
+  clearTags: {
+    methodKind: "unary";
+    input: typeof ClearTagsRequestSchema;
+    output: typeof ClearTagsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pushreach_v1_device, 0);

@@ -14,7 +14,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file pushreach/v1/push.proto.
  */
 export const file_pushreach_v1_push: GenFile = /*@__PURE__*/
-  fileDesc("ChdwdXNocmVhY2gvdjEvcHVzaC5wcm90bxIMcHVzaHJlYWNoLnYxIlgKB01lc3NhZ2USDQoFdGl0bGUYASABKAkSDwoHY29udGVudBgCIAEoCRItCgdhbmRyb2lkGCMgASgLMhwucHVzaHJlYWNoLnYxLkFuZHJvaWRNZXNzYWdlIrYBCg5BbmRyb2lkTWVzc2FnZRIQCghod19jaF9pZBgBIAEoCRITCgtod19jYXRlZ29yeRgCIAEoCRIVCg1od19pbXBvcnRhbmNlGAMgASgNEhAKCHhtX2NoX2lkGAQgASgJEhIKCm9wcG9fY2hfaWQYBSABKAkSFQoNb3Bwb19jYXRlZ29yeRgGIAEoCRISCgp2aXZvX2NoX2lkGAcgASgJEhUKDXZpdm9fY2F0ZWdvcnkYCCABKAkiLwoLQ2hhbm5lbFJ1bGUSDwoHY2hhbm5lbBgBIAEoCRIPCgdkaXNhYmxlGAIgASgIIsEBCgdTbXNJbmZvEhoKEmRlbGF5X3RyaWdnZXJfdGltZRgBIAEoDRI5ChF0cmlnZ2VyX2NvbmRpdGlvbhgCIAEoDjIeLnB1c2hyZWFjaC52MS5UcmlnZ2VyQ29uZGl0aW9uEhUKDXNtc19zaWduX25hbWUYAyABKAkSFwoPc21zX3RlbXBsYXRlX2lkGAQgASgJEhIKCnNtc19hcHBfaWQYBSABKAkSGwoTc21zX3RlbXBsYXRlX3BhcmFtcxgGIAMoCSKhAwoLUHVzaFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIxCg1hdWRpZW5jZV90eXBlGAIgASgOMhoucHVzaHJlYWNoLnYxLkF1ZGllbmNlVHlwZRISCgp0b2tlbl9saXN0GAMgAygJEhQKDGFjY291bnRfbGlzdBgEIAMoCRImCgdtZXNzYWdlGAUgASgLMhUucHVzaHJlYWNoLnYxLk1lc3NhZ2USLwoMbWVzc2FnZV90eXBlGAYgASgOMhkucHVzaHJlYWNoLnYxLk1lc3NhZ2VUeXBlEhMKC2V4cGlyZV90aW1lGAcgASgNEhEKCW11bHRpX3BrZxgIIAEoCBIuCgtlbnZpcm9ubWVudBgJIAEoDjIZLnB1c2hyZWFjaC52MS5FbnZpcm9ubWVudBIVCg1yZXNlbmRfYnlfc21zGAogASgIEicKCHNtc19pbmZvGAsgASgLMhUucHVzaHJlYWNoLnYxLlNtc0luZm8SMAoNY2hhbm5lbF9ydWxlcxgjIAMoCzIZLnB1c2hyZWFjaC52MS5DaGFubmVsUnVsZSJPCgxVbnVzZWRUYXJnZXQSDQoFdmFsdWUYASABKAkSMAoGcmVhc29uGAIgASgOMiAucHVzaHJlYWNoLnYxLlVudXNlZFRhcmdldFJlYXNvbiLRAQoMUHVzaFJlc3BvbnNlEg8KB3B1c2hfaWQYASABKAkSFAoMdGFyZ2V0X2NvdW50GAIgASgNEjIKDnVudXNlZF90YXJnZXRzGAMgAygLMhoucHVzaHJlYWNoLnYxLlVudXNlZFRhcmdldBIvCgthY2NlcHRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRZmFsbGJhY2tfZHVlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkgKDkdldFB1c2hSZXF1ZXN0Eg8KB3B1c2hfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkizQIKClB1c2hGdW5uZWwSFAoMdGFyZ2V0X2NvdW50GAEgASgNEhUKDWFycml2ZWRfY291bnQYAiABKA0SFQoNY2xpY2tlZF9jb3VudBgDIAEoDRIWCg5zbXNfc2VudF9jb3VudBgEIAEoDRIbChNzbXNfZGVsaXZlcmVkX2NvdW50GAUgASgNEhgKEHNtc19mYWlsZWRfY291bnQYBiABKA0SHgoWc21zX3JhdGVfbGltaXRlZF9jb3VudBgHIAEoDRIWCg5ub19waG9uZV9jb3VudBgIIAEoDRIfChdhcnJpdmVkX2FmdGVyX3Ntc19jb3VudBgJIAEoDRIZChFzbXNfdW5rbm93bl9jb3VudBgKIAEoDRIdChVzbXNfdW5kZWxpdmVyZWRfY291bnQYQSABKA0SGQoRc21zX3BlbmRpbmdfY291bnQYQiABKA0i0AEKClB1c2hUYXJnZXQSDQoFdG9rZW4YASABKAkSDwoHYWNjb3VudBgCIAEoCRIUCgxwaG9uZV9udW1iZXIYAyABKAkSLwoLYXJyaXZlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNsaWNrX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnNtc19zdGF0dXMYBiABKA4yFy5wdXNocmVhY2gudjEuU21zU3RhdHVzIp4CCgtQdXNoU3VtbWFyeRIPCgdwdXNoX2lkGAEgASgJEioKB3JlcXVlc3QYAiABKAsyGS5wdXNocmVhY2gudjEuUHVzaFJlcXVlc3QSLwoLYWNjZXB0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKDmZhbGxiYWNrX3N0YXRlGAQgASgOMhsucHVzaHJlYWNoLnYxLkZhbGxiYWNrU3RhdGUSNQoRZmFsbGJhY2tfZHVlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWZhbGxiYWNrX2VuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKoAQoPR2V0UHVzaFJlc3BvbnNlEicKBHB1c2gYASABKAsyGS5wdXNocmVhY2gudjEuUHVzaFN1bW1hcnkSKAoGZnVubmVsGAIgASgLMhgucHVzaHJlYWNoLnYxLlB1c2hGdW5uZWwSKQoHdGFyZ2V0cxgDIAMoCzIYLnB1c2hyZWFjaC52MS5QdXNoVGFyZ2V0EhcKD25leHRfcGFnZV90b2tlbhgEIAEoCSI8ChVDYW5jZWxGYWxsYmFja1JlcXVlc3QSDwoHcHVzaF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIk0KFkNhbmNlbEZhbGxiYWNrUmVzcG9uc2USMwoOZmFsbGJhY2tfc3RhdGUYASABKA4yGy5wdXNocmVhY2gudjEuRmFsbGJhY2tTdGF0ZSqfAQoMQXVkaWVuY2VUeXBlEh0KGUFVRElFTkNFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNBVURJRU5DRV9UWVBFX1RPS0VOEAESHAoYQVVESUVOQ0VfVFlQRV9UT0tFTl9MSVNUEAISGQoVQVVESUVOQ0VfVFlQRV9BQ0NPVU5UEAMSHgoaQVVESUVOQ0VfVFlQRV9BQ0NPVU5UX0xJU1QQBCpeCgtNZXNzYWdlVHlwZRIcChhNRVNTQUdFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNNRVNTQUdFX1RZUEVfTk9USUZZEAESGAoUTUVTU0FHRV9UWVBFX01FU1NBR0UQAipYCgtFbnZpcm9ubWVudBIbChdFTlZJUk9OTUVOVF9VTlNQRUNJRklFRBAAEhcKE0VOVklST05NRU5UX1BST0RVQ1QQARITCg9FTlZJUk9OTUVOVF9ERVYQAiqoAQoQVHJpZ2dlckNvbmRpdGlvbhIhCh1UUklHR0VSX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEisKJ1RSSUdHRVJfQ09ORElUSU9OX05PVElGSUNBVElPTl9ESVNBQkxFRBABEiEKHVRSSUdHRVJfQ09ORElUSU9OX05PVF9BUlJJVkVEEAISIQodVFJJR0dFUl9DT05ESVRJT05fTk9UX0NMSUNLRUQQAyq2AQoNRmFsbGJhY2tTdGF0ZRIeChpGQUxMQkFDS19TVEFURV9VTlNQRUNJRklFRBAAEhcKE0ZBTExCQUNLX1NUQVRFX05PTkUQARIaChZGQUxMQkFDS19TVEFURV9QRU5ESU5HEAISGQoVRkFMTEJBQ0tfU1RBVEVfRklSSU5HEAMSFwoTRkFMTEJBQ0tfU1RBVEVfRE9ORRAEEhwKGEZBTExCQUNLX1NUQVRFX0NBTkNFTExFRBAFKo4BChJVbnVzZWRUYXJnZXRSZWFzb24SJAogVU5VU0VEX1RBUkdFVF9SRUFTT05fVU5TUEVDSUZJRUQQABIiCh5VTlVTRURfVEFSR0VUX1JFQVNPTl9EVVBMSUNBVEUQARIuCipVTlVTRURfVEFSR0VUX1JFQVNPTl9BQ0NPVU5UX0hBU19OT19ERVZJQ0UQAjLxAQoLUHVzaFNlcnZpY2USPQoEUHVzaBIZLnB1c2hyZWFjaC52MS5QdXNoUmVxdWVzdBoaLnB1c2hyZWFjaC52MS5QdXNoUmVzcG9uc2USRgoHR2V0UHVzaBIcLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVxdWVzdBodLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVzcG9uc2USWwoOQ2FuY2VsRmFsbGJhY2sSIy5wdXNocmVhY2gudjEuQ2FuY2VsRmFsbGJhY2tSZXF1ZXN0GiQucHVzaHJlYWNoLnYxLkNhbmNlbEZhbGxiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pushreach_v1_sms]);
+  fileDesc("ChdwdXNocmVhY2gvdjEvcHVzaC5wcm90bxIMcHVzaHJlYWNoLnYxIlgKB01lc3NhZ2USDQoFdGl0bGUYASABKAkSDwoHY29udGVudBgCIAEoCRItCgdhbmRyb2lkGCMgASgLMhwucHVzaHJlYWNoLnYxLkFuZHJvaWRNZXNzYWdlIrYBCg5BbmRyb2lkTWVzc2FnZRIQCghod19jaF9pZBgBIAEoCRITCgtod19jYXRlZ29yeRgCIAEoCRIVCg1od19pbXBvcnRhbmNlGAMgASgNEhAKCHhtX2NoX2lkGAQgASgJEhIKCm9wcG9fY2hfaWQYBSABKAkSFQoNb3Bwb19jYXRlZ29yeRgGIAEoCRISCgp2aXZvX2NoX2lkGAcgASgJEhUKDXZpdm9fY2F0ZWdvcnkYCCABKAkiLwoLQ2hhbm5lbFJ1bGUSDwoHY2hhbm5lbBgBIAEoCRIPCgdkaXNhYmxlGAIgASgIIp4BCgdUYWdJdGVtEgwKBHRhZ3MYASADKAkSDgoGaXNfbm90GAIgASgIEjAKDXRhZ3Nfb3BlcmF0b3IYAyABKA4yGS5wdXNocmVhY2gudjEuVGFnT3BlcmF0b3ISMQoOaXRlbXNfb3BlcmF0b3IYBCABKA4yGS5wdXNocmVhY2gudjEuVGFnT3BlcmF0b3ISEAoIdGFnX3R5cGUYBSABKAkicAoHVGFnUnVsZRIoCgl0YWdfaXRlbXMYASADKAsyFS5wdXNocmVhY2gudjEuVGFnSXRlbRIrCghvcGVyYXRvchgCIAEoDjIZLnB1c2hyZWFjaC52MS5UYWdPcGVyYXRvchIOCgZpc19ub3QYAyABKAgiwQEKB1Ntc0luZm8SGgoSZGVsYXlfdHJpZ2dlcl90aW1lGAEgASgNEjkKEXRyaWdnZXJfY29uZGl0aW9uGAIgASgOMh4ucHVzaHJlYWNoLnYxLlRyaWdnZXJDb25kaXRpb24SFQoNc21zX3NpZ25fbmFtZRgDIAEoCRIXCg9zbXNfdGVtcGxhdGVfaWQYBCABKAkSEgoKc21zX2FwcF9pZBgFIAEoCRIbChNzbXNfdGVtcGxhdGVfcGFyYW1zGAYgAygJIoUECgtQdXNoUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEjEKDWF1ZGllbmNlX3R5cGUYAiABKA4yGi5wdXNocmVhY2gudjEuQXVkaWVuY2VUeXBlEhIKCnRva2VuX2xpc3QYAyADKAkSFAoMYWNjb3VudF9saXN0GAQgAygJEiYKB21lc3NhZ2UYBSABKAsyFS5wdXNocmVhY2gudjEuTWVzc2FnZRIvCgxtZXNzYWdlX3R5cGUYBiABKA4yGS5wdXNocmVhY2gudjEuTWVzc2FnZVR5cGUSEwoLZXhwaXJlX3RpbWUYByABKA0SEQoJbXVsdGlfcGtnGAggASgIEi4KC2Vudmlyb25tZW50GAkgASgOMhkucHVzaHJlYWNoLnYxLkVudmlyb25tZW50EhUKDXJlc2VuZF9ieV9zbXMYCiABKAgSJwoIc21zX2luZm8YCyABKAsyFS5wdXNocmVhY2gudjEuU21zSW5mbxIwCg1jaGFubmVsX3J1bGVzGCMgAygLMhkucHVzaHJlYWNoLnYxLkNoYW5uZWxSdWxlEigKCXRhZ19ydWxlcxgyIAMoCzIVLnB1c2hyZWFjaC52MS5UYWdSdWxlEjgKEWFjY291bnRfcHVzaF90eXBlGDMgASgOMh0ucHVzaHJlYWNoLnYxLkFjY291bnRQdXNoVHlwZSJPCgxVbnVzZWRUYXJnZXQSDQoFdmFsdWUYASABKAkSMAoGcmVhc29uGAIgASgOMiAucHVzaHJlYWNoLnYxLlVudXNlZFRhcmdldFJlYXNvbiLRAQoMUHVzaFJlc3BvbnNlEg8KB3B1c2hfaWQYASABKAkSFAoMdGFyZ2V0X2NvdW50GAIgASgNEjIKDnVudXNlZF90YXJnZXRzGAMgAygLMhoucHVzaHJlYWNoLnYxLlVudXNlZFRhcmdldBIvCgthY2NlcHRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRZmFsbGJhY2tfZHVlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkgKDkdldFB1c2hSZXF1ZXN0Eg8KB3B1c2hfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkizQIKClB1c2hGdW5uZWwSFAoMdGFyZ2V0X2NvdW50GAEgASgNEhUKDWFycml2ZWRfY291bnQYAiABKA0SFQoNY2xpY2tlZF9jb3VudBgDIAEoDRIWCg5zbXNfc2VudF9jb3VudBgEIAEoDRIbChNzbXNfZGVsaXZlcmVkX2NvdW50GAUgASgNEhgKEHNtc19mYWlsZWRfY291bnQYBiABKA0SHgoWc21zX3JhdGVfbGltaXRlZF9jb3VudBgHIAEoDRIWCg5ub19waG9uZV9jb3VudBgIIAEoDRIfChdhcnJpdmVkX2FmdGVyX3Ntc19jb3VudBgJIAEoDRIZChFzbXNfdW5rbm93bl9jb3VudBgKIAEoDRIdChVzbXNfdW5kZWxpdmVyZWRfY291bnQYQSABKA0SGQoRc21zX3BlbmRpbmdfY291bnQYQiABKA0i0AEKClB1c2hUYXJnZXQSDQoFdG9rZW4YASABKAkSDwoHYWNjb3VudBgCIAEoCRIUCgxwaG9uZV9udW1iZXIYAyABKAkSLwoLYXJyaXZlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNsaWNrX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnNtc19zdGF0dXMYBiABKA4yFy5wdXNocmVhY2gudjEuU21zU3RhdHVzIrcCCgtQdXNoU3VtbWFyeRIPCgdwdXNoX2lkGAEgASgJEioKB3JlcXVlc3QYAiABKAsyGS5wdXNocmVhY2gudjEuUHVzaFJlcXVlc3QSLwoLYWNjZXB0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKDmZhbGxiYWNrX3N0YXRlGAQgASgOMhsucHVzaHJlYWNoLnYxLkZhbGxiYWNrU3RhdGUSNQoRZmFsbGJhY2tfZHVlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWZhbGxiYWNrX2VuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg90YXJnZXRzX3BlbmRpbmcYMiABKAgiqAEKD0dldFB1c2hSZXNwb25zZRInCgRwdXNoGAEgASgLMhkucHVzaHJlYWNoLnYxLlB1c2hTdW1tYXJ5EigKBmZ1bm5lbBgCIAEoCzIYLnB1c2hyZWFjaC52MS5QdXNoRnVubmVsEikKB3RhcmdldHMYAyADKAsyGC5wdXNocmVhY2gudjEuUHVzaFRhcmdldBIXCg9uZXh0X3BhZ2VfdG9rZW4YBCABKAkiPAoVQ2FuY2VsRmFsbGJhY2tSZXF1ZXN0Eg8KB3B1c2hfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSJNChZDYW5jZWxGYWxsYmFja1Jlc3BvbnNlEjMKDmZhbGxiYWNrX3N0YXRlGAEgASgOMhsucHVzaHJlYWNoLnYxLkZhbGxiYWNrU3RhdGUqzQEKDEF1ZGllbmNlVHlwZRIdChlBVURJRU5DRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQVVESUVOQ0VfVFlQRV9UT0tFThABEhwKGEFVRElFTkNFX1RZUEVfVE9LRU5fTElTVBACEhkKFUFVRElFTkNFX1RZUEVfQUNDT1VOVBADEh4KGkFVRElFTkNFX1RZUEVfQUNDT1VOVF9MSVNUEAQSFQoRQVVESUVOQ0VfVFlQRV9UQUcQBRIVChFBVURJRU5DRV9UWVBFX0FMTBAGKnwKD0FjY291bnRQdXNoVHlwZRIhCh1BQ0NPVU5UX1BVU0hfVFlQRV9VTlNQRUNJRklFRBAAEiMKH0FDQ09VTlRfUFVTSF9UWVBFX0xBVEVTVF9ERVZJQ0UQARIhCh1BQ0NPVU5UX1BVU0hfVFlQRV9BTExfREVWSUNFUxACKlYKC1RhZ09wZXJhdG9yEhwKGFRBR19PUEVSQVRPUl9VTlNQRUNJRklFRBAAEhMKD1RBR19PUEVSQVRPUl9PUhABEhQKEFRBR19PUEVSQVRPUl9BTkQQAipeCgtNZXNzYWdlVHlwZRIcChhNRVNTQUdFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNNRVNTQUdFX1RZUEVfTk9USUZZEAESGAoUTUVTU0FHRV9UWVBFX01FU1NBR0UQAipYCgtFbnZpcm9ubWVudBIbChdFTlZJUk9OTUVOVF9VTlNQRUNJRklFRBAAEhcKE0VOVklST05NRU5UX1BST0RVQ1QQARITCg9FTlZJUk9OTUVOVF9ERVYQAiqoAQoQVHJpZ2dlckNvbmRpdGlvbhIhCh1UUklHR0VSX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEisKJ1RSSUdHRVJfQ09ORElUSU9OX05PVElGSUNBVElPTl9ESVNBQkxFRBABEiEKHVRSSUdHRVJfQ09ORElUSU9OX05PVF9BUlJJVkVEEAISIQodVFJJR0dFUl9DT05ESVRJT05fTk9UX0NMSUNLRUQQAyq2AQoNRmFsbGJhY2tTdGF0ZRIeChpGQUxMQkFDS19TVEFURV9VTlNQRUNJRklFRBAAEhcKE0ZBTExCQUNLX1NUQVRFX05PTkUQARIaChZGQUxMQkFDS19TVEFURV9QRU5ESU5HEAISGQoVRkFMTEJBQ0tfU1RBVEVfRklSSU5HEAMSFwoTRkFMTEJBQ0tfU1RBVEVfRE9ORRAEEhwKGEZBTExCQUNLX1NUQVRFX0NBTkNFTExFRBAFKo4BChJVbnVzZWRUYXJnZXRSZWFzb24SJAogVU5VU0VEX1RBUkdFVF9SRUFTT05fVU5TUEVDSUZJRUQQABIiCh5VTlVTRURfVEFSR0VUX1JFQVNPTl9EVVBMSUNBVEUQARIuCipVTlVTRURfVEFSR0VUX1JFQVNPTl9BQ0NPVU5UX0hBU19OT19ERVZJQ0UQAjLxAQoLUHVzaFNlcnZpY2USPQoEUHVzaBIZLnB1c2hyZWFjaC52MS5QdXNoUmVxdWVzdBoaLnB1c2hyZWFjaC52MS5QdXNoUmVzcG9uc2USRgoHR2V0UHVzaBIcLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVxdWVzdBodLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVzcG9uc2USWwoOQ2FuY2VsRmFsbGJhY2sSIy5wdXNocmVhY2gudjEuQ2FuY2VsRmFsbGJhY2tSZXF1ZXN0GiQucHVzaHJlYWNoLnYxLkNhbmNlbEZhbGxiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pushreach_v1_sms]);
 
 /**
  * The notification shown to the user (TPNS `message`).
@@ -161,6 +161,92 @@ export const ChannelRuleSchema: GenMessage<ChannelRule> = /*@__PURE__*/
   messageDesc(file_pushreach_v1_push, 2);
 
 /**
+ * One term of a tag rule (TPNS `tag_items[]`).
+ *
+ * @generated from message pushreach.v1.TagItem
+ */
+export type TagItem = Message$1<"pushreach.v1.TagItem"> & {
+  /**
+   * Tags, 1 to 100, each 1 to 50 characters. Required.
+   *
+   * @generated from field: repeated string tags = 1;
+   */
+  tags: string[];
+
+  /**
+   * Negate the item's result.
+   *
+   * @generated from field: bool is_not = 2;
+   */
+  isNot: boolean;
+
+  /**
+   * Joins the tags: OR (any of them) or AND (all of them). Default OR.
+   *
+   * @generated from field: pushreach.v1.TagOperator tags_operator = 3;
+   */
+  tagsOperator: TagOperator;
+
+  /**
+   * Joins this item to the one before it (ignored on the first item). Default OR.
+   *
+   * @generated from field: pushreach.v1.TagOperator items_operator = 4;
+   */
+  itemsOperator: TagOperator;
+
+  /**
+   * TPNS tag type: empty or "xg_user_define" (tags set with DeviceService's tag RPCs). TPNS's
+   * automatic types (xg_auto_province, ...) are refused: no such data exists here.
+   *
+   * @generated from field: string tag_type = 5;
+   */
+  tagType: string;
+};
+
+/**
+ * Describes the message pushreach.v1.TagItem.
+ * Use `create(TagItemSchema)` to create a new message.
+ */
+export const TagItemSchema: GenMessage<TagItem> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_push, 3);
+
+/**
+ * One rule of a TAG push (TPNS `tag_rules[]`): its items joined by their `items_operator`,
+ * AND before OR, then negated when `is_not`.
+ *
+ * @generated from message pushreach.v1.TagRule
+ */
+export type TagRule = Message$1<"pushreach.v1.TagRule"> & {
+  /**
+   * The rule's items, 1 to 10. Required.
+   *
+   * @generated from field: repeated pushreach.v1.TagItem tag_items = 1;
+   */
+  tagItems: TagItem[];
+
+  /**
+   * Joins this rule to the one before it (ignored on the first rule). Default OR.
+   *
+   * @generated from field: pushreach.v1.TagOperator operator = 2;
+   */
+  operator: TagOperator;
+
+  /**
+   * Negate the rule's result.
+   *
+   * @generated from field: bool is_not = 3;
+   */
+  isNot: boolean;
+};
+
+/**
+ * Describes the message pushreach.v1.TagRule.
+ * Use `create(TagRuleSchema)` to create a new message.
+ */
+export const TagRuleSchema: GenMessage<TagRule> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_push, 4);
+
+/**
  * Supplementary SMS settings (TPNS `sms_info`). Required when `resend_by_sms` is true.
  *
  * @generated from message pushreach.v1.SmsInfo
@@ -216,7 +302,7 @@ export type SmsInfo = Message$1<"pushreach.v1.SmsInfo"> & {
  * Use `create(SmsInfoSchema)` to create a new message.
  */
 export const SmsInfoSchema: GenMessage<SmsInfo> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 3);
+  messageDesc(file_pushreach_v1_push, 5);
 
 /**
  * A push, with TPNS's field names.
@@ -313,6 +399,22 @@ export type PushRequest = Message$1<"pushreach.v1.PushRequest"> & {
    * @generated from field: repeated pushreach.v1.ChannelRule channel_rules = 35;
    */
   channelRules: ChannelRule[];
+
+  /**
+   * Which devices an AUDIENCE_TYPE_TAG push goes to: 1 to 10 rules, joined by their
+   * `operator`, AND before OR. Must be empty for the other audiences.
+   *
+   * @generated from field: repeated pushreach.v1.TagRule tag_rules = 50;
+   */
+  tagRules: TagRule[];
+
+  /**
+   * For ACCOUNT and ACCOUNT_LIST only: every device of each account (default) or only the
+   * one bound last. Must be unset for the other audiences.
+   *
+   * @generated from field: pushreach.v1.AccountPushType account_push_type = 51;
+   */
+  accountPushType: AccountPushType;
 };
 
 /**
@@ -320,7 +422,7 @@ export type PushRequest = Message$1<"pushreach.v1.PushRequest"> & {
  * Use `create(PushRequestSchema)` to create a new message.
  */
 export const PushRequestSchema: GenMessage<PushRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 4);
+  messageDesc(file_pushreach_v1_push, 6);
 
 /**
  * A requested target that the push could not use.
@@ -348,7 +450,7 @@ export type UnusedTarget = Message$1<"pushreach.v1.UnusedTarget"> & {
  * Use `create(UnusedTargetSchema)` to create a new message.
  */
 export const UnusedTargetSchema: GenMessage<UnusedTarget> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 5);
+  messageDesc(file_pushreach_v1_push, 7);
 
 /**
  * The accepted push. Sent only after the push is committed to the store.
@@ -365,6 +467,7 @@ export type PushResponse = Message$1<"pushreach.v1.PushResponse"> & {
 
   /**
    * Number of device tokens the push was sent to (after de-duplication and account lookup).
+   * 0 for AUDIENCE_TYPE_TAG and AUDIENCE_TYPE_ALL: their targets are found after acceptance.
    *
    * @generated from field: uint32 target_count = 2;
    */
@@ -397,7 +500,7 @@ export type PushResponse = Message$1<"pushreach.v1.PushResponse"> & {
  * Use `create(PushResponseSchema)` to create a new message.
  */
 export const PushResponseSchema: GenMessage<PushResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 6);
+  messageDesc(file_pushreach_v1_push, 8);
 
 /**
  * Which push to show, with one page of its targets (AIP-158).
@@ -432,7 +535,7 @@ export type GetPushRequest = Message$1<"pushreach.v1.GetPushRequest"> & {
  * Use `create(GetPushRequestSchema)` to create a new message.
  */
 export const GetPushRequestSchema: GenMessage<GetPushRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 7);
+  messageDesc(file_pushreach_v1_push, 9);
 
 /**
  * Counts along the way from push to SMS.
@@ -532,7 +635,7 @@ export type PushFunnel = Message$1<"pushreach.v1.PushFunnel"> & {
  * Use `create(PushFunnelSchema)` to create a new message.
  */
 export const PushFunnelSchema: GenMessage<PushFunnel> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 8);
+  messageDesc(file_pushreach_v1_push, 10);
 
 /**
  * One target of a push, as the fallback sees it.
@@ -588,7 +691,7 @@ export type PushTarget = Message$1<"pushreach.v1.PushTarget"> & {
  * Use `create(PushTargetSchema)` to create a new message.
  */
 export const PushTargetSchema: GenMessage<PushTarget> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 9);
+  messageDesc(file_pushreach_v1_push, 11);
 
 /**
  * The stored push.
@@ -637,6 +740,14 @@ export type PushSummary = Message$1<"pushreach.v1.PushSummary"> & {
    * @generated from field: google.protobuf.Timestamp fallback_end_time = 6;
    */
   fallbackEndTime?: Timestamp | undefined;
+
+  /**
+   * True while the targets of an AUDIENCE_TYPE_TAG or AUDIENCE_TYPE_ALL push are still being
+   * found (the funnel's target_count grows meanwhile). Its fallback fires only after.
+   *
+   * @generated from field: bool targets_pending = 50;
+   */
+  targetsPending: boolean;
 };
 
 /**
@@ -644,7 +755,7 @@ export type PushSummary = Message$1<"pushreach.v1.PushSummary"> & {
  * Use `create(PushSummarySchema)` to create a new message.
  */
 export const PushSummarySchema: GenMessage<PushSummary> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 10);
+  messageDesc(file_pushreach_v1_push, 12);
 
 /**
  * A push, its funnel counts and one page of its targets.
@@ -686,7 +797,7 @@ export type GetPushResponse = Message$1<"pushreach.v1.GetPushResponse"> & {
  * Use `create(GetPushResponseSchema)` to create a new message.
  */
 export const GetPushResponseSchema: GenMessage<GetPushResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 11);
+  messageDesc(file_pushreach_v1_push, 13);
 
 /**
  * Which push's SMS fallback to stop. An unknown push answers NOT_FOUND.
@@ -714,7 +825,7 @@ export type CancelFallbackRequest = Message$1<"pushreach.v1.CancelFallbackReques
  * Use `create(CancelFallbackRequestSchema)` to create a new message.
  */
 export const CancelFallbackRequestSchema: GenMessage<CancelFallbackRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 12);
+  messageDesc(file_pushreach_v1_push, 14);
 
 /**
  * The outcome of CancelFallback.
@@ -735,10 +846,10 @@ export type CancelFallbackResponse = Message$1<"pushreach.v1.CancelFallbackRespo
  * Use `create(CancelFallbackResponseSchema)` to create a new message.
  */
 export const CancelFallbackResponseSchema: GenMessage<CancelFallbackResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_push, 13);
+  messageDesc(file_pushreach_v1_push, 15);
 
 /**
- * Who a push goes to (TPNS `audience_type`; TPNS's "all" and "tag" audiences are not offered).
+ * Who a push goes to (TPNS `audience_type`).
  *
  * @generated from enum pushreach.v1.AudienceType
  */
@@ -777,6 +888,21 @@ export enum AudienceType {
    * @generated from enum value: AUDIENCE_TYPE_ACCOUNT_LIST = 4;
    */
   ACCOUNT_LIST = 4,
+
+  /**
+   * Every device of the app whose tags match `tag_rules` (TPNS "tag"). The targets are found
+   * after the push is accepted, in the background (see `PushSummary.targets_pending`).
+   *
+   * @generated from enum value: AUDIENCE_TYPE_TAG = 5;
+   */
+  TAG = 5,
+
+  /**
+   * Every device of the app (TPNS "all"), found after acceptance like AUDIENCE_TYPE_TAG.
+   *
+   * @generated from enum value: AUDIENCE_TYPE_ALL = 6;
+   */
+  ALL = 6,
 }
 
 /**
@@ -784,6 +910,74 @@ export enum AudienceType {
  */
 export const AudienceTypeSchema: GenEnum<AudienceType> = /*@__PURE__*/
   enumDesc(file_pushreach_v1_push, 0);
+
+/**
+ * Which devices of an account an account push reaches (TPNS `account_push_type`).
+ *
+ * @generated from enum pushreach.v1.AccountPushType
+ */
+export enum AccountPushType {
+  /**
+   * Treated as ACCOUNT_PUSH_TYPE_ALL_DEVICES.
+   *
+   * @generated from enum value: ACCOUNT_PUSH_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only the device bound to the account last (TPNS 0, TPNS's default).
+   *
+   * @generated from enum value: ACCOUNT_PUSH_TYPE_LATEST_DEVICE = 1;
+   */
+  LATEST_DEVICE = 1,
+
+  /**
+   * Every device bound to the account (TPNS 1).
+   *
+   * @generated from enum value: ACCOUNT_PUSH_TYPE_ALL_DEVICES = 2;
+   */
+  ALL_DEVICES = 2,
+}
+
+/**
+ * Describes the enum pushreach.v1.AccountPushType.
+ */
+export const AccountPushTypeSchema: GenEnum<AccountPushType> = /*@__PURE__*/
+  enumDesc(file_pushreach_v1_push, 1);
+
+/**
+ * TPNS's "OR" / "AND" between tags, tag items or tag rules.
+ *
+ * @generated from enum pushreach.v1.TagOperator
+ */
+export enum TagOperator {
+  /**
+   * Treated as TAG_OPERATOR_OR.
+   *
+   * @generated from enum value: TAG_OPERATOR_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Either side.
+   *
+   * @generated from enum value: TAG_OPERATOR_OR = 1;
+   */
+  OR = 1,
+
+  /**
+   * Both sides; binds tighter than OR.
+   *
+   * @generated from enum value: TAG_OPERATOR_AND = 2;
+   */
+  AND = 2,
+}
+
+/**
+ * Describes the enum pushreach.v1.TagOperator.
+ */
+export const TagOperatorSchema: GenEnum<TagOperator> = /*@__PURE__*/
+  enumDesc(file_pushreach_v1_push, 2);
 
 /**
  * TPNS `message_type`.
@@ -817,7 +1011,7 @@ export enum MessageType {
  * Describes the enum pushreach.v1.MessageType.
  */
 export const MessageTypeSchema: GenEnum<MessageType> = /*@__PURE__*/
-  enumDesc(file_pushreach_v1_push, 1);
+  enumDesc(file_pushreach_v1_push, 3);
 
 /**
  * TPNS `environment` (iOS APNs environment).
@@ -851,7 +1045,7 @@ export enum Environment {
  * Describes the enum pushreach.v1.Environment.
  */
 export const EnvironmentSchema: GenEnum<Environment> = /*@__PURE__*/
-  enumDesc(file_pushreach_v1_push, 2);
+  enumDesc(file_pushreach_v1_push, 4);
 
 /**
  * When a phone gets the supplementary SMS; judged per phone number when the delay ends.
@@ -893,7 +1087,7 @@ export enum TriggerCondition {
  * Describes the enum pushreach.v1.TriggerCondition.
  */
 export const TriggerConditionSchema: GenEnum<TriggerCondition> = /*@__PURE__*/
-  enumDesc(file_pushreach_v1_push, 3);
+  enumDesc(file_pushreach_v1_push, 5);
 
 /**
  * State of a push's SMS fallback: PENDING -> FIRING -> DONE, or PENDING -> CANCELLED.
@@ -948,7 +1142,7 @@ export enum FallbackState {
  * Describes the enum pushreach.v1.FallbackState.
  */
 export const FallbackStateSchema: GenEnum<FallbackState> = /*@__PURE__*/
-  enumDesc(file_pushreach_v1_push, 4);
+  enumDesc(file_pushreach_v1_push, 6);
 
 /**
  * Why a requested target was not used.
@@ -982,7 +1176,7 @@ export enum UnusedTargetReason {
  * Describes the enum pushreach.v1.UnusedTargetReason.
  */
 export const UnusedTargetReasonSchema: GenEnum<UnusedTargetReason> = /*@__PURE__*/
-  enumDesc(file_pushreach_v1_push, 5);
+  enumDesc(file_pushreach_v1_push, 7);
 
 /**
  * PushService accepts pushes, shows their state and cancels their SMS fallback.
