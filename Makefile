@@ -52,6 +52,10 @@ test-ts: $(VENV)/.installed $(TS)/node_modules/.installed
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
 
+## breaking: buf breaking on every contract change against its parent, and the working tree against HEAD
+breaking: node_modules/.installed
+	bash scripts/check_breaking.sh
+
 ## protos: regenerate clients/python/pushreach/v1 and clients/typescript/src/gen from protos/
 protos: $(VENV)/.installed node_modules/.installed $(TS)/node_modules/.installed
 	$(BIN)/python scripts/gen_protos.py
