@@ -101,6 +101,7 @@ function Overview({ app }) {
         <${Stat} name="SMS failed" value=${s.sms.failed} testid="sms_failed" />
         <${Stat} name="SMS rate-limited" value=${s.sms.rate_limited} testid="sms_rate_limited" />
         <${Stat} name="SMS unknown" value=${s.sms.unknown} testid="sms_unknown" />
+        <${Stat} name="SMS pending" value=${s.sms.pending} testid="sms_pending" />
         <${Stat} name="SMS fee" value=${s.sms_fee} testid="sms_fee" />
         <${Stat} name="Pending fallbacks" value=${s.pending_fallback_count} testid="pending_fallback_count" />
       </div>

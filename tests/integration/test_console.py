@@ -84,6 +84,8 @@ async def test_api_sessions_csrf_and_the_domain_figures(running: Running) -> Non
             stats.push_count, stats.target_count, stats.arrived_count
         )
         assert s["sms"]["sent"] == stats.sms.sent == 2 and s["pending_fallback_count"] == 1
+        # The same status mapping as GetStatistics, field by field.
+        assert s["sms"] == {f.name: getattr(stats.sms, f.name) for f in stats.sms.DESCRIPTOR.fields}
         assert sum(b["push_count"] for b in overview["buckets"]) == 2
 
         listed = (await client.get(url(running, "api/pushes"))).json()

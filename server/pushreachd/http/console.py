@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from ..model import App, SmsRecordFilter, SmsStatus, Statistics, StatisticsInterval
+from ..model import App, SmsCounts, SmsRecordFilter, SmsStatus, Statistics, StatisticsInterval
 from ..phone import mask_phone
 from ..services.apps import AppService
 from ..services.devices import DeviceService
@@ -114,11 +114,6 @@ def to_json(value: Any) -> Any:
 
 
 def statistics_json(s: Statistics) -> dict[str, Any]:
-    by = s.sms_by_status
-
-    def n(*statuses: SmsStatus) -> int:
-        return sum(by.get(x, 0) for x in statuses)
-
     return {
         "start_time": s.start_time,
         "end_time": s.end_time,
@@ -128,15 +123,8 @@ def statistics_json(s: Statistics) -> dict[str, Any]:
         "clicked_count": s.clicked_count,
         "arrival_rate": s.arrived_count / s.target_count if s.target_count else 0.0,
         "click_rate": s.clicked_count / s.target_count if s.target_count else 0.0,
-        # The same grouping as GetStatistics's SmsOutcomeCounts.
-        "sms": {
-            "sent": n(SmsStatus.SENT, SmsStatus.DELIVERED, SmsStatus.UNDELIVERED),
-            "delivered": n(SmsStatus.DELIVERED),
-            "undelivered": n(SmsStatus.UNDELIVERED),
-            "failed": n(SmsStatus.FAILED),
-            "rate_limited": n(SmsStatus.RATE_LIMITED),
-            "unknown": n(SmsStatus.UNKNOWN, SmsStatus.SENDING),
-        },
+        # The one mapping of statuses that GetStatistics and GetPush's funnel use.
+        "sms": dataclasses.asdict(SmsCounts.of(s.sms_by_status)),
         "sms_fee": s.sms_fee,
         "pending_fallback_count": s.pending_fallback_count,
     }
