@@ -238,6 +238,25 @@ class Settings:
         default="https://api-push.vivo.com.cn",
         metadata=_help("vivo Push base URL (/message/auth, /message/send, /message/pushToList)"),
     )
+    # APNs, FCM: where they send (the push emulator in tests), and a CA bundle to trust.
+    apns_endpoint: str = field(
+        default="https://api.push.apple.com",
+        metadata=_help("APNs production base URL (HTTP/2, POST <url>/3/device/<token>)"),
+    )
+    apns_sandbox_endpoint: str = field(
+        default="https://api.sandbox.push.apple.com",
+        metadata=_help("APNs sandbox base URL, for pushes with environment DEV"),
+    )
+    fcm_endpoint: str = field(
+        default="https://fcm.googleapis.com",
+        metadata=_help("FCM HTTP v1 base URL (POST <url>/v1/projects/<id>/messages:send); the OAuth2 "
+                       "token URL is the service account's token_uri"),
+    )
+    channel_ca_file: str = field(
+        default="",
+        metadata=_help("extra CA bundle (PEM) trusted for every push-channel request, OAuth2 token "
+                       "requests included, beside the public CAs; empty = public CAs only"),
+    )
     tpns_signature_window_seconds: int = field(
         default=300,
         metadata=_help("TPNS REST API: how far a signed request's TimeStamp may be from now, 1..3600 s"),
@@ -643,6 +662,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "xiaomi_endpoint": _check_base_url,
     "oppo_endpoint": _check_base_url,
     "vivo_endpoint": _check_base_url,
+    "apns_endpoint": _check_base_url,
+    "apns_sandbox_endpoint": _check_base_url,
+    "fcm_endpoint": _check_base_url,
+    "channel_ca_file": _check_readable_file,
     "fire_lease_seconds": _check_range(5, 3600),
     "db_pool_size": _check_range(1, 100),
     "db_prepare_threshold": _check_range(0, 1000),
