@@ -175,6 +175,8 @@ class SmsInfo:
     sms_template_id: str
     sms_app_id: str
     sms_template_params: tuple[str, ...]
+    # pushreach's own: SMS at once for a phone none of whose devices can get the push.
+    early_on_push_failure: bool = False
 
 
 # TPNS's names for the channels in `channel_rules`, and ours.
@@ -299,6 +301,7 @@ class PushSpec:
     vendor: VendorOptions | None = None  # None: no per-vendor fields given
     tag_rules: tuple[TagRule, ...] = ()  # for AudienceType.TAG only
     account_push_type: AccountPushType = AccountPushType.ALL_DEVICES
+    collapse_id: str = ""  # APNs apns-collapse-id / FCM collapse_key; empty = none
 
     def to_json(self, *, tokens: bool = True) -> str:
         """The body as sorted compact JSON (what is stored, and what the fingerprint digests).
@@ -334,6 +337,10 @@ class PushSpec:
             d["tag_rules"] = [r.to_dict() for r in self.tag_rules]
         if self.account_push_type is not AccountPushType.ALL_DEVICES:  # likewise
             d["account_push_type"] = int(self.account_push_type)
+        if self.collapse_id:  # likewise
+            d["collapse_id"] = self.collapse_id
+        if info is not None and info.early_on_push_failure:  # likewise
+            d["sms_info"]["early_on_push_failure"] = True  # type: ignore[index]
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -359,6 +366,7 @@ class PushSpec:
                 sms_template_id=info["sms_template_id"],
                 sms_app_id=info["sms_app_id"],
                 sms_template_params=tuple(info["sms_template_params"]),
+                early_on_push_failure=info.get("early_on_push_failure", False),
             ),
             vendor=None if vendor is None else VendorOptions.from_dict(vendor),
             **d,
