@@ -38,3 +38,4 @@ MAX_TAG_RULES = 10
 MAX_TAG_ITEMS = 10
 MAX_TAGS_PER_ITEM = 100
 BROADCAST_PAGE = 5000  # devices examined per transaction while resolving a TAG/ALL push
+MAX_COLLAPSE_ID_BYTES = 64  # APNs apns-collapse-id

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -167,6 +167,19 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.pushes = Counter(
+            f"{PREFIX}_push",
+            "Push targets answered, by channel and outcome (accepted, invalid_token, failed, expired, no_channel).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.channel_seconds = Histogram(
+            f"{PREFIX}_push_channel_seconds",
+            "Duration of one channel send (a batch of targets, the channel's retries included).",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._live = _LiveCollector()
         r.register(self._live)
         for code in ("sent", "failed", "rate_limited", "unknown"):
@@ -199,6 +212,14 @@ class Metrics:
         self.sms.labels("rate_limited").inc(report.rate_limited)
         self.sms.labels("unknown").inc(report.unknown)
         self.no_phone.inc(report.no_phone)
+
+    def observe_push(self, channel: str, counts: Mapping[str, int], seconds: float | None) -> None:
+        """A delivery observer: one channel send's targets by outcome, and its duration (None
+        for targets no channel was called for)."""
+        for outcome, count in counts.items():
+            self.pushes.labels(channel, outcome).inc(count)
+        if seconds is not None:
+            self.channel_seconds.labels(channel).observe(seconds)
 
     def observe_commit(self, batch_size: int, seconds: float) -> None:
         """The store's `on_commit` hook."""

@@ -144,6 +144,7 @@ class StatisticsInterval(enum.IntEnum):
 class UnusedTargetReason(enum.IntEnum):
     DUPLICATE = 1
     ACCOUNT_HAS_NO_DEVICE = 2
+    INVALID_TOKEN = 3  # the channel called the token invalid; skipped until registered again
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,8 @@ class App:
     # The secret key sealed under the master key, for TPNS's signature scheme (HMAC needs the
     # key itself); None for apps created before it existed, until their secret is rotated.
     secret_sealed: bytes | None = field(default=None, repr=False)
+    # The push channels whose credentials are set (sealed in their own table).
+    channels: frozenset[Channel] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +460,29 @@ class Device:
     notifications_enabled: bool | None = None  # None: never reported
     notification_state_time: float | None = None
     updated_at: float = 0.0
+    channel: Channel | None = None  # None: only bound; the app's default channel applies
+    invalid_at: float | None = None  # when the channel called the token invalid
+    invalid_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a push reaches one token: its registered channel (None: the app's default) and
+    whether the token was called invalid."""
+
+    channel: Channel | None
+    invalid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOutcome:
+    """One target's push outcome, as recorded."""
+
+    token: str
+    channel: Channel
+    outcome: PushOutcome
+    code: str = ""
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +511,10 @@ class TargetView:
     arrived_at: float | None
     clicked_at: float | None
     sms_status: SmsStatus | None
+    channel: Channel | None = None
+    push_outcome: PushOutcome = PushOutcome.PENDING
+    push_outcome_code: str = ""
+    push_outcome_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +531,12 @@ class Funnel:
     sms_unknown_count: int = 0
     sms_undelivered_count: int = 0
     sms_pending_count: int = 0
+    push_accepted_count: int = 0
+    push_invalid_token_count: int = 0
+    push_failed_count: int = 0
+    push_expired_count: int = 0
+    push_no_channel_count: int = 0
+    push_pending_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,6 +621,7 @@ class Recipient:
     arrived: bool
     clicked: bool
     notifications_enabled: bool | None  # latest report; None if never reported
+    unreachable: bool = False  # its channel answered that it definitely cannot get the push
 
 
 @dataclass(frozen=True, slots=True)

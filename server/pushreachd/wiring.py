@@ -20,6 +20,8 @@ from .api.server import GrpcServer
 from .api.sms import SmsServicer
 from .channels.base import PushChannel
 from .channels.log import LogPushChannel
+from .channels.registry import ENDPOINT_SETTINGS, ChannelContext
+from .services.channels import AppChannels
 from .clock import Clock, SystemClock
 from .config import Settings, parse_host_port
 from .engine.ratelimit import RateLimiter
@@ -135,6 +137,16 @@ class Service:
         self.metrics.watch(self.scheduler, self.sender)
         self.channel = o.channel or LogPushChannel()
         self.receipts = Receipts(self.store, self.box, self.clock)
+        self.channels = AppChannels(
+            self.store,
+            self.box,
+            self.clock,
+            ChannelContext(
+                self.clock,
+                endpoints={name: getattr(settings, name) for name in ENDPOINT_SETTINGS},
+                ca_file=settings.channel_ca_file,
+            ),
+        )
         self.pushes = PushService(
             self.store,
             self.channel,
@@ -143,7 +155,10 @@ class Service:
             min_delay_seconds=settings.min_delay_seconds,
             receipts=self.receipts,
             supervisor=self.supervisor,
+            channels=self.channels,
         )
+        self.pushes.deliveries.early = self.scheduler  # early_on_push_failure
+        self.pushes.deliveries.observers.append(self.metrics.observe_push)
         self.devices = DeviceService(self.store, self.clock)
         self.events = EventService(self.store, self.clock)
         self.reporting = ReportingService(self.store, self.clock)
@@ -163,7 +178,7 @@ class Service:
             DeviceServicer(auth, self.devices, self.receipts),
             EventServicer(auth, self.events),
             SmsServicer(auth, self.reporting),
-            AdminServicer(auth, self.apps),
+            AdminServicer(auth, self.apps, self.channels),
             # Metrics outermost, so a refused malformed request is counted too.
             interceptors=[MetricsInterceptor(self.metrics.observe_rpc), DecodeGuardInterceptor()],
         )
@@ -337,6 +352,7 @@ class Service:
         if self.receipt_server is not None:
             await self.receipt_server.stop()
         await self.pushes.stop()
+        await self.channels.aclose()
         await self.provider.close()
         await self.store.close()
         if self.instance_lock is not None:

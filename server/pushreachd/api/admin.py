@@ -4,7 +4,9 @@ import grpc
 from pushreach.v1 import admin_pb2, admin_pb2_grpc
 
 from ..model import RateLimitPolicy
+from ..model import Channel
 from ..services.apps import AppService
+from ..services.channels import AppChannels
 from ..services.pagination import decode_token, encode_token
 from ..services.validation import Violations, page_size
 from . import convert
@@ -13,9 +15,10 @@ from .rpc import admin_rpc
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, auth: Authenticator, apps: AppService) -> None:
+    def __init__(self, auth: Authenticator, apps: AppService, channels: AppChannels) -> None:
         self.auth = auth
         self._apps = apps
+        self._channels = channels
 
     @admin_rpc
     async def CreateApp(self, request: admin_pb2.CreateAppRequest, context: grpc.aio.ServicerContext):
@@ -60,3 +63,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         p = request.policy
         policy = RateLimitPolicy(p.same_content_interval_seconds, p.daily_limit, p.time_zone)
         return admin_pb2.SetRateLimitPolicyResponse(app=convert.app(await self._apps.set_rate_limit_policy(request.access_id, policy)))
+
+    @admin_rpc
+    async def SetChannelCredentials(
+        self, request: admin_pb2.SetChannelCredentialsRequest, context: grpc.aio.ServicerContext
+    ):
+        v = Violations()
+        channel = _channel(v, request.channel)
+        if not request.credentials_json.strip():
+            v.add("credentials_json", "required")
+        v.raise_if_any()
+        assert channel is not None
+        app = await self._apps.get_app(request.access_id)
+        updated = await self._channels.set_credentials(app, channel, request.credentials_json)
+        return admin_pb2.SetChannelCredentialsResponse(app=convert.app(updated))
+
+
+def _channel(v: Violations, value: int) -> Channel | None:
+    if value in (0, Channel.LOG):
+        v.add("channel", "required: one of APNS, FCM, HMS, HONOR, XIAOMI, OPPO, VIVO, WEBHOOK")
+        return None
+    try:
+        return Channel(value)
+    except ValueError:
+        v.add("channel", f"unknown channel {value}")
+        return None

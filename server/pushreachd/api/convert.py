@@ -76,6 +76,8 @@ def push_draft(r: push_pb2.PushRequest) -> PushDraft:
         android=_android_draft(r.message.android) if r.message.HasField("android") else None,
         channel_rules=[(rule.channel, rule.disable) for rule in r.channel_rules],
         account_push_type=r.account_push_type,
+        collapse_id=r.collapse_id,
+        early_on_push_failure=info.early_on_push_failure,
         tag_rules=[
             TagRuleDraft(
                 tag_items=[
@@ -135,8 +137,10 @@ def push_request(spec: PushSpec, request_id: str) -> push_pb2.PushRequest:
             sms_template_id=info.sms_template_id,
             sms_app_id=info.sms_app_id,
             sms_template_params=list(info.sms_template_params),
+            early_on_push_failure=info.early_on_push_failure,
         ),
         channel_rules=_channel_rules(spec.vendor),
+        collapse_id=spec.collapse_id,
         account_push_type=int(spec.account_push_type) if spec.audience_type.by_account else 0,
         tag_rules=[
             push_pb2.TagRule(
@@ -205,6 +209,10 @@ def target(t: TargetView) -> push_pb2.PushTarget:
         arrive_time=ts(t.arrived_at),
         click_time=ts(t.clicked_at),
         sms_status=int(t.sms_status) if t.sms_status is not None else 0,
+        channel=int(t.channel) if t.channel is not None else 0,
+        push_outcome=int(t.push_outcome),
+        push_outcome_code=t.push_outcome_code,
+        push_outcome_time=ts(t.push_outcome_at),
     )
 
 
@@ -218,6 +226,10 @@ def device(d: Device) -> device_pb2.Device:
         notification_state_time=ts(d.notification_state_time),
         update_time=ts(d.updated_at),
         tags=list(d.tags),
+        channel=int(d.channel) if d.channel is not None else 0,
+        token_state=device_pb2.TOKEN_STATE_INVALID if d.invalid_at is not None else device_pb2.TOKEN_STATE_VALID,
+        token_invalid_time=ts(d.invalid_at),
+        token_invalid_reason=d.invalid_reason,
     )
 
 
@@ -254,4 +266,5 @@ def app(a: App) -> admin_pb2.App:
             daily_limit=a.policy.daily_limit,
             time_zone=a.policy.time_zone,
         ),
+        channels=sorted(int(c) for c in a.channels),
     )

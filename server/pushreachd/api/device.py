@@ -24,6 +24,16 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         return device_pb2.BindPhoneResponse(device=convert.device(device), device_key=key)
 
     @app_rpc
+    async def RegisterDevice(
+        self, request: device_pb2.RegisterDeviceRequest, app: App, context: grpc.aio.ServicerContext
+    ):
+        device = await self._devices.register_device(
+            app, request.token, request.channel, request.phone_number, request.request_id
+        )
+        key = await self._receipts.device_key(app.id, device.token)
+        return device_pb2.RegisterDeviceResponse(device=convert.device(device), device_key=key)
+
+    @app_rpc
     async def UnbindPhone(self, request: device_pb2.UnbindPhoneRequest, app: App, context: grpc.aio.ServicerContext):
         device = await self._devices.unbind_phone(app, request.token, request.request_id)
         return device_pb2.UnbindPhoneResponse(device=convert.device(device))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..model import Recipient, TriggerCondition
 
-__all__ = ["Decision", "Recipient", "condition_met", "decide"]
+__all__ = ["Decision", "Recipient", "condition_met", "decide", "decide_early"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +41,17 @@ def decide(recipients: list[Recipient], condition: TriggerCondition) -> Decision
         needs[r.phone_number] = needs.get(r.phone_number, True) and not met
     phones = tuple(p for p, need in needs.items() if need)
     return Decision(phones=phones, satisfied_phones=len(needs) - len(phones), no_phone_count=no_phone)
+
+
+def decide_early(recipients: list[Recipient]) -> Decision:
+    """early_on_push_failure: the phones none of whose targeted devices can get the push
+    (every one answered invalid, failed, expired or without channel), whatever the condition."""
+    unreachable: dict[str, bool] = {}
+    no_phone = 0
+    for r in recipients:
+        if not r.phone_number:
+            no_phone += 1
+            continue
+        unreachable[r.phone_number] = unreachable.get(r.phone_number, True) and r.unreachable
+    phones = tuple(p for p, u in unreachable.items() if u)
+    return Decision(phones=phones, satisfied_phones=0, no_phone_count=no_phone)

@@ -45,7 +45,7 @@ from ..sms.provider import SendOutcome, SmsBatch, SmsCredentials, SmsResult
 from ..sms.sender import NotDispatched, SmsSender
 from ..store.base import LIVE_PAGE, FireJob, SmsOutcome, Store
 from ..supervisor import Supervisor
-from .fallback import Decision, decide
+from .fallback import Decision, decide, decide_early
 from .ratelimit import PROVIDER_RULE, RateLimiter, Window
 from .states import SMS_TRANSITIONS, check_transition
 from .timer import WheelTimer
@@ -334,6 +334,19 @@ class Scheduler:
         jobs = await self._store.claim_fallbacks(pushes, self._clock.time())
         return await self._fire_jobs(jobs) if jobs else []
 
+    async def fire_early(self, push: int) -> FireReport | None:
+        """early_on_push_failure: send now to the phones of a PENDING fallback none of whose
+        devices can get the push. The fallback stays PENDING and fires at its due time for the
+        other phones; the phones sent to here keep their records (one SMS per push and phone)
+        and count against the rate limits like any other."""
+        if self._stopping:
+            return None  # the fallback fires at its due time after the restart
+        job = await self._store.pending_fallback_job(push)
+        if job is None:
+            return None
+        reports = await self._fire_jobs([job], early=True)
+        return reports[0] if reports else None
+
     def _parts(self, jobs: list[FireJob], decisions: list[Decision]) -> Iterator[list[tuple[FireJob, tuple[str, ...]]]]:
         """The group's phones in reservation writes of at most `max_phones_per_write` phones (a
         large push is split), so that no write holds the store for long."""
@@ -353,11 +366,17 @@ class Scheduler:
         if part:
             yield part
 
-    async def _fire_jobs(self, jobs: list[FireJob]) -> list[FireReport]:
+    async def _fire_jobs(self, jobs: list[FireJob], *, early: bool = False) -> list[FireReport]:
         """Judge, reserve, send and finish claimed fallbacks as one group. A job some of whose
-        phones were not dispatched (a stop, a failed dispatch write) is left FIRING."""
+        phones were not dispatched (a stop, a failed dispatch write) is left FIRING. `early`:
+        only the phones decide_early picks, and the fallbacks are not finished."""
         recipients = await self._store.recipients_many(jobs)
-        decisions: list[Decision] = [decide(recipients[j.push], j.sms_info.trigger_condition) for j in jobs]
+        decisions: list[Decision] = [
+            decide_early(recipients[j.push]) if early else decide(recipients[j.push], j.sms_info.trigger_condition)
+            for j in jobs
+        ]
+        if early and not any(d.phones for d in decisions):
+            return []
         tallies = {job.push: _Tally() for job in jobs}
         reserved_at: dict[int, float] = {}
         unfinished: set[int] = set()
@@ -399,7 +418,7 @@ class Scheduler:
         ):
             unfinished.update(left)
         finished = [(j, d) for j, d in zip(jobs, decisions) if j.push not in unfinished]
-        if finished:
+        if finished and not early:
             await self._store.finish_fallbacks([(j, d.no_phone_count) for j, d in finished], self._clock.time())
         reports = []
         for job, d in finished:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .. import limits
@@ -23,6 +24,7 @@ from ..secrets import (
 )
 from ..sms.provider import SmsCredentials
 from ..store.base import Store
+from .channels import credentials_ad
 from .validation import Violations, check_text
 
 log = logging.getLogger(__name__)
@@ -171,15 +173,16 @@ class AppService:
         return SmsCredentials(secret_id, secret_key)
 
     async def rotate_master_key(self, new_box: SecretBox) -> int:
-        """Re-seal every app's SMS credentials under `new_box`'s key, in one transaction.
+        """Re-seal every app's SMS and channel credentials under `new_box`'s key, in one transaction.
 
         Idempotent: a blob that already opens with the new key (an earlier run that committed)
         is left as it is; one that opens with neither key stops the rotation, nothing changed.
         Returns how many apps were re-sealed."""
 
-        def resealer(ad_of: Callable[[str], bytes]) -> Callable[[str, bytes], bytes]:
-            def reseal(access_id: str, blob: bytes) -> bytes:
-                ad = ad_of(access_id)
+        def resealer(ad_of: Callable[..., bytes]) -> Callable[..., bytes]:
+            def reseal(*key_and_blob: Any) -> bytes:
+                *key, blob = key_and_blob
+                ad = ad_of(*key)
                 try:
                     plain = self._box.open(blob, ad)
                 except SecretError:
@@ -189,8 +192,11 @@ class AppService:
 
             return reseal
 
-        # The sealed app secrets (TPNS signatures) move to the new key in the same transaction.
-        return await self._store.reseal_sms_credentials(resealer(_credentials_ad), resealer(_secret_ad))
+        # The sealed app secrets (TPNS signatures) and channel credentials move to the new key
+        # in the same transaction.
+        return await self._store.reseal_sms_credentials(
+            resealer(_credentials_ad), resealer(_secret_ad), resealer(credentials_ad)
+        )
 
     async def set_rate_limit_policy(self, access_id: str, policy: RateLimitPolicy) -> App:
         v = Violations()

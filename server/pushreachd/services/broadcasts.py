@@ -3,7 +3,7 @@
 Push accepts such a push with no targets and hands it here. A resolver walks the app's
 devices in token order, a page at a time: it keeps the devices the push targets (all of
 them, or those whose tags match `tag_rules`), stores them as targets together with the
-cursor in one transaction, hands them to the push channel, then records that they were
+cursor in one transaction, hands them to their channels (services/deliveries.py), then records that they were
 handed over. A crash anywhere resumes from the last stored page: targets stored but not yet
 handed over are handed over again (at least once, like any push redelivered on start).
 
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from .. import limits
-from ..channels.base import PushChannel, PushDelivery, TargetPayload
+from ..channels.base import PushDelivery, TargetPayload
 from ..clock import Clock
 from ..engine.audience import matches
 from ..model import AudienceType, Broadcast
@@ -31,6 +31,7 @@ from ..supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
+HAND_OVER_CHUNK = 1000  # targets per delivery (each channel splits them into its own batches)
 RETRY_SECONDS = 30.0  # a resolution that failed (e.g. the database was busy) resumes after this
 
 
@@ -42,19 +43,17 @@ class BroadcastResolver:
     def __init__(
         self,
         store: Store,
-        channel: PushChannel,
+        deliver: Callable[[int, int, PushDelivery], Awaitable[bool]],
         fallbacks: FallbackArming,
         clock: Clock,
         *,
         page: int = limits.BROADCAST_PAGE,
         concurrency: int = 2,
         supervisor: Supervisor | None = None,
-        prepare: Callable[[int, PushDelivery], Awaitable[PushDelivery]] | None = None,
     ) -> None:
         self._supervisor = supervisor or Supervisor()
-        self._prepare = prepare  # (app row id, delivery) -> the delivery with its receipts
         self._store = store
-        self._channel = channel
+        self._deliver = deliver  # (push row id, app row id, delivery) -> every target answered
         self._fallbacks = fallbacks
         self._clock = clock
         self._page = page
@@ -150,9 +149,8 @@ class BroadcastResolver:
     async def _hand_over(self, b: Broadcast, tokens: list[str], through_seq: int) -> None:
         expires_at = b.accepted_at + b.spec.expire_time
         if self._clock.time() < expires_at:  # an expired push is not sent, but its targets count
-            step = getattr(self._channel, "max_batch", 0) or len(tokens)
-            for start in range(0, len(tokens), step):
-                chunk = tokens[start : start + step]
+            for start in range(0, len(tokens), HAND_OVER_CHUNK):
+                chunk = tokens[start : start + HAND_OVER_CHUNK]
                 delivery = PushDelivery(
                     b.access_id,
                     b.push_id,
@@ -160,7 +158,7 @@ class BroadcastResolver:
                     tuple(TargetPayload(t, receipt="") for t in chunk),
                     expires_at=expires_at,
                 )
-                if self._prepare is not None:
-                    delivery = await self._prepare(b.app_id, delivery)
-                await self._channel.send(delivery)
+                if not await self._deliver(b.push, b.app_id, delivery):
+                    # Not recorded as handed over: the resolution resumes from this page later.
+                    raise RuntimeError(f"a push channel failed on push {b.push_id}")
         await self._store.mark_broadcast_delivered(b.push, through_seq)

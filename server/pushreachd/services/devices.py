@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import limits
 from ..clock import Clock
 from ..errors import NotFound
-from ..model import App, Device
+from ..model import App, Channel, Device
 from ..store.base import Store
 from .validation import (
     Violations,
@@ -29,6 +29,26 @@ class DeviceService:
         phone = validate_phone(v, "phone_number", phone_number)
         v.raise_if_any()
         return await self._store.bind_phone(app.id, token, phone, self._clock.time())
+
+    async def register_device(
+        self, app: App, token: str, channel: int, phone_number: str = "", request_id: str = ""
+    ) -> Device:
+        """The device's channel (and phone, when given); a token marked invalid is valid again."""
+        v = Violations()
+        check_token(v, "token", token)
+        check_request_id(v, request_id)
+        chosen: Channel | None = None
+        if channel == 0:
+            v.add("channel", "required")
+        else:
+            try:
+                chosen = Channel(channel)
+            except ValueError:
+                v.add("channel", f"unknown channel {channel}")
+        phone = validate_phone(v, "phone_number", phone_number) if phone_number else ""
+        v.raise_if_any()
+        assert chosen is not None
+        return await self._store.register_device(app.id, token, chosen, phone, self._clock.time())
 
     async def unbind_phone(self, app: App, token: str, request_id: str = "") -> Device:
         self._check_token(token, request_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 from collections.abc import Iterable
@@ -31,19 +30,14 @@ from ..store.base import Store
 from ..supervisor import Supervisor
 from .broadcasts import BroadcastResolver
 from .pagination import decode_offset_token, encode_offset_token
-from .receipts import receipt_expiry
+from .channels import AppChannels
+from .deliveries import Deliveries, ReceiptMinter
 from .validation import PushDraft, Violations, page_size, validate_push
 
 log = logging.getLogger(__name__)
 
 RESUME_PAGE = 500  # pushes per page of the redelivery on start
 RESUME_CONCURRENCY = 64  # its deliveries under way at once
-
-
-class ReceiptMinter(Protocol):
-    """What deliveries need of services/receipts.py: one receipt per target."""
-
-    async def mint(self, app_id: int, push_id: str, token: str, expires_at: float) -> str: ...
 
 
 class FallbackArming(Protocol):
@@ -64,11 +58,12 @@ class PushService:
         min_delay_seconds: int = 300,
         receipts: ReceiptMinter | None = None,
         supervisor: Supervisor | None = None,
+        channels: AppChannels | None = None,
     ) -> None:
         self._supervisor = supervisor or Supervisor()
         self._store = store
-        self._receipts = receipts
-        self._channel = channel
+        # `channel` takes the targets routed to the log channel; `channels` the app's others.
+        self.deliveries = Deliveries(store, channel, clock, channels=channels, receipts=receipts)
         self._fallbacks = fallbacks
         self._clock = clock
         self._min_delay = min_delay_seconds
@@ -76,7 +71,7 @@ class PushService:
         self._resume: asyncio.Task[int] | None = None
         # TAG / ALL pushes: targets found, delivered and the fallback armed in the background.
         self.broadcasts = BroadcastResolver(
-            store, channel, fallbacks, clock, supervisor=self._supervisor, prepare=self._prepared
+            store, self.deliveries.deliver, fallbacks, clock, supervisor=self._supervisor
         )
 
     async def push(self, app: App, draft: PushDraft) -> PushReceipt:
@@ -129,7 +124,7 @@ class PushService:
                 else:
                     seen.add(token)
                     targets.append(Target(token))
-            return targets, unused
+            return await self._skip_invalid(app, targets, unused)
         seen_accounts: set[str] = set()
         accounts = [a for a in spec.account_list if not (a in seen_accounts or seen_accounts.add(a))]
         tokens_of = await self._store.tokens_of_accounts(app.id, accounts)
@@ -147,22 +142,41 @@ class PushService:
                 if token not in seen:  # a token shared by two accounts is one target
                     seen.add(token)
                     targets.append(Target(token, account))
-        return targets, unused
+        return await self._skip_invalid(app, targets, unused)
+
+    async def _skip_invalid(
+        self, app: App, targets: list[Target], unused: list[UnusedTarget]
+    ) -> tuple[list[Target], list[UnusedTarget]]:
+        """Tokens a channel called invalid are not targets until registered again."""
+        if not targets:
+            return targets, unused
+        routes = await self._store.device_routes(app.id, [t.token for t in targets])
+        if not any(r.invalid for r in routes.values()):
+            return targets, unused
+        kept = []
+        for t in targets:
+            route = routes.get(t.token)
+            if route is not None and route.invalid:
+                unused.append(UnusedTarget(t.token, UnusedTargetReason.INVALID_TOKEN))
+            else:
+                kept.append(t)
+        return kept, unused
 
     def _deliver(self, row_id: int, app_id: int, delivery: PushDelivery) -> asyncio.Task[None]:
         """Hand the push to the channel after it is durable; the caller does not wait for it.
-        Marked delivered afterwards, so a push accepted just before a crash is redelivered.
-        Each target gets its receipt here (the same one on a redelivery: minting is pure)."""
+        Marked delivered once every target has its outcome, so a push accepted just before a
+        crash is delivered after the restart to the targets not yet answered."""
 
         async def run() -> None:
-            nonlocal delivery
             try:
-                if self._receipts is not None:
-                    delivery = await self._with_receipts(app_id, delivery)
-                await self._channel.send(delivery)
+                if not await self.deliveries.deliver(row_id, app_id, delivery):
+                    return  # a channel broke: the rest goes on the next start
+            except Unavailable:
+                log.warning("push %s not delivered (database unreachable); delivered on a later start",
+                            delivery.push_id)
+                return
             except Exception:
-                # The channel's own failure: logged, and the push is redelivered on the next start.
-                log.exception("push channel failed for push %s", delivery.push_id)
+                log.exception("delivering push %s failed; delivered again on the next start", delivery.push_id)
                 return
             # A store that cannot record the mark is broken: that is a death (the supervisor).
             # A shared database that is briefly unreachable is not: the push stays marked
@@ -177,19 +191,6 @@ class PushService:
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return task
-
-    async def _prepared(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
-        """The delivery as the channel gets it: with a receipt per target when receipts are on."""
-        return await self._with_receipts(app_id, delivery) if self._receipts is not None else delivery
-
-    async def _with_receipts(self, app_id: int, delivery: PushDelivery) -> PushDelivery:
-        assert self._receipts is not None
-        expires = receipt_expiry(delivery.spec, delivery.expires_at)
-        mint = self._receipts.mint
-        targets = [
-            TargetPayload(t.token, await mint(app_id, delivery.push_id, t.token, expires)) for t in delivery.targets
-        ]
-        return dataclasses.replace(delivery, targets=tuple(targets))
 
     async def start_resume(self, *, page: int = RESUME_PAGE, concurrency: int = RESUME_CONCURRENCY) -> None:
         """On start: redeliver, in the background, the pushes accepted before now that never

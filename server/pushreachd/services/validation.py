@@ -92,6 +92,8 @@ class PushDraft:
     channel_rules: list[tuple[str, bool]] = field(default_factory=list)  # (channel, disable)
     tag_rules: list[TagRuleDraft] = field(default_factory=list)
     account_push_type: int = 0  # AccountPushType; 0: ALL_DEVICES
+    collapse_id: str = ""
+    early_on_push_failure: bool = False
 
 
 @dataclass(slots=True)
@@ -185,6 +187,10 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         v.add("expire_time", f"between 0 and {limits.MAX_EXPIRE_SECONDS} seconds")
     sms_info = _sms_info(v, d, min_delay_seconds) if d.resend_by_sms else None
     vendor = _vendor_options(v, d)
+    if len(d.collapse_id.encode()) > limits.MAX_COLLAPSE_ID_BYTES:
+        v.add("collapse_id", f"at most {limits.MAX_COLLAPSE_ID_BYTES} bytes (APNs apns-collapse-id)")
+    elif _CONTROL.search(d.collapse_id):
+        v.add("collapse_id", "must not contain control characters")
     v.raise_if_any()
     return PushSpec(
         audience_type=audience,
@@ -201,9 +207,11 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         vendor=vendor,
         tag_rules=rules,
         account_push_type=account_push_type,
+        collapse_id=d.collapse_id,
     )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CHANNEL_ID = re.compile(r"[!-~]{1,64}")
 _CATEGORY = re.compile(r"[A-Z][A-Z_]{0,31}")
 
@@ -359,6 +367,7 @@ def _sms_info(v: Violations, d: PushDraft, min_delay: int) -> SmsInfo | None:
         sms_template_id=d.sms_template_id,
         sms_app_id=d.sms_app_id,
         sms_template_params=tuple(d.sms_template_params),
+        early_on_push_failure=d.early_on_push_failure,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 from ..model import (
     App,
     Broadcast,
+    Channel,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -36,7 +37,9 @@ from ..model import (
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
+    Route,
     Statistics,
+    TargetOutcome,
     TargetView,
 )
 
@@ -117,11 +120,36 @@ class Store(Protocol):
     async def set_sms_credentials(self, app_id: int, blob: bytes) -> App: ...
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App: ...
     async def reseal_sms_credentials(
-        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+        self,
+        reseal: Callable[[str, bytes], bytes],
+        reseal_secret: Callable[[str, bytes], bytes] | None = None,
+        reseal_channel: Callable[[str, Channel, bytes], bytes] | None = None,
     ) -> int:
-        """Replace every app's credentials blob by reseal(access_id, blob), and every sealed
-        app secret by reseal_secret(access_id, blob), all in one transaction: if either raises
-        for any app, no row changes. Returns the apps whose SMS credentials changed."""
+        """Replace every app's credentials blob by reseal(access_id, blob), every sealed app
+        secret by reseal_secret(access_id, blob) and every channel credentials blob by
+        reseal_channel(access_id, channel, blob), all in one transaction: if any raises, no row
+        changes. Returns the apps whose SMS credentials changed."""
+
+    # push channels
+    async def set_channel_credentials(self, app_id: int, channel: Channel, blob: bytes, now: float) -> App:
+        """Store (or replace) one channel's sealed credentials; the app after it."""
+
+    async def channel_credentials(self, app_id: int) -> dict[Channel, bytes]:
+        """The app's sealed credentials blob per channel."""
+
+    async def register_device(self, app_id: int, token: str, channel: Channel, phone: str, now: float) -> Device:
+        """Set the device's channel and make its token valid again; bind `phone` when given."""
+
+    async def device_routes(self, app_id: int, tokens: list[str]) -> dict[str, Route]:
+        """The route of each of `tokens` that was registered or called invalid; the others
+        take the app's default channel."""
+
+    async def record_outcomes(self, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
+        """Record each target's push outcome (never over an earlier answer) and mark the
+        tokens answered INVALID_TOKEN invalid on their device, in one transaction."""
+
+    async def pending_fallback_job(self, push: int) -> FireJob | None:
+        """The push's fallback as a job while it is PENDING (not claimed); else None."""
 
     # receipt keys (services/receipts.py)
     async def receipt_keys(self, app_id: int) -> list[ReceiptKey]:

@@ -23,43 +23,48 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pushreach.v1 import device_pb2 as pushreach_dot_v1_dot_device__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pushreach/v1/admin.proto\x12\x0cpushreach.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0fRateLimitPolicy\x12%\n\x1dsame_content_interval_seconds\x18\x01 \x01(\r\x12\x13\n\x0b\x64\x61ily_limit\x18\x02 \x01(\r\x12\x11\n\ttime_zone\x18\x03 \x01(\t\"\xae\x01\n\x03\x41pp\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13sms_credentials_set\x18\x04 \x01(\x08\x12\x38\n\x11rate_limit_policy\x18\x05 \x01(\x0b\x32\x1d.pushreach.v1.RateLimitPolicy\"2\n\x10\x43reateAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\tJ\x04\x08\x02\x10\x03R\nrequest_id\"G\n\x11\x43reateAppResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\x12\x12\n\nsecret_key\x18\x02 \x01(\t\"\"\n\rGetAppRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\"0\n\x0eGetAppResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\"8\n\x0fListAppsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x10ListAppsResponse\x12\x1f\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x11.pushreach.v1.App\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x16RotateAppSecretRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\"-\n\x17RotateAppSecretResponse\x12\x12\n\nsecret_key\x18\x01 \x01(\t\"T\n\x18SetSmsCredentialsRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12\x11\n\tsecret_id\x18\x02 \x01(\t\x12\x12\n\nsecret_key\x18\x03 \x01(\t\";\n\x19SetSmsCredentialsResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\"]\n\x19SetRateLimitPolicyRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.pushreach.v1.RateLimitPolicy\"<\n\x1aSetRateLimitPolicyResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App2\x9b\x04\n\x0c\x41\x64minService\x12L\n\tCreateApp\x12\x1e.pushreach.v1.CreateAppRequest\x1a\x1f.pushreach.v1.CreateAppResponse\x12\x43\n\x06GetApp\x12\x1b.pushreach.v1.GetAppRequest\x1a\x1c.pushreach.v1.GetAppResponse\x12I\n\x08ListApps\x12\x1d.pushreach.v1.ListAppsRequest\x1a\x1e.pushreach.v1.ListAppsResponse\x12^\n\x0fRotateAppSecret\x12$.pushreach.v1.RotateAppSecretRequest\x1a%.pushreach.v1.RotateAppSecretResponse\x12\x64\n\x11SetSmsCredentials\x12&.pushreach.v1.SetSmsCredentialsRequest\x1a\'.pushreach.v1.SetSmsCredentialsResponse\x12g\n\x12SetRateLimitPolicy\x12\'.pushreach.v1.SetRateLimitPolicyRequest\x1a(.pushreach.v1.SetRateLimitPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pushreach/v1/admin.proto\x12\x0cpushreach.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19pushreach/v1/device.proto\"`\n\x0fRateLimitPolicy\x12%\n\x1dsame_content_interval_seconds\x18\x01 \x01(\r\x12\x13\n\x0b\x64\x61ily_limit\x18\x02 \x01(\r\x12\x11\n\ttime_zone\x18\x03 \x01(\t\"\xd7\x01\n\x03\x41pp\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13sms_credentials_set\x18\x04 \x01(\x08\x12\x38\n\x11rate_limit_policy\x18\x05 \x01(\x0b\x32\x1d.pushreach.v1.RateLimitPolicy\x12\'\n\x08\x63hannels\x18\x06 \x03(\x0e\x32\x15.pushreach.v1.Channel\"2\n\x10\x43reateAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\tJ\x04\x08\x02\x10\x03R\nrequest_id\"G\n\x11\x43reateAppResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\x12\x12\n\nsecret_key\x18\x02 \x01(\t\"\"\n\rGetAppRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\"0\n\x0eGetAppResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\"8\n\x0fListAppsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x10ListAppsResponse\x12\x1f\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x11.pushreach.v1.App\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x16RotateAppSecretRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\"-\n\x17RotateAppSecretResponse\x12\x12\n\nsecret_key\x18\x01 \x01(\t\"T\n\x18SetSmsCredentialsRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12\x11\n\tsecret_id\x18\x02 \x01(\t\x12\x12\n\nsecret_key\x18\x03 \x01(\t\";\n\x19SetSmsCredentialsResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\"s\n\x1cSetChannelCredentialsRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12&\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x15.pushreach.v1.Channel\x12\x18\n\x10\x63redentials_json\x18\x03 \x01(\t\"?\n\x1dSetChannelCredentialsResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App\"]\n\x19SetRateLimitPolicyRequest\x12\x11\n\taccess_id\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.pushreach.v1.RateLimitPolicy\"<\n\x1aSetRateLimitPolicyResponse\x12\x1e\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x11.pushreach.v1.App2\x8d\x05\n\x0c\x41\x64minService\x12L\n\tCreateApp\x12\x1e.pushreach.v1.CreateAppRequest\x1a\x1f.pushreach.v1.CreateAppResponse\x12\x43\n\x06GetApp\x12\x1b.pushreach.v1.GetAppRequest\x1a\x1c.pushreach.v1.GetAppResponse\x12I\n\x08ListApps\x12\x1d.pushreach.v1.ListAppsRequest\x1a\x1e.pushreach.v1.ListAppsResponse\x12^\n\x0fRotateAppSecret\x12$.pushreach.v1.RotateAppSecretRequest\x1a%.pushreach.v1.RotateAppSecretResponse\x12\x64\n\x11SetSmsCredentials\x12&.pushreach.v1.SetSmsCredentialsRequest\x1a\'.pushreach.v1.SetSmsCredentialsResponse\x12g\n\x12SetRateLimitPolicy\x12\'.pushreach.v1.SetRateLimitPolicyRequest\x1a(.pushreach.v1.SetRateLimitPolicyResponse\x12p\n\x15SetChannelCredentials\x12*.pushreach.v1.SetChannelCredentialsRequest\x1a+.pushreach.v1.SetChannelCredentialsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pushreach.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RATELIMITPOLICY']._serialized_start=75
-  _globals['_RATELIMITPOLICY']._serialized_end=171
-  _globals['_APP']._serialized_start=174
-  _globals['_APP']._serialized_end=348
-  _globals['_CREATEAPPREQUEST']._serialized_start=350
-  _globals['_CREATEAPPREQUEST']._serialized_end=400
-  _globals['_CREATEAPPRESPONSE']._serialized_start=402
-  _globals['_CREATEAPPRESPONSE']._serialized_end=473
-  _globals['_GETAPPREQUEST']._serialized_start=475
-  _globals['_GETAPPREQUEST']._serialized_end=509
-  _globals['_GETAPPRESPONSE']._serialized_start=511
-  _globals['_GETAPPRESPONSE']._serialized_end=559
-  _globals['_LISTAPPSREQUEST']._serialized_start=561
-  _globals['_LISTAPPSREQUEST']._serialized_end=617
-  _globals['_LISTAPPSRESPONSE']._serialized_start=619
-  _globals['_LISTAPPSRESPONSE']._serialized_end=695
-  _globals['_ROTATEAPPSECRETREQUEST']._serialized_start=697
-  _globals['_ROTATEAPPSECRETREQUEST']._serialized_end=740
-  _globals['_ROTATEAPPSECRETRESPONSE']._serialized_start=742
-  _globals['_ROTATEAPPSECRETRESPONSE']._serialized_end=787
-  _globals['_SETSMSCREDENTIALSREQUEST']._serialized_start=789
-  _globals['_SETSMSCREDENTIALSREQUEST']._serialized_end=873
-  _globals['_SETSMSCREDENTIALSRESPONSE']._serialized_start=875
-  _globals['_SETSMSCREDENTIALSRESPONSE']._serialized_end=934
-  _globals['_SETRATELIMITPOLICYREQUEST']._serialized_start=936
-  _globals['_SETRATELIMITPOLICYREQUEST']._serialized_end=1029
-  _globals['_SETRATELIMITPOLICYRESPONSE']._serialized_start=1031
-  _globals['_SETRATELIMITPOLICYRESPONSE']._serialized_end=1091
-  _globals['_ADMINSERVICE']._serialized_start=1094
-  _globals['_ADMINSERVICE']._serialized_end=1633
+  _globals['_RATELIMITPOLICY']._serialized_start=102
+  _globals['_RATELIMITPOLICY']._serialized_end=198
+  _globals['_APP']._serialized_start=201
+  _globals['_APP']._serialized_end=416
+  _globals['_CREATEAPPREQUEST']._serialized_start=418
+  _globals['_CREATEAPPREQUEST']._serialized_end=468
+  _globals['_CREATEAPPRESPONSE']._serialized_start=470
+  _globals['_CREATEAPPRESPONSE']._serialized_end=541
+  _globals['_GETAPPREQUEST']._serialized_start=543
+  _globals['_GETAPPREQUEST']._serialized_end=577
+  _globals['_GETAPPRESPONSE']._serialized_start=579
+  _globals['_GETAPPRESPONSE']._serialized_end=627
+  _globals['_LISTAPPSREQUEST']._serialized_start=629
+  _globals['_LISTAPPSREQUEST']._serialized_end=685
+  _globals['_LISTAPPSRESPONSE']._serialized_start=687
+  _globals['_LISTAPPSRESPONSE']._serialized_end=763
+  _globals['_ROTATEAPPSECRETREQUEST']._serialized_start=765
+  _globals['_ROTATEAPPSECRETREQUEST']._serialized_end=808
+  _globals['_ROTATEAPPSECRETRESPONSE']._serialized_start=810
+  _globals['_ROTATEAPPSECRETRESPONSE']._serialized_end=855
+  _globals['_SETSMSCREDENTIALSREQUEST']._serialized_start=857
+  _globals['_SETSMSCREDENTIALSREQUEST']._serialized_end=941
+  _globals['_SETSMSCREDENTIALSRESPONSE']._serialized_start=943
+  _globals['_SETSMSCREDENTIALSRESPONSE']._serialized_end=1002
+  _globals['_SETCHANNELCREDENTIALSREQUEST']._serialized_start=1004
+  _globals['_SETCHANNELCREDENTIALSREQUEST']._serialized_end=1119
+  _globals['_SETCHANNELCREDENTIALSRESPONSE']._serialized_start=1121
+  _globals['_SETCHANNELCREDENTIALSRESPONSE']._serialized_end=1184
+  _globals['_SETRATELIMITPOLICYREQUEST']._serialized_start=1186
+  _globals['_SETRATELIMITPOLICYREQUEST']._serialized_end=1279
+  _globals['_SETRATELIMITPOLICYRESPONSE']._serialized_start=1281
+  _globals['_SETRATELIMITPOLICYRESPONSE']._serialized_end=1341
+  _globals['_ADMINSERVICE']._serialized_start=1344
+  _globals['_ADMINSERVICE']._serialized_end=1997
 # @@protoc_insertion_point(module_scope)

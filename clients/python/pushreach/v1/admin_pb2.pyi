@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from pushreach.v1 import device_pb2 as _device_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -66,6 +67,7 @@ class App(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SMS_CREDENTIALS_SET_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_POLICY_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     access_id: _builtins.str
     """The app's public id (TPNS AccessID)."""
     name: _builtins.str
@@ -80,6 +82,10 @@ class App(_message.Message):
     def rate_limit_policy(self) -> Global___RateLimitPolicy:
         """Per-number SMS limits in force."""
 
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_device_pb2.Channel.ValueType]:
+        """The push channels whose credentials are set (never shown), in Channel order."""
+
     def __init__(
         self,
         *,
@@ -88,10 +94,11 @@ class App(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         sms_credentials_set: _builtins.bool = ...,
         rate_limit_policy: Global___RateLimitPolicy | None = ...,
+        channels: _abc.Iterable[_device_pb2.Channel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "rate_limit_policy", b"rate_limit_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_id", b"access_id", "create_time", b"create_time", "name", b"name", "rate_limit_policy", b"rate_limit_policy", "sms_credentials_set", b"sms_credentials_set"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_id", b"access_id", "channels", b"channels", "create_time", b"create_time", "name", b"name", "rate_limit_policy", b"rate_limit_policy", "sms_credentials_set", b"sms_credentials_set"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,6 +351,63 @@ class SetSmsCredentialsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetSmsCredentialsResponse: _TypeAlias = SetSmsCredentialsResponse  # noqa: Y015
+
+@_typing.final
+class SetChannelCredentialsRequest(_message.Message):
+    """One push channel's credentials for an app; they replace any set before for that channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_JSON_FIELD_NUMBER: _builtins.int
+    access_id: _builtins.str
+    """The app. Required."""
+    channel: _device_pb2.Channel.ValueType
+    """The channel: any but UNSPECIFIED and LOG. Required."""
+    credentials_json: _builtins.str
+    """The credentials file's JSON text, as docs/CHANNELS.md describes per channel: APNs
+    {"key_id", "team_id", "topic", "private_key"}, FCM the service-account JSON, webhook
+    {"url", "secret"}, Huawei {"app_id", "client_secret"}, ... Required, at most 64 KiB.
+    """
+    def __init__(
+        self,
+        *,
+        access_id: _builtins.str = ...,
+        channel: _device_pb2.Channel.ValueType = ...,
+        credentials_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_id", b"access_id", "channel", b"channel", "credentials_json", b"credentials_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChannelCredentialsRequest: _TypeAlias = SetChannelCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class SetChannelCredentialsResponse(_message.Message):
+    """The app after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def app(self) -> Global___App:
+        """The app; `channels` includes the channel, the credentials are not shown."""
+
+    def __init__(
+        self,
+        *,
+        app: Global___App | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChannelCredentialsResponse: _TypeAlias = SetChannelCredentialsResponse  # noqa: Y015
 
 @_typing.final
 class SetRateLimitPolicyRequest(_message.Message):

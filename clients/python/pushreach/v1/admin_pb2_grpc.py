@@ -68,6 +68,11 @@ class AdminServiceStub:
                 request_serializer=pushreach_dot_v1_dot_admin__pb2.SetRateLimitPolicyRequest.SerializeToString,
                 response_deserializer=pushreach_dot_v1_dot_admin__pb2.SetRateLimitPolicyResponse.FromString,
                 _registered_method=True)
+        self.SetChannelCredentials = channel.unary_unary(
+                '/pushreach.v1.AdminService/SetChannelCredentials',
+                request_serializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -120,6 +125,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetChannelCredentials(self, request, context):
+        """SetChannelCredentials stores the credentials of one push channel of the app (an APNs
+        key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
+        sealed at rest. They are never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +166,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetRateLimitPolicy,
                     request_deserializer=pushreach_dot_v1_dot_admin__pb2.SetRateLimitPolicyRequest.FromString,
                     response_serializer=pushreach_dot_v1_dot_admin__pb2.SetRateLimitPolicyResponse.SerializeToString,
+            ),
+            'SetChannelCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetChannelCredentials,
+                    request_deserializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +339,33 @@ class AdminService:
             '/pushreach.v1.AdminService/SetRateLimitPolicy',
             pushreach_dot_v1_dot_admin__pb2.SetRateLimitPolicyRequest.SerializeToString,
             pushreach_dot_v1_dot_admin__pb2.SetRateLimitPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetChannelCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.AdminService/SetChannelCredentials',
+            pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsRequest.SerializeToString,
+            pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class AdminServiceStub:
     """
     SetRateLimitPolicy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetRateLimitPolicyRequest, _admin_pb2.SetRateLimitPolicyResponse]
     """SetRateLimitPolicy changes the app's per-number SMS limits."""
+    SetChannelCredentials: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetChannelCredentialsRequest, _admin_pb2.SetChannelCredentialsResponse]
+    """SetChannelCredentials stores the credentials of one push channel of the app (an APNs
+    key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
+    sealed at rest. They are never returned.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -75,6 +80,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     SetRateLimitPolicy: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetRateLimitPolicyRequest, _admin_pb2.SetRateLimitPolicyResponse]  # type: ignore[assignment]
     """SetRateLimitPolicy changes the app's per-number SMS limits."""
+    SetChannelCredentials: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetChannelCredentialsRequest, _admin_pb2.SetChannelCredentialsResponse]  # type: ignore[assignment]
+    """SetChannelCredentials stores the credentials of one push channel of the app (an APNs
+    key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
+    sealed at rest. They are never returned.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService manages apps. It needs the operator's admin token
@@ -132,5 +142,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetRateLimitPolicyResponse, _abc.Awaitable[_admin_pb2.SetRateLimitPolicyResponse]]:
         """SetRateLimitPolicy changes the app's per-number SMS limits."""
+
+    @_abc_1.abstractmethod
+    def SetChannelCredentials(
+        self,
+        request: _admin_pb2.SetChannelCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetChannelCredentialsResponse, _abc.Awaitable[_admin_pb2.SetChannelCredentialsResponse]]:
+        """SetChannelCredentials stores the credentials of one push channel of the app (an APNs
+        key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
+        sealed at rest. They are never returned.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,55 +25,63 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pushreach/v1/device.proto\x12\x0cpushreach.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x06\x44\x65vice\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63ounts\x18\x03 \x03(\t\x12;\n\x12notification_state\x18\x04 \x01(\x0e\x32\x1f.pushreach.v1.NotificationState\x12;\n\x17notification_state_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x32 \x03(\t\"K\n\x10\x42indPhoneRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"M\n\x11\x42indPhoneResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\x12\x12\n\ndevice_key\x18\x1e \x01(\t\"7\n\x12UnbindPhoneRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\";\n\x13UnbindPhoneResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"H\n\x12\x42indAccountRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x13\x42indAccountResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"J\n\x14UnbindAccountRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x15UnbindAccountResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"!\n\x10GetDeviceRequest\x12\r\n\x05token\x18\x01 \x01(\t\"9\n\x11GetDeviceResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"&\n\x08TokenTag\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\"i\n\x0e\x41\x64\x64TagsRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12%\n\x05pairs\x18\x03 \x03(\x0b\x32\x16.pushreach.v1.TokenTag\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x11\n\x0f\x41\x64\x64TagsResponse\"l\n\x11RemoveTagsRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12%\n\x05pairs\x18\x03 \x03(\x0b\x32\x16.pushreach.v1.TokenTag\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x14\n\x12RemoveTagsResponse\"A\n\x0eSetTagsRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x0fSetTagsResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"6\n\x10\x43learTagsRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x13\n\x11\x43learTagsResponse*x\n\x11NotificationState\x12\"\n\x1eNOTIFICATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aNOTIFICATION_STATE_ENABLED\x10\x01\x12\x1f\n\x1bNOTIFICATION_STATE_DISABLED\x10\x02\x32\xdc\x05\n\rDeviceService\x12L\n\tBindPhone\x12\x1e.pushreach.v1.BindPhoneRequest\x1a\x1f.pushreach.v1.BindPhoneResponse\x12R\n\x0bUnbindPhone\x12 .pushreach.v1.UnbindPhoneRequest\x1a!.pushreach.v1.UnbindPhoneResponse\x12R\n\x0b\x42indAccount\x12 .pushreach.v1.BindAccountRequest\x1a!.pushreach.v1.BindAccountResponse\x12X\n\rUnbindAccount\x12\".pushreach.v1.UnbindAccountRequest\x1a#.pushreach.v1.UnbindAccountResponse\x12L\n\tGetDevice\x12\x1e.pushreach.v1.GetDeviceRequest\x1a\x1f.pushreach.v1.GetDeviceResponse\x12\x46\n\x07\x41\x64\x64Tags\x12\x1c.pushreach.v1.AddTagsRequest\x1a\x1d.pushreach.v1.AddTagsResponse\x12O\n\nRemoveTags\x12\x1f.pushreach.v1.RemoveTagsRequest\x1a .pushreach.v1.RemoveTagsResponse\x12\x46\n\x07SetTags\x12\x1c.pushreach.v1.SetTagsRequest\x1a\x1d.pushreach.v1.SetTagsResponse\x12L\n\tClearTags\x12\x1e.pushreach.v1.ClearTagsRequest\x1a\x1f.pushreach.v1.ClearTagsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pushreach/v1/device.proto\x12\x0cpushreach.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x03\n\x06\x44\x65vice\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63ounts\x18\x03 \x03(\t\x12;\n\x12notification_state\x18\x04 \x01(\x0e\x32\x1f.pushreach.v1.NotificationState\x12;\n\x17notification_state_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x32 \x03(\t\x12&\n\x07\x63hannel\x18< \x01(\x0e\x32\x15.pushreach.v1.Channel\x12-\n\x0btoken_state\x18= \x01(\x0e\x32\x18.pushreach.v1.TokenState\x12\x36\n\x12token_invalid_time\x18> \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14token_invalid_reason\x18? \x01(\t\"x\n\x15RegisterDeviceRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12&\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x15.pushreach.v1.Channel\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"R\n\x16RegisterDeviceResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\x12\x12\n\ndevice_key\x18\x02 \x01(\t\"K\n\x10\x42indPhoneRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"M\n\x11\x42indPhoneResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\x12\x12\n\ndevice_key\x18\x1e \x01(\t\"7\n\x12UnbindPhoneRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\";\n\x13UnbindPhoneResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"H\n\x12\x42indAccountRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x13\x42indAccountResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"J\n\x14UnbindAccountRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x15UnbindAccountResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"!\n\x10GetDeviceRequest\x12\r\n\x05token\x18\x01 \x01(\t\"9\n\x11GetDeviceResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"&\n\x08TokenTag\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\"i\n\x0e\x41\x64\x64TagsRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12%\n\x05pairs\x18\x03 \x03(\x0b\x32\x16.pushreach.v1.TokenTag\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x11\n\x0f\x41\x64\x64TagsResponse\"l\n\x11RemoveTagsRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12%\n\x05pairs\x18\x03 \x03(\x0b\x32\x16.pushreach.v1.TokenTag\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x14\n\x12RemoveTagsResponse\"A\n\x0eSetTagsRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x0fSetTagsResponse\x12$\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x14.pushreach.v1.Device\"6\n\x10\x43learTagsRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x13\n\x11\x43learTagsResponse*x\n\x11NotificationState\x12\"\n\x1eNOTIFICATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aNOTIFICATION_STATE_ENABLED\x10\x01\x12\x1f\n\x1bNOTIFICATION_STATE_DISABLED\x10\x02*\xc7\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HANNEL_APNS\x10\x01\x12\x0f\n\x0b\x43HANNEL_FCM\x10\x02\x12\x0f\n\x0b\x43HANNEL_HMS\x10\x03\x12\x11\n\rCHANNEL_HONOR\x10\x04\x12\x12\n\x0e\x43HANNEL_XIAOMI\x10\x05\x12\x10\n\x0c\x43HANNEL_OPPO\x10\x06\x12\x10\n\x0c\x43HANNEL_VIVO\x10\x07\x12\x13\n\x0f\x43HANNEL_WEBHOOK\x10\x08\x12\x0f\n\x0b\x43HANNEL_LOG\x10\t*Y\n\nTokenState\x12\x1b\n\x17TOKEN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_STATE_VALID\x10\x01\x12\x17\n\x13TOKEN_STATE_INVALID\x10\x02\x32\xb9\x06\n\rDeviceService\x12L\n\tBindPhone\x12\x1e.pushreach.v1.BindPhoneRequest\x1a\x1f.pushreach.v1.BindPhoneResponse\x12[\n\x0eRegisterDevice\x12#.pushreach.v1.RegisterDeviceRequest\x1a$.pushreach.v1.RegisterDeviceResponse\x12R\n\x0bUnbindPhone\x12 .pushreach.v1.UnbindPhoneRequest\x1a!.pushreach.v1.UnbindPhoneResponse\x12R\n\x0b\x42indAccount\x12 .pushreach.v1.BindAccountRequest\x1a!.pushreach.v1.BindAccountResponse\x12X\n\rUnbindAccount\x12\".pushreach.v1.UnbindAccountRequest\x1a#.pushreach.v1.UnbindAccountResponse\x12L\n\tGetDevice\x12\x1e.pushreach.v1.GetDeviceRequest\x1a\x1f.pushreach.v1.GetDeviceResponse\x12\x46\n\x07\x41\x64\x64Tags\x12\x1c.pushreach.v1.AddTagsRequest\x1a\x1d.pushreach.v1.AddTagsResponse\x12O\n\nRemoveTags\x12\x1f.pushreach.v1.RemoveTagsRequest\x1a .pushreach.v1.RemoveTagsResponse\x12\x46\n\x07SetTags\x12\x1c.pushreach.v1.SetTagsRequest\x1a\x1d.pushreach.v1.SetTagsResponse\x12L\n\tClearTags\x12\x1e.pushreach.v1.ClearTagsRequest\x1a\x1f.pushreach.v1.ClearTagsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pushreach.v1.device_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTIFICATIONSTATE']._serialized_start=1468
-  _globals['_NOTIFICATIONSTATE']._serialized_end=1588
+  _globals['_NOTIFICATIONSTATE']._serialized_start=1847
+  _globals['_NOTIFICATIONSTATE']._serialized_end=1967
+  _globals['_CHANNEL']._serialized_start=1970
+  _globals['_CHANNEL']._serialized_end=2169
+  _globals['_TOKENSTATE']._serialized_start=2171
+  _globals['_TOKENSTATE']._serialized_end=2260
   _globals['_DEVICE']._serialized_start=77
-  _globals['_DEVICE']._serialized_end=325
-  _globals['_BINDPHONEREQUEST']._serialized_start=327
-  _globals['_BINDPHONEREQUEST']._serialized_end=402
-  _globals['_BINDPHONERESPONSE']._serialized_start=404
-  _globals['_BINDPHONERESPONSE']._serialized_end=481
-  _globals['_UNBINDPHONEREQUEST']._serialized_start=483
-  _globals['_UNBINDPHONEREQUEST']._serialized_end=538
-  _globals['_UNBINDPHONERESPONSE']._serialized_start=540
-  _globals['_UNBINDPHONERESPONSE']._serialized_end=599
-  _globals['_BINDACCOUNTREQUEST']._serialized_start=601
-  _globals['_BINDACCOUNTREQUEST']._serialized_end=673
-  _globals['_BINDACCOUNTRESPONSE']._serialized_start=675
-  _globals['_BINDACCOUNTRESPONSE']._serialized_end=734
-  _globals['_UNBINDACCOUNTREQUEST']._serialized_start=736
-  _globals['_UNBINDACCOUNTREQUEST']._serialized_end=810
-  _globals['_UNBINDACCOUNTRESPONSE']._serialized_start=812
-  _globals['_UNBINDACCOUNTRESPONSE']._serialized_end=873
-  _globals['_GETDEVICEREQUEST']._serialized_start=875
-  _globals['_GETDEVICEREQUEST']._serialized_end=908
-  _globals['_GETDEVICERESPONSE']._serialized_start=910
-  _globals['_GETDEVICERESPONSE']._serialized_end=967
-  _globals['_TOKENTAG']._serialized_start=969
-  _globals['_TOKENTAG']._serialized_end=1007
-  _globals['_ADDTAGSREQUEST']._serialized_start=1009
-  _globals['_ADDTAGSREQUEST']._serialized_end=1114
-  _globals['_ADDTAGSRESPONSE']._serialized_start=1116
-  _globals['_ADDTAGSRESPONSE']._serialized_end=1133
-  _globals['_REMOVETAGSREQUEST']._serialized_start=1135
-  _globals['_REMOVETAGSREQUEST']._serialized_end=1243
-  _globals['_REMOVETAGSRESPONSE']._serialized_start=1245
-  _globals['_REMOVETAGSRESPONSE']._serialized_end=1265
-  _globals['_SETTAGSREQUEST']._serialized_start=1267
-  _globals['_SETTAGSREQUEST']._serialized_end=1332
-  _globals['_SETTAGSRESPONSE']._serialized_start=1334
-  _globals['_SETTAGSRESPONSE']._serialized_end=1389
-  _globals['_CLEARTAGSREQUEST']._serialized_start=1391
-  _globals['_CLEARTAGSREQUEST']._serialized_end=1445
-  _globals['_CLEARTAGSRESPONSE']._serialized_start=1447
-  _globals['_CLEARTAGSRESPONSE']._serialized_end=1466
-  _globals['_DEVICESERVICE']._serialized_start=1591
-  _globals['_DEVICESERVICE']._serialized_end=2323
+  _globals['_DEVICE']._serialized_end=498
+  _globals['_REGISTERDEVICEREQUEST']._serialized_start=500
+  _globals['_REGISTERDEVICEREQUEST']._serialized_end=620
+  _globals['_REGISTERDEVICERESPONSE']._serialized_start=622
+  _globals['_REGISTERDEVICERESPONSE']._serialized_end=704
+  _globals['_BINDPHONEREQUEST']._serialized_start=706
+  _globals['_BINDPHONEREQUEST']._serialized_end=781
+  _globals['_BINDPHONERESPONSE']._serialized_start=783
+  _globals['_BINDPHONERESPONSE']._serialized_end=860
+  _globals['_UNBINDPHONEREQUEST']._serialized_start=862
+  _globals['_UNBINDPHONEREQUEST']._serialized_end=917
+  _globals['_UNBINDPHONERESPONSE']._serialized_start=919
+  _globals['_UNBINDPHONERESPONSE']._serialized_end=978
+  _globals['_BINDACCOUNTREQUEST']._serialized_start=980
+  _globals['_BINDACCOUNTREQUEST']._serialized_end=1052
+  _globals['_BINDACCOUNTRESPONSE']._serialized_start=1054
+  _globals['_BINDACCOUNTRESPONSE']._serialized_end=1113
+  _globals['_UNBINDACCOUNTREQUEST']._serialized_start=1115
+  _globals['_UNBINDACCOUNTREQUEST']._serialized_end=1189
+  _globals['_UNBINDACCOUNTRESPONSE']._serialized_start=1191
+  _globals['_UNBINDACCOUNTRESPONSE']._serialized_end=1252
+  _globals['_GETDEVICEREQUEST']._serialized_start=1254
+  _globals['_GETDEVICEREQUEST']._serialized_end=1287
+  _globals['_GETDEVICERESPONSE']._serialized_start=1289
+  _globals['_GETDEVICERESPONSE']._serialized_end=1346
+  _globals['_TOKENTAG']._serialized_start=1348
+  _globals['_TOKENTAG']._serialized_end=1386
+  _globals['_ADDTAGSREQUEST']._serialized_start=1388
+  _globals['_ADDTAGSREQUEST']._serialized_end=1493
+  _globals['_ADDTAGSRESPONSE']._serialized_start=1495
+  _globals['_ADDTAGSRESPONSE']._serialized_end=1512
+  _globals['_REMOVETAGSREQUEST']._serialized_start=1514
+  _globals['_REMOVETAGSREQUEST']._serialized_end=1622
+  _globals['_REMOVETAGSRESPONSE']._serialized_start=1624
+  _globals['_REMOVETAGSRESPONSE']._serialized_end=1644
+  _globals['_SETTAGSREQUEST']._serialized_start=1646
+  _globals['_SETTAGSREQUEST']._serialized_end=1711
+  _globals['_SETTAGSRESPONSE']._serialized_start=1713
+  _globals['_SETTAGSRESPONSE']._serialized_end=1768
+  _globals['_CLEARTAGSREQUEST']._serialized_start=1770
+  _globals['_CLEARTAGSREQUEST']._serialized_end=1824
+  _globals['_CLEARTAGSRESPONSE']._serialized_start=1826
+  _globals['_CLEARTAGSRESPONSE']._serialized_end=1845
+  _globals['_DEVICESERVICE']._serialized_start=2263
+  _globals['_DEVICESERVICE']._serialized_end=3088
 # @@protoc_insertion_point(module_scope)

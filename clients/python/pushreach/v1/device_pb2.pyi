@@ -44,6 +44,86 @@ NOTIFICATION_STATE_DISABLED: NotificationState.ValueType  # 2
 """The device last reported notifications off (EVENT_TYPE_NOTIFICATION_DISABLED)."""
 Global___NotificationState: _TypeAlias = NotificationState  # noqa: Y015
 
+class _Channel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Channel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANNEL_UNSPECIFIED: _Channel.ValueType  # 0
+    """Not registered: the app's default (the webhook when the app has one, else the log)."""
+    CHANNEL_APNS: _Channel.ValueType  # 1
+    """Apple Push Notification service (HTTP/2, token auth)."""
+    CHANNEL_FCM: _Channel.ValueType  # 2
+    """Firebase Cloud Messaging (HTTP v1)."""
+    CHANNEL_HMS: _Channel.ValueType  # 3
+    """Huawei Push Kit."""
+    CHANNEL_HONOR: _Channel.ValueType  # 4
+    """Honor Push."""
+    CHANNEL_XIAOMI: _Channel.ValueType  # 5
+    """Xiaomi Push."""
+    CHANNEL_OPPO: _Channel.ValueType  # 6
+    """OPPO Push."""
+    CHANNEL_VIVO: _Channel.ValueType  # 7
+    """vivo Push."""
+    CHANNEL_WEBHOOK: _Channel.ValueType  # 8
+    """The app's own push sender, called over HTTPS with a signed body."""
+    CHANNEL_LOG: _Channel.ValueType  # 9
+    """Written to the service's log only (reaches no device)."""
+
+class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
+    """How a device is reached (DESIGN "Push channels")."""
+
+CHANNEL_UNSPECIFIED: Channel.ValueType  # 0
+"""Not registered: the app's default (the webhook when the app has one, else the log)."""
+CHANNEL_APNS: Channel.ValueType  # 1
+"""Apple Push Notification service (HTTP/2, token auth)."""
+CHANNEL_FCM: Channel.ValueType  # 2
+"""Firebase Cloud Messaging (HTTP v1)."""
+CHANNEL_HMS: Channel.ValueType  # 3
+"""Huawei Push Kit."""
+CHANNEL_HONOR: Channel.ValueType  # 4
+"""Honor Push."""
+CHANNEL_XIAOMI: Channel.ValueType  # 5
+"""Xiaomi Push."""
+CHANNEL_OPPO: Channel.ValueType  # 6
+"""OPPO Push."""
+CHANNEL_VIVO: Channel.ValueType  # 7
+"""vivo Push."""
+CHANNEL_WEBHOOK: Channel.ValueType  # 8
+"""The app's own push sender, called over HTTPS with a signed body."""
+CHANNEL_LOG: Channel.ValueType  # 9
+"""Written to the service's log only (reaches no device)."""
+Global___Channel: _TypeAlias = Channel  # noqa: Y015
+
+class _TokenState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_STATE_UNSPECIFIED: _TokenState.ValueType  # 0
+    """Never returned by the service."""
+    TOKEN_STATE_VALID: _TokenState.ValueType  # 1
+    """Pushes are sent to it."""
+    TOKEN_STATE_INVALID: _TokenState.ValueType  # 2
+    """The vendor called the token invalid (APNs 410, FCM UNREGISTERED, ...): pushes skip it
+    (listed in `unused_targets`) until it is registered again.
+    """
+
+class TokenState(_TokenState, metaclass=_TokenStateEnumTypeWrapper):
+    """Whether pushes can still use a device token."""
+
+TOKEN_STATE_UNSPECIFIED: TokenState.ValueType  # 0
+"""Never returned by the service."""
+TOKEN_STATE_VALID: TokenState.ValueType  # 1
+"""Pushes are sent to it."""
+TOKEN_STATE_INVALID: TokenState.ValueType  # 2
+"""The vendor called the token invalid (APNs 410, FCM UNREGISTERED, ...): pushes skip it
+(listed in `unused_targets`) until it is registered again.
+"""
+Global___TokenState: _TypeAlias = TokenState  # noqa: Y015
+
 @_typing.final
 class Device(_message.Message):
     """A device token of the app, with what is bound to it."""
@@ -57,12 +137,22 @@ class Device(_message.Message):
     NOTIFICATION_STATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    TOKEN_STATE_FIELD_NUMBER: _builtins.int
+    TOKEN_INVALID_TIME_FIELD_NUMBER: _builtins.int
+    TOKEN_INVALID_REASON_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """Device token, 1 to 256 printable ASCII characters."""
     phone_number: _builtins.str
     """Bound phone number in E.164 (+8613800138000); empty when none."""
     notification_state: Global___NotificationState.ValueType
     """Latest reported notification state."""
+    channel: Global___Channel.ValueType
+    """The channel it registered with; UNSPECIFIED when only bound (the app's default applies)."""
+    token_state: Global___TokenState.ValueType
+    """Whether pushes still use the token."""
+    token_invalid_reason: _builtins.str
+    """The vendor's reason (Unregistered, UNREGISTERED, 80300007, ...); empty while valid."""
     @_builtins.property
     def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Accounts bound to the token, in the order they were bound."""
@@ -79,6 +169,10 @@ class Device(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tags of the token, in the order they were added."""
 
+    @_builtins.property
+    def token_invalid_time(self) -> _timestamp_pb2.Timestamp:
+        """When the vendor called the token invalid; unset while it is valid."""
+
     def __init__(
         self,
         *,
@@ -89,14 +183,84 @@ class Device(_message.Message):
         notification_state_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        channel: Global___Channel.ValueType = ...,
+        token_state: Global___TokenState.ValueType = ...,
+        token_invalid_time: _timestamp_pb2.Timestamp | None = ...,
+        token_invalid_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["notification_state_time", b"notification_state_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notification_state_time", b"notification_state_time", "token_invalid_time", b"token_invalid_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "notification_state", b"notification_state", "notification_state_time", b"notification_state_time", "phone_number", b"phone_number", "tags", b"tags", "token", b"token", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "channel", b"channel", "notification_state", b"notification_state", "notification_state_time", b"notification_state_time", "phone_number", b"phone_number", "tags", b"tags", "token", b"token", "token_invalid_reason", b"token_invalid_reason", "token_invalid_time", b"token_invalid_time", "token_state", b"token_state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Device: _TypeAlias = Device  # noqa: Y015
+
+@_typing.final
+class RegisterDeviceRequest(_message.Message):
+    """Register a device token with the channel that reaches it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """Device token as the channel gave it to the app. Required, 1 to 256 printable ASCII
+    characters.
+    """
+    channel: Global___Channel.ValueType
+    """The channel. Required (not UNSPECIFIED)."""
+    phone_number: _builtins.str
+    """Phone number to bind, E.164 or a bare mainland China number (read as +86). Optional:
+    empty keeps the one bound before.
+    """
+    request_id: _builtins.str
+    """Idempotency key (AIP-155). Optional, at most 128 characters."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        phone_number: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "phone_number", b"phone_number", "request_id", b"request_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterDeviceRequest: _TypeAlias = RegisterDeviceRequest  # noqa: Y015
+
+@_typing.final
+class RegisterDeviceResponse(_message.Message):
+    """The device after the registration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    DEVICE_KEY_FIELD_NUMBER: _builtins.int
+    device_key: _builtins.str
+    """The key this device signs its notification-state reports with, as in BindPhoneResponse."""
+    @_builtins.property
+    def device(self) -> Global___Device:
+        """The device, with its channel and a valid token state."""
+
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+        device_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "device_key", b"device_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterDeviceResponse: _TypeAlias = RegisterDeviceResponse  # noqa: Y015
 
 @_typing.final
 class BindPhoneRequest(_message.Message):

@@ -41,6 +41,11 @@ class DeviceServiceStub:
                 request_serializer=pushreach_dot_v1_dot_device__pb2.BindPhoneRequest.SerializeToString,
                 response_deserializer=pushreach_dot_v1_dot_device__pb2.BindPhoneResponse.FromString,
                 _registered_method=True)
+        self.RegisterDevice = channel.unary_unary(
+                '/pushreach.v1.DeviceService/RegisterDevice',
+                request_serializer=pushreach_dot_v1_dot_device__pb2.RegisterDeviceRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_device__pb2.RegisterDeviceResponse.FromString,
+                _registered_method=True)
         self.UnbindPhone = channel.unary_unary(
                 '/pushreach.v1.DeviceService/UnbindPhone',
                 request_serializer=pushreach_dot_v1_dot_device__pb2.UnbindPhoneRequest.SerializeToString,
@@ -90,6 +95,15 @@ class DeviceServiceServicer:
 
     def BindPhone(self, request, context):
         """BindPhone binds a phone number to a token; binding again replaces the number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterDevice(self, request, context):
+        """RegisterDevice records the channel a device token is reached through (APNs, FCM, a
+        vendor, the app's webhook), optionally binding a phone number. Registering again moves
+        the device (a new channel) and makes a token marked invalid valid again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +175,11 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     request_deserializer=pushreach_dot_v1_dot_device__pb2.BindPhoneRequest.FromString,
                     response_serializer=pushreach_dot_v1_dot_device__pb2.BindPhoneResponse.SerializeToString,
             ),
+            'RegisterDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDevice,
+                    request_deserializer=pushreach_dot_v1_dot_device__pb2.RegisterDeviceRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_device__pb2.RegisterDeviceResponse.SerializeToString,
+            ),
             'UnbindPhone': grpc.unary_unary_rpc_method_handler(
                     servicer.UnbindPhone,
                     request_deserializer=pushreach_dot_v1_dot_device__pb2.UnbindPhoneRequest.FromString,
@@ -231,6 +250,33 @@ class DeviceService:
             '/pushreach.v1.DeviceService/BindPhone',
             pushreach_dot_v1_dot_device__pb2.BindPhoneRequest.SerializeToString,
             pushreach_dot_v1_dot_device__pb2.BindPhoneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.DeviceService/RegisterDevice',
+            pushreach_dot_v1_dot_device__pb2.RegisterDeviceRequest.SerializeToString,
+            pushreach_dot_v1_dot_device__pb2.RegisterDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class DeviceServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DeviceServiceAsyncStub: ...
     BindPhone: _grpc.UnaryUnaryMultiCallable[_device_pb2.BindPhoneRequest, _device_pb2.BindPhoneResponse]
     """BindPhone binds a phone number to a token; binding again replaces the number."""
+    RegisterDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.RegisterDeviceRequest, _device_pb2.RegisterDeviceResponse]
+    """RegisterDevice records the channel a device token is reached through (APNs, FCM, a
+    vendor, the app's webhook), optionally binding a phone number. Registering again moves
+    the device (a new channel) and makes a token marked invalid valid again.
+    """
     UnbindPhone: _grpc.UnaryUnaryMultiCallable[_device_pb2.UnbindPhoneRequest, _device_pb2.UnbindPhoneResponse]
     """UnbindPhone removes the token's phone number; unbinding an unbound token succeeds."""
     BindAccount: _grpc.UnaryUnaryMultiCallable[_device_pb2.BindAccountRequest, _device_pb2.BindAccountResponse]
@@ -66,6 +71,11 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     BindPhone: _aio.UnaryUnaryMultiCallable[_device_pb2.BindPhoneRequest, _device_pb2.BindPhoneResponse]  # type: ignore[assignment]
     """BindPhone binds a phone number to a token; binding again replaces the number."""
+    RegisterDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.RegisterDeviceRequest, _device_pb2.RegisterDeviceResponse]  # type: ignore[assignment]
+    """RegisterDevice records the channel a device token is reached through (APNs, FCM, a
+    vendor, the app's webhook), optionally binding a phone number. Registering again moves
+    the device (a new channel) and makes a token marked invalid valid again.
+    """
     UnbindPhone: _aio.UnaryUnaryMultiCallable[_device_pb2.UnbindPhoneRequest, _device_pb2.UnbindPhoneResponse]  # type: ignore[assignment]
     """UnbindPhone removes the token's phone number; unbinding an unbound token succeeds."""
     BindAccount: _aio.UnaryUnaryMultiCallable[_device_pb2.BindAccountRequest, _device_pb2.BindAccountResponse]  # type: ignore[assignment]
@@ -98,6 +108,17 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_device_pb2.BindPhoneResponse, _abc.Awaitable[_device_pb2.BindPhoneResponse]]:
         """BindPhone binds a phone number to a token; binding again replaces the number."""
+
+    @_abc_1.abstractmethod
+    def RegisterDevice(
+        self,
+        request: _device_pb2.RegisterDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.RegisterDeviceResponse, _abc.Awaitable[_device_pb2.RegisterDeviceResponse]]:
+        """RegisterDevice records the channel a device token is reached through (APNs, FCM, a
+        vendor, the app's webhook), optionally binding a phone number. Registering again moves
+        the device (a new channel) and makes a token marked invalid valid again.
+        """
 
     @_abc_1.abstractmethod
     def UnbindPhone(

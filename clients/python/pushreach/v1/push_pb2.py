@@ -23,64 +23,67 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pushreach.v1 import device_pb2 as pushreach_dot_v1_dot_device__pb2
 from pushreach.v1 import sms_pb2 as pushreach_dot_v1_dot_sms__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pushreach/v1/push.proto\x12\x0cpushreach.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16pushreach/v1/sms.proto\"X\n\x07Message\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12-\n\x07\x61ndroid\x18# \x01(\x0b\x32\x1c.pushreach.v1.AndroidMessage\"\xb6\x01\n\x0e\x41ndroidMessage\x12\x10\n\x08hw_ch_id\x18\x01 \x01(\t\x12\x13\n\x0bhw_category\x18\x02 \x01(\t\x12\x15\n\rhw_importance\x18\x03 \x01(\r\x12\x10\n\x08xm_ch_id\x18\x04 \x01(\t\x12\x12\n\noppo_ch_id\x18\x05 \x01(\t\x12\x15\n\roppo_category\x18\x06 \x01(\t\x12\x12\n\nvivo_ch_id\x18\x07 \x01(\t\x12\x15\n\rvivo_category\x18\x08 \x01(\t\"/\n\x0b\x43hannelRule\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07\x64isable\x18\x02 \x01(\x08\"\x9e\x01\n\x07TagItem\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12\x0e\n\x06is_not\x18\x02 \x01(\x08\x12\x30\n\rtags_operator\x18\x03 \x01(\x0e\x32\x19.pushreach.v1.TagOperator\x12\x31\n\x0eitems_operator\x18\x04 \x01(\x0e\x32\x19.pushreach.v1.TagOperator\x12\x10\n\x08tag_type\x18\x05 \x01(\t\"p\n\x07TagRule\x12(\n\ttag_items\x18\x01 \x03(\x0b\x32\x15.pushreach.v1.TagItem\x12+\n\x08operator\x18\x02 \x01(\x0e\x32\x19.pushreach.v1.TagOperator\x12\x0e\n\x06is_not\x18\x03 \x01(\x08\"\xc1\x01\n\x07SmsInfo\x12\x1a\n\x12\x64\x65lay_trigger_time\x18\x01 \x01(\r\x12\x39\n\x11trigger_condition\x18\x02 \x01(\x0e\x32\x1e.pushreach.v1.TriggerCondition\x12\x15\n\rsms_sign_name\x18\x03 \x01(\t\x12\x17\n\x0fsms_template_id\x18\x04 \x01(\t\x12\x12\n\nsms_app_id\x18\x05 \x01(\t\x12\x1b\n\x13sms_template_params\x18\x06 \x03(\t\"\x85\x04\n\x0bPushRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\raudience_type\x18\x02 \x01(\x0e\x32\x1a.pushreach.v1.AudienceType\x12\x12\n\ntoken_list\x18\x03 \x03(\t\x12\x14\n\x0c\x61\x63\x63ount_list\x18\x04 \x03(\t\x12&\n\x07message\x18\x05 \x01(\x0b\x32\x15.pushreach.v1.Message\x12/\n\x0cmessage_type\x18\x06 \x01(\x0e\x32\x19.pushreach.v1.MessageType\x12\x13\n\x0b\x65xpire_time\x18\x07 \x01(\r\x12\x11\n\tmulti_pkg\x18\x08 \x01(\x08\x12.\n\x0b\x65nvironment\x18\t \x01(\x0e\x32\x19.pushreach.v1.Environment\x12\x15\n\rresend_by_sms\x18\n \x01(\x08\x12\'\n\x08sms_info\x18\x0b \x01(\x0b\x32\x15.pushreach.v1.SmsInfo\x12\x30\n\rchannel_rules\x18# \x03(\x0b\x32\x19.pushreach.v1.ChannelRule\x12(\n\ttag_rules\x18\x32 \x03(\x0b\x32\x15.pushreach.v1.TagRule\x12\x38\n\x11\x61\x63\x63ount_push_type\x18\x33 \x01(\x0e\x32\x1d.pushreach.v1.AccountPushType\"O\n\x0cUnusedTarget\x12\r\n\x05value\x18\x01 \x01(\t\x12\x30\n\x06reason\x18\x02 \x01(\x0e\x32 .pushreach.v1.UnusedTargetReason\"\xd1\x01\n\x0cPushResponse\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x14\n\x0ctarget_count\x18\x02 \x01(\r\x12\x32\n\x0eunused_targets\x18\x03 \x03(\x0b\x32\x1a.pushreach.v1.UnusedTarget\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x66\x61llback_due_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x0eGetPushRequest\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xcd\x02\n\nPushFunnel\x12\x14\n\x0ctarget_count\x18\x01 \x01(\r\x12\x15\n\rarrived_count\x18\x02 \x01(\r\x12\x15\n\rclicked_count\x18\x03 \x01(\r\x12\x16\n\x0esms_sent_count\x18\x04 \x01(\r\x12\x1b\n\x13sms_delivered_count\x18\x05 \x01(\r\x12\x18\n\x10sms_failed_count\x18\x06 \x01(\r\x12\x1e\n\x16sms_rate_limited_count\x18\x07 \x01(\r\x12\x16\n\x0eno_phone_count\x18\x08 \x01(\r\x12\x1f\n\x17\x61rrived_after_sms_count\x18\t \x01(\r\x12\x19\n\x11sms_unknown_count\x18\n \x01(\r\x12\x1d\n\x15sms_undelivered_count\x18\x41 \x01(\r\x12\x19\n\x11sms_pending_count\x18\x42 \x01(\r\"\xd0\x01\n\nPushTarget\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12/\n\x0b\x61rrive_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclick_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nsms_status\x18\x06 \x01(\x0e\x32\x17.pushreach.v1.SmsStatus\"\xb7\x02\n\x0bPushSummary\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.pushreach.v1.PushRequest\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0e\x66\x61llback_state\x18\x04 \x01(\x0e\x32\x1b.pushreach.v1.FallbackState\x12\x35\n\x11\x66\x61llback_due_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x66\x61llback_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftargets_pending\x18\x32 \x01(\x08\"\xa8\x01\n\x0fGetPushResponse\x12\'\n\x04push\x18\x01 \x01(\x0b\x32\x19.pushreach.v1.PushSummary\x12(\n\x06\x66unnel\x18\x02 \x01(\x0b\x32\x18.pushreach.v1.PushFunnel\x12)\n\x07targets\x18\x03 \x03(\x0b\x32\x18.pushreach.v1.PushTarget\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\"<\n\x15\x43\x61ncelFallbackRequest\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"M\n\x16\x43\x61ncelFallbackResponse\x12\x33\n\x0e\x66\x61llback_state\x18\x01 \x01(\x0e\x32\x1b.pushreach.v1.FallbackState*\xcd\x01\n\x0c\x41udienceType\x12\x1d\n\x19\x41UDIENCE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41UDIENCE_TYPE_TOKEN\x10\x01\x12\x1c\n\x18\x41UDIENCE_TYPE_TOKEN_LIST\x10\x02\x12\x19\n\x15\x41UDIENCE_TYPE_ACCOUNT\x10\x03\x12\x1e\n\x1a\x41UDIENCE_TYPE_ACCOUNT_LIST\x10\x04\x12\x15\n\x11\x41UDIENCE_TYPE_TAG\x10\x05\x12\x15\n\x11\x41UDIENCE_TYPE_ALL\x10\x06*|\n\x0f\x41\x63\x63ountPushType\x12!\n\x1d\x41\x43\x43OUNT_PUSH_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1f\x41\x43\x43OUNT_PUSH_TYPE_LATEST_DEVICE\x10\x01\x12!\n\x1d\x41\x43\x43OUNT_PUSH_TYPE_ALL_DEVICES\x10\x02*V\n\x0bTagOperator\x12\x1c\n\x18TAG_OPERATOR_UNSPECIFIED\x10\x00\x12\x13\n\x0fTAG_OPERATOR_OR\x10\x01\x12\x14\n\x10TAG_OPERATOR_AND\x10\x02*^\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_TYPE_NOTIFY\x10\x01\x12\x18\n\x14MESSAGE_TYPE_MESSAGE\x10\x02*X\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NVIRONMENT_PRODUCT\x10\x01\x12\x13\n\x0f\x45NVIRONMENT_DEV\x10\x02*\xa8\x01\n\x10TriggerCondition\x12!\n\x1dTRIGGER_CONDITION_UNSPECIFIED\x10\x00\x12+\n\'TRIGGER_CONDITION_NOTIFICATION_DISABLED\x10\x01\x12!\n\x1dTRIGGER_CONDITION_NOT_ARRIVED\x10\x02\x12!\n\x1dTRIGGER_CONDITION_NOT_CLICKED\x10\x03*\xb6\x01\n\rFallbackState\x12\x1e\n\x1a\x46\x41LLBACK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41LLBACK_STATE_NONE\x10\x01\x12\x1a\n\x16\x46\x41LLBACK_STATE_PENDING\x10\x02\x12\x19\n\x15\x46\x41LLBACK_STATE_FIRING\x10\x03\x12\x17\n\x13\x46\x41LLBACK_STATE_DONE\x10\x04\x12\x1c\n\x18\x46\x41LLBACK_STATE_CANCELLED\x10\x05*\x8e\x01\n\x12UnusedTargetReason\x12$\n UNUSED_TARGET_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eUNUSED_TARGET_REASON_DUPLICATE\x10\x01\x12.\n*UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE\x10\x02\x32\xf1\x01\n\x0bPushService\x12=\n\x04Push\x12\x19.pushreach.v1.PushRequest\x1a\x1a.pushreach.v1.PushResponse\x12\x46\n\x07GetPush\x12\x1c.pushreach.v1.GetPushRequest\x1a\x1d.pushreach.v1.GetPushResponse\x12[\n\x0e\x43\x61ncelFallback\x12#.pushreach.v1.CancelFallbackRequest\x1a$.pushreach.v1.CancelFallbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pushreach/v1/push.proto\x12\x0cpushreach.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19pushreach/v1/device.proto\x1a\x16pushreach/v1/sms.proto\"X\n\x07Message\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12-\n\x07\x61ndroid\x18# \x01(\x0b\x32\x1c.pushreach.v1.AndroidMessage\"\xb6\x01\n\x0e\x41ndroidMessage\x12\x10\n\x08hw_ch_id\x18\x01 \x01(\t\x12\x13\n\x0bhw_category\x18\x02 \x01(\t\x12\x15\n\rhw_importance\x18\x03 \x01(\r\x12\x10\n\x08xm_ch_id\x18\x04 \x01(\t\x12\x12\n\noppo_ch_id\x18\x05 \x01(\t\x12\x15\n\roppo_category\x18\x06 \x01(\t\x12\x12\n\nvivo_ch_id\x18\x07 \x01(\t\x12\x15\n\rvivo_category\x18\x08 \x01(\t\"/\n\x0b\x43hannelRule\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07\x64isable\x18\x02 \x01(\x08\"\x9e\x01\n\x07TagItem\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12\x0e\n\x06is_not\x18\x02 \x01(\x08\x12\x30\n\rtags_operator\x18\x03 \x01(\x0e\x32\x19.pushreach.v1.TagOperator\x12\x31\n\x0eitems_operator\x18\x04 \x01(\x0e\x32\x19.pushreach.v1.TagOperator\x12\x10\n\x08tag_type\x18\x05 \x01(\t\"p\n\x07TagRule\x12(\n\ttag_items\x18\x01 \x03(\x0b\x32\x15.pushreach.v1.TagItem\x12+\n\x08operator\x18\x02 \x01(\x0e\x32\x19.pushreach.v1.TagOperator\x12\x0e\n\x06is_not\x18\x03 \x01(\x08\"\xe0\x01\n\x07SmsInfo\x12\x1a\n\x12\x64\x65lay_trigger_time\x18\x01 \x01(\r\x12\x39\n\x11trigger_condition\x18\x02 \x01(\x0e\x32\x1e.pushreach.v1.TriggerCondition\x12\x15\n\rsms_sign_name\x18\x03 \x01(\t\x12\x17\n\x0fsms_template_id\x18\x04 \x01(\t\x12\x12\n\nsms_app_id\x18\x05 \x01(\t\x12\x1b\n\x13sms_template_params\x18\x06 \x03(\t\x12\x1d\n\x15\x65\x61rly_on_push_failure\x18\x32 \x01(\x08\"\x9a\x04\n\x0bPushRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\raudience_type\x18\x02 \x01(\x0e\x32\x1a.pushreach.v1.AudienceType\x12\x12\n\ntoken_list\x18\x03 \x03(\t\x12\x14\n\x0c\x61\x63\x63ount_list\x18\x04 \x03(\t\x12&\n\x07message\x18\x05 \x01(\x0b\x32\x15.pushreach.v1.Message\x12/\n\x0cmessage_type\x18\x06 \x01(\x0e\x32\x19.pushreach.v1.MessageType\x12\x13\n\x0b\x65xpire_time\x18\x07 \x01(\r\x12\x11\n\tmulti_pkg\x18\x08 \x01(\x08\x12.\n\x0b\x65nvironment\x18\t \x01(\x0e\x32\x19.pushreach.v1.Environment\x12\x15\n\rresend_by_sms\x18\n \x01(\x08\x12\'\n\x08sms_info\x18\x0b \x01(\x0b\x32\x15.pushreach.v1.SmsInfo\x12\x30\n\rchannel_rules\x18# \x03(\x0b\x32\x19.pushreach.v1.ChannelRule\x12\x13\n\x0b\x63ollapse_id\x18$ \x01(\t\x12(\n\ttag_rules\x18\x32 \x03(\x0b\x32\x15.pushreach.v1.TagRule\x12\x38\n\x11\x61\x63\x63ount_push_type\x18\x33 \x01(\x0e\x32\x1d.pushreach.v1.AccountPushType\"O\n\x0cUnusedTarget\x12\r\n\x05value\x18\x01 \x01(\t\x12\x30\n\x06reason\x18\x02 \x01(\x0e\x32 .pushreach.v1.UnusedTargetReason\"\xd1\x01\n\x0cPushResponse\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x14\n\x0ctarget_count\x18\x02 \x01(\r\x12\x32\n\x0eunused_targets\x18\x03 \x03(\x0b\x32\x1a.pushreach.v1.UnusedTarget\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x66\x61llback_due_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x0eGetPushRequest\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xfe\x03\n\nPushFunnel\x12\x14\n\x0ctarget_count\x18\x01 \x01(\r\x12\x15\n\rarrived_count\x18\x02 \x01(\r\x12\x15\n\rclicked_count\x18\x03 \x01(\r\x12\x16\n\x0esms_sent_count\x18\x04 \x01(\r\x12\x1b\n\x13sms_delivered_count\x18\x05 \x01(\r\x12\x18\n\x10sms_failed_count\x18\x06 \x01(\r\x12\x1e\n\x16sms_rate_limited_count\x18\x07 \x01(\r\x12\x16\n\x0eno_phone_count\x18\x08 \x01(\r\x12\x1f\n\x17\x61rrived_after_sms_count\x18\t \x01(\r\x12\x19\n\x11sms_unknown_count\x18\n \x01(\r\x12\x1d\n\x15sms_undelivered_count\x18\x41 \x01(\r\x12\x19\n\x11sms_pending_count\x18\x42 \x01(\r\x12\x1b\n\x13push_accepted_count\x18P \x01(\r\x12 \n\x18push_invalid_token_count\x18Q \x01(\r\x12\x19\n\x11push_failed_count\x18R \x01(\r\x12\x1a\n\x12push_expired_count\x18S \x01(\r\x12\x1d\n\x15push_no_channel_count\x18T \x01(\r\x12\x1a\n\x12push_pending_count\x18U \x01(\r\"\xfb\x02\n\nPushTarget\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12/\n\x0b\x61rrive_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclick_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nsms_status\x18\x06 \x01(\x0e\x32\x17.pushreach.v1.SmsStatus\x12&\n\x07\x63hannel\x18\x32 \x01(\x0e\x32\x15.pushreach.v1.Channel\x12/\n\x0cpush_outcome\x18\x33 \x01(\x0e\x32\x19.pushreach.v1.PushOutcome\x12\x19\n\x11push_outcome_code\x18\x34 \x01(\t\x12\x35\n\x11push_outcome_time\x18\x35 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x02\n\x0bPushSummary\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.pushreach.v1.PushRequest\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0e\x66\x61llback_state\x18\x04 \x01(\x0e\x32\x1b.pushreach.v1.FallbackState\x12\x35\n\x11\x66\x61llback_due_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x66\x61llback_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftargets_pending\x18\x32 \x01(\x08\"\xa8\x01\n\x0fGetPushResponse\x12\'\n\x04push\x18\x01 \x01(\x0b\x32\x19.pushreach.v1.PushSummary\x12(\n\x06\x66unnel\x18\x02 \x01(\x0b\x32\x18.pushreach.v1.PushFunnel\x12)\n\x07targets\x18\x03 \x03(\x0b\x32\x18.pushreach.v1.PushTarget\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\"<\n\x15\x43\x61ncelFallbackRequest\x12\x0f\n\x07push_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"M\n\x16\x43\x61ncelFallbackResponse\x12\x33\n\x0e\x66\x61llback_state\x18\x01 \x01(\x0e\x32\x1b.pushreach.v1.FallbackState*\xcd\x01\n\x0c\x41udienceType\x12\x1d\n\x19\x41UDIENCE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41UDIENCE_TYPE_TOKEN\x10\x01\x12\x1c\n\x18\x41UDIENCE_TYPE_TOKEN_LIST\x10\x02\x12\x19\n\x15\x41UDIENCE_TYPE_ACCOUNT\x10\x03\x12\x1e\n\x1a\x41UDIENCE_TYPE_ACCOUNT_LIST\x10\x04\x12\x15\n\x11\x41UDIENCE_TYPE_TAG\x10\x05\x12\x15\n\x11\x41UDIENCE_TYPE_ALL\x10\x06*|\n\x0f\x41\x63\x63ountPushType\x12!\n\x1d\x41\x43\x43OUNT_PUSH_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1f\x41\x43\x43OUNT_PUSH_TYPE_LATEST_DEVICE\x10\x01\x12!\n\x1d\x41\x43\x43OUNT_PUSH_TYPE_ALL_DEVICES\x10\x02*V\n\x0bTagOperator\x12\x1c\n\x18TAG_OPERATOR_UNSPECIFIED\x10\x00\x12\x13\n\x0fTAG_OPERATOR_OR\x10\x01\x12\x14\n\x10TAG_OPERATOR_AND\x10\x02*^\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_TYPE_NOTIFY\x10\x01\x12\x18\n\x14MESSAGE_TYPE_MESSAGE\x10\x02*X\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NVIRONMENT_PRODUCT\x10\x01\x12\x13\n\x0f\x45NVIRONMENT_DEV\x10\x02*\xa8\x01\n\x10TriggerCondition\x12!\n\x1dTRIGGER_CONDITION_UNSPECIFIED\x10\x00\x12+\n\'TRIGGER_CONDITION_NOTIFICATION_DISABLED\x10\x01\x12!\n\x1dTRIGGER_CONDITION_NOT_ARRIVED\x10\x02\x12!\n\x1dTRIGGER_CONDITION_NOT_CLICKED\x10\x03*\xb6\x01\n\rFallbackState\x12\x1e\n\x1a\x46\x41LLBACK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41LLBACK_STATE_NONE\x10\x01\x12\x1a\n\x16\x46\x41LLBACK_STATE_PENDING\x10\x02\x12\x19\n\x15\x46\x41LLBACK_STATE_FIRING\x10\x03\x12\x17\n\x13\x46\x41LLBACK_STATE_DONE\x10\x04\x12\x1c\n\x18\x46\x41LLBACK_STATE_CANCELLED\x10\x05*\xb6\x01\n\x12UnusedTargetReason\x12$\n UNUSED_TARGET_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eUNUSED_TARGET_REASON_DUPLICATE\x10\x01\x12.\n*UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE\x10\x02\x12&\n\"UNUSED_TARGET_REASON_INVALID_TOKEN\x10\x03*\xd0\x01\n\x0bPushOutcome\x12\x1c\n\x18PUSH_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14PUSH_OUTCOME_PENDING\x10\x01\x12\x19\n\x15PUSH_OUTCOME_ACCEPTED\x10\x02\x12\x1e\n\x1aPUSH_OUTCOME_INVALID_TOKEN\x10\x03\x12\x17\n\x13PUSH_OUTCOME_FAILED\x10\x04\x12\x18\n\x14PUSH_OUTCOME_EXPIRED\x10\x05\x12\x1b\n\x17PUSH_OUTCOME_NO_CHANNEL\x10\x06\x32\xf1\x01\n\x0bPushService\x12=\n\x04Push\x12\x19.pushreach.v1.PushRequest\x1a\x1a.pushreach.v1.PushResponse\x12\x46\n\x07GetPush\x12\x1c.pushreach.v1.GetPushRequest\x1a\x1d.pushreach.v1.GetPushResponse\x12[\n\x0e\x43\x61ncelFallback\x12#.pushreach.v1.CancelFallbackRequest\x1a$.pushreach.v1.CancelFallbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pushreach.v1.push_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIENCETYPE']._serialized_start=2954
-  _globals['_AUDIENCETYPE']._serialized_end=3159
-  _globals['_ACCOUNTPUSHTYPE']._serialized_start=3161
-  _globals['_ACCOUNTPUSHTYPE']._serialized_end=3285
-  _globals['_TAGOPERATOR']._serialized_start=3287
-  _globals['_TAGOPERATOR']._serialized_end=3373
-  _globals['_MESSAGETYPE']._serialized_start=3375
-  _globals['_MESSAGETYPE']._serialized_end=3469
-  _globals['_ENVIRONMENT']._serialized_start=3471
-  _globals['_ENVIRONMENT']._serialized_end=3559
-  _globals['_TRIGGERCONDITION']._serialized_start=3562
-  _globals['_TRIGGERCONDITION']._serialized_end=3730
-  _globals['_FALLBACKSTATE']._serialized_start=3733
-  _globals['_FALLBACKSTATE']._serialized_end=3915
-  _globals['_UNUSEDTARGETREASON']._serialized_start=3918
-  _globals['_UNUSEDTARGETREASON']._serialized_end=4060
-  _globals['_MESSAGE']._serialized_start=98
-  _globals['_MESSAGE']._serialized_end=186
-  _globals['_ANDROIDMESSAGE']._serialized_start=189
-  _globals['_ANDROIDMESSAGE']._serialized_end=371
-  _globals['_CHANNELRULE']._serialized_start=373
-  _globals['_CHANNELRULE']._serialized_end=420
-  _globals['_TAGITEM']._serialized_start=423
-  _globals['_TAGITEM']._serialized_end=581
-  _globals['_TAGRULE']._serialized_start=583
-  _globals['_TAGRULE']._serialized_end=695
-  _globals['_SMSINFO']._serialized_start=698
-  _globals['_SMSINFO']._serialized_end=891
-  _globals['_PUSHREQUEST']._serialized_start=894
-  _globals['_PUSHREQUEST']._serialized_end=1411
-  _globals['_UNUSEDTARGET']._serialized_start=1413
-  _globals['_UNUSEDTARGET']._serialized_end=1492
-  _globals['_PUSHRESPONSE']._serialized_start=1495
-  _globals['_PUSHRESPONSE']._serialized_end=1704
-  _globals['_GETPUSHREQUEST']._serialized_start=1706
-  _globals['_GETPUSHREQUEST']._serialized_end=1778
-  _globals['_PUSHFUNNEL']._serialized_start=1781
-  _globals['_PUSHFUNNEL']._serialized_end=2114
-  _globals['_PUSHTARGET']._serialized_start=2117
-  _globals['_PUSHTARGET']._serialized_end=2325
-  _globals['_PUSHSUMMARY']._serialized_start=2328
-  _globals['_PUSHSUMMARY']._serialized_end=2639
-  _globals['_GETPUSHRESPONSE']._serialized_start=2642
-  _globals['_GETPUSHRESPONSE']._serialized_end=2810
-  _globals['_CANCELFALLBACKREQUEST']._serialized_start=2812
-  _globals['_CANCELFALLBACKREQUEST']._serialized_end=2872
-  _globals['_CANCELFALLBACKRESPONSE']._serialized_start=2874
-  _globals['_CANCELFALLBACKRESPONSE']._serialized_end=2951
-  _globals['_PUSHSERVICE']._serialized_start=4063
-  _globals['_PUSHSERVICE']._serialized_end=4304
+  _globals['_AUDIENCETYPE']._serialized_start=3381
+  _globals['_AUDIENCETYPE']._serialized_end=3586
+  _globals['_ACCOUNTPUSHTYPE']._serialized_start=3588
+  _globals['_ACCOUNTPUSHTYPE']._serialized_end=3712
+  _globals['_TAGOPERATOR']._serialized_start=3714
+  _globals['_TAGOPERATOR']._serialized_end=3800
+  _globals['_MESSAGETYPE']._serialized_start=3802
+  _globals['_MESSAGETYPE']._serialized_end=3896
+  _globals['_ENVIRONMENT']._serialized_start=3898
+  _globals['_ENVIRONMENT']._serialized_end=3986
+  _globals['_TRIGGERCONDITION']._serialized_start=3989
+  _globals['_TRIGGERCONDITION']._serialized_end=4157
+  _globals['_FALLBACKSTATE']._serialized_start=4160
+  _globals['_FALLBACKSTATE']._serialized_end=4342
+  _globals['_UNUSEDTARGETREASON']._serialized_start=4345
+  _globals['_UNUSEDTARGETREASON']._serialized_end=4527
+  _globals['_PUSHOUTCOME']._serialized_start=4530
+  _globals['_PUSHOUTCOME']._serialized_end=4738
+  _globals['_MESSAGE']._serialized_start=125
+  _globals['_MESSAGE']._serialized_end=213
+  _globals['_ANDROIDMESSAGE']._serialized_start=216
+  _globals['_ANDROIDMESSAGE']._serialized_end=398
+  _globals['_CHANNELRULE']._serialized_start=400
+  _globals['_CHANNELRULE']._serialized_end=447
+  _globals['_TAGITEM']._serialized_start=450
+  _globals['_TAGITEM']._serialized_end=608
+  _globals['_TAGRULE']._serialized_start=610
+  _globals['_TAGRULE']._serialized_end=722
+  _globals['_SMSINFO']._serialized_start=725
+  _globals['_SMSINFO']._serialized_end=949
+  _globals['_PUSHREQUEST']._serialized_start=952
+  _globals['_PUSHREQUEST']._serialized_end=1490
+  _globals['_UNUSEDTARGET']._serialized_start=1492
+  _globals['_UNUSEDTARGET']._serialized_end=1571
+  _globals['_PUSHRESPONSE']._serialized_start=1574
+  _globals['_PUSHRESPONSE']._serialized_end=1783
+  _globals['_GETPUSHREQUEST']._serialized_start=1785
+  _globals['_GETPUSHREQUEST']._serialized_end=1857
+  _globals['_PUSHFUNNEL']._serialized_start=1860
+  _globals['_PUSHFUNNEL']._serialized_end=2370
+  _globals['_PUSHTARGET']._serialized_start=2373
+  _globals['_PUSHTARGET']._serialized_end=2752
+  _globals['_PUSHSUMMARY']._serialized_start=2755
+  _globals['_PUSHSUMMARY']._serialized_end=3066
+  _globals['_GETPUSHRESPONSE']._serialized_start=3069
+  _globals['_GETPUSHRESPONSE']._serialized_end=3237
+  _globals['_CANCELFALLBACKREQUEST']._serialized_start=3239
+  _globals['_CANCELFALLBACKREQUEST']._serialized_end=3299
+  _globals['_CANCELFALLBACKRESPONSE']._serialized_start=3301
+  _globals['_CANCELFALLBACKRESPONSE']._serialized_end=3378
+  _globals['_PUSHSERVICE']._serialized_start=4741
+  _globals['_PUSHSERVICE']._serialized_end=4982
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from pushreach.v1 import device_pb2 as _device_pb2
 from pushreach.v1 import sms_pb2 as _sms_pb2
 import builtins as _builtins
 import sys
@@ -239,6 +240,8 @@ class _UnusedTargetReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Un
     """The same token or account appeared earlier in the list."""
     UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE: _UnusedTargetReason.ValueType  # 2
     """No device token is bound to this account."""
+    UNUSED_TARGET_REASON_INVALID_TOKEN: _UnusedTargetReason.ValueType  # 3
+    """The channel called the token invalid; it is skipped until registered again."""
 
 class UnusedTargetReason(_UnusedTargetReason, metaclass=_UnusedTargetReasonEnumTypeWrapper):
     """Why a requested target was not used."""
@@ -249,7 +252,53 @@ UNUSED_TARGET_REASON_DUPLICATE: UnusedTargetReason.ValueType  # 1
 """The same token or account appeared earlier in the list."""
 UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE: UnusedTargetReason.ValueType  # 2
 """No device token is bound to this account."""
+UNUSED_TARGET_REASON_INVALID_TOKEN: UnusedTargetReason.ValueType  # 3
+"""The channel called the token invalid; it is skipped until registered again."""
 Global___UnusedTargetReason: _TypeAlias = UnusedTargetReason  # noqa: Y015
+
+class _PushOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PushOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PushOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PUSH_OUTCOME_UNSPECIFIED: _PushOutcome.ValueType  # 0
+    """Never returned by the service."""
+    PUSH_OUTCOME_PENDING: _PushOutcome.ValueType  # 1
+    """Accepted by pushreach, not yet answered by the channel."""
+    PUSH_OUTCOME_ACCEPTED: _PushOutcome.ValueType  # 2
+    """The channel took it (APNs 200, an FCM message name, a vendor's success, webhook 2xx)."""
+    PUSH_OUTCOME_INVALID_TOKEN: _PushOutcome.ValueType  # 3
+    """The channel says the token is gone; later pushes skip it."""
+    PUSH_OUTCOME_FAILED: _PushOutcome.ValueType  # 4
+    """A permanent failure, with the channel's code in `push_outcome_code`."""
+    PUSH_OUTCOME_EXPIRED: _PushOutcome.ValueType  # 5
+    """The push expired before the channel took it."""
+    PUSH_OUTCOME_NO_CHANNEL: _PushOutcome.ValueType  # 6
+    """No channel could take it: the app has no credentials for the device's channel, or
+    `channel_rules` turned that channel off.
+    """
+
+class PushOutcome(_PushOutcome, metaclass=_PushOutcomeEnumTypeWrapper):
+    """What became of one target's push on its channel."""
+
+PUSH_OUTCOME_UNSPECIFIED: PushOutcome.ValueType  # 0
+"""Never returned by the service."""
+PUSH_OUTCOME_PENDING: PushOutcome.ValueType  # 1
+"""Accepted by pushreach, not yet answered by the channel."""
+PUSH_OUTCOME_ACCEPTED: PushOutcome.ValueType  # 2
+"""The channel took it (APNs 200, an FCM message name, a vendor's success, webhook 2xx)."""
+PUSH_OUTCOME_INVALID_TOKEN: PushOutcome.ValueType  # 3
+"""The channel says the token is gone; later pushes skip it."""
+PUSH_OUTCOME_FAILED: PushOutcome.ValueType  # 4
+"""A permanent failure, with the channel's code in `push_outcome_code`."""
+PUSH_OUTCOME_EXPIRED: PushOutcome.ValueType  # 5
+"""The push expired before the channel took it."""
+PUSH_OUTCOME_NO_CHANNEL: PushOutcome.ValueType  # 6
+"""No channel could take it: the app has no credentials for the device's channel, or
+`channel_rules` turned that channel off.
+"""
+Global___PushOutcome: _TypeAlias = PushOutcome  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
@@ -467,6 +516,7 @@ class SmsInfo(_message.Message):
     SMS_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     SMS_APP_ID_FIELD_NUMBER: _builtins.int
     SMS_TEMPLATE_PARAMS_FIELD_NUMBER: _builtins.int
+    EARLY_ON_PUSH_FAILURE_FIELD_NUMBER: _builtins.int
     delay_trigger_time: _builtins.int
     """Seconds after acceptance at which the fallback fires. At least the server's
     `min_delay_seconds` (default 300, as TPNS), at most 259200 (3 days).
@@ -481,6 +531,12 @@ class SmsInfo(_message.Message):
     """Approved template id (Tencent Cloud SMS `TemplateId`). Required, digits only, at most 32."""
     sms_app_id: _builtins.str
     """Tencent Cloud SMS application id (`SmsSdkAppId`). Required, at most 32 characters."""
+    early_on_push_failure: _builtins.bool
+    """pushreach's own, default false (TPNS always waits): a phone all of whose targeted devices
+    definitely cannot get the push (token invalid, no usable channel, a permanent failure)
+    gets its SMS as soon as that is known instead of at the delay. Rate limits and one SMS per
+    phone per push still hold.
+    """
     @_builtins.property
     def sms_template_params(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Values for the template's placeholders, in order. At most 16, each at most 256 characters."""
@@ -494,10 +550,11 @@ class SmsInfo(_message.Message):
         sms_template_id: _builtins.str = ...,
         sms_app_id: _builtins.str = ...,
         sms_template_params: _abc.Iterable[_builtins.str] | None = ...,
+        early_on_push_failure: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_trigger_time", b"delay_trigger_time", "sms_app_id", b"sms_app_id", "sms_sign_name", b"sms_sign_name", "sms_template_id", b"sms_template_id", "sms_template_params", b"sms_template_params", "trigger_condition", b"trigger_condition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_trigger_time", b"delay_trigger_time", "early_on_push_failure", b"early_on_push_failure", "sms_app_id", b"sms_app_id", "sms_sign_name", b"sms_sign_name", "sms_template_id", b"sms_template_id", "sms_template_params", b"sms_template_params", "trigger_condition", b"trigger_condition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -521,6 +578,7 @@ class PushRequest(_message.Message):
     RESEND_BY_SMS_FIELD_NUMBER: _builtins.int
     SMS_INFO_FIELD_NUMBER: _builtins.int
     CHANNEL_RULES_FIELD_NUMBER: _builtins.int
+    COLLAPSE_ID_FIELD_NUMBER: _builtins.int
     TAG_RULES_FIELD_NUMBER: _builtins.int
     ACCOUNT_PUSH_TYPE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
@@ -542,6 +600,10 @@ class PushRequest(_message.Message):
     """APNs environment. Default ENVIRONMENT_PRODUCT."""
     resend_by_sms: _builtins.bool
     """Follow up by SMS when the push has not reached its user in time. Default false."""
+    collapse_id: _builtins.str
+    """Replaces an earlier undisplayed notification with the same id (APNs `apns-collapse-id`,
+    FCM `collapse_key`). Optional, at most 64 bytes.
+    """
     account_push_type: Global___AccountPushType.ValueType
     """For ACCOUNT and ACCOUNT_LIST only: every device of each account (default) or only the
     one bound last. Must be unset for the other audiences.
@@ -593,12 +655,13 @@ class PushRequest(_message.Message):
         resend_by_sms: _builtins.bool = ...,
         sms_info: Global___SmsInfo | None = ...,
         channel_rules: _abc.Iterable[Global___ChannelRule] | None = ...,
+        collapse_id: _builtins.str = ...,
         tag_rules: _abc.Iterable[Global___TagRule] | None = ...,
         account_push_type: Global___AccountPushType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "sms_info", b"sms_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "account_push_type", b"account_push_type", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "tag_rules", b"tag_rules", "token_list", b"token_list"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_list", b"account_list", "account_push_type", b"account_push_type", "audience_type", b"audience_type", "channel_rules", b"channel_rules", "collapse_id", b"collapse_id", "environment", b"environment", "expire_time", b"expire_time", "message", b"message", "message_type", b"message_type", "multi_pkg", b"multi_pkg", "request_id", b"request_id", "resend_by_sms", b"resend_by_sms", "sms_info", b"sms_info", "tag_rules", b"tag_rules", "token_list", b"token_list"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -724,6 +787,12 @@ class PushFunnel(_message.Message):
     SMS_UNKNOWN_COUNT_FIELD_NUMBER: _builtins.int
     SMS_UNDELIVERED_COUNT_FIELD_NUMBER: _builtins.int
     SMS_PENDING_COUNT_FIELD_NUMBER: _builtins.int
+    PUSH_ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    PUSH_INVALID_TOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    PUSH_FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    PUSH_EXPIRED_COUNT_FIELD_NUMBER: _builtins.int
+    PUSH_NO_CHANNEL_COUNT_FIELD_NUMBER: _builtins.int
+    PUSH_PENDING_COUNT_FIELD_NUMBER: _builtins.int
     target_count: _builtins.int
     """Device tokens targeted."""
     arrived_count: _builtins.int
@@ -752,6 +821,18 @@ class PushFunnel(_message.Message):
     """SMS with a delivery receipt that says not delivered (UNDELIVERED; also in `sms_sent_count`)."""
     sms_pending_count: _builtins.int
     """SMS reserved or dispatched and not yet answered (RESERVED, SENDING)."""
+    push_accepted_count: _builtins.int
+    """Targets whose channel took the push."""
+    push_invalid_token_count: _builtins.int
+    """Targets whose token the channel called invalid."""
+    push_failed_count: _builtins.int
+    """Targets whose push failed permanently."""
+    push_expired_count: _builtins.int
+    """Targets whose push expired before the channel took it."""
+    push_no_channel_count: _builtins.int
+    """Targets no channel could take (no credentials for the device's channel, channel_rules)."""
+    push_pending_count: _builtins.int
+    """Targets not yet answered by their channel."""
     def __init__(
         self,
         *,
@@ -767,10 +848,16 @@ class PushFunnel(_message.Message):
         sms_unknown_count: _builtins.int = ...,
         sms_undelivered_count: _builtins.int = ...,
         sms_pending_count: _builtins.int = ...,
+        push_accepted_count: _builtins.int = ...,
+        push_invalid_token_count: _builtins.int = ...,
+        push_failed_count: _builtins.int = ...,
+        push_expired_count: _builtins.int = ...,
+        push_no_channel_count: _builtins.int = ...,
+        push_pending_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived_after_sms_count", b"arrived_after_sms_count", "arrived_count", b"arrived_count", "clicked_count", b"clicked_count", "no_phone_count", b"no_phone_count", "sms_delivered_count", b"sms_delivered_count", "sms_failed_count", b"sms_failed_count", "sms_pending_count", b"sms_pending_count", "sms_rate_limited_count", b"sms_rate_limited_count", "sms_sent_count", b"sms_sent_count", "sms_undelivered_count", b"sms_undelivered_count", "sms_unknown_count", b"sms_unknown_count", "target_count", b"target_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived_after_sms_count", b"arrived_after_sms_count", "arrived_count", b"arrived_count", "clicked_count", b"clicked_count", "no_phone_count", b"no_phone_count", "push_accepted_count", b"push_accepted_count", "push_expired_count", b"push_expired_count", "push_failed_count", b"push_failed_count", "push_invalid_token_count", b"push_invalid_token_count", "push_no_channel_count", b"push_no_channel_count", "push_pending_count", b"push_pending_count", "sms_delivered_count", b"sms_delivered_count", "sms_failed_count", b"sms_failed_count", "sms_pending_count", b"sms_pending_count", "sms_rate_limited_count", b"sms_rate_limited_count", "sms_sent_count", b"sms_sent_count", "sms_undelivered_count", b"sms_undelivered_count", "sms_unknown_count", b"sms_unknown_count", "target_count", b"target_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -788,6 +875,10 @@ class PushTarget(_message.Message):
     ARRIVE_TIME_FIELD_NUMBER: _builtins.int
     CLICK_TIME_FIELD_NUMBER: _builtins.int
     SMS_STATUS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PUSH_OUTCOME_FIELD_NUMBER: _builtins.int
+    PUSH_OUTCOME_CODE_FIELD_NUMBER: _builtins.int
+    PUSH_OUTCOME_TIME_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """Device token."""
     account: _builtins.str
@@ -796,6 +887,12 @@ class PushTarget(_message.Message):
     """Phone bound to the token, masked (+86138****5678); empty when none."""
     sms_status: _sms_pb2.SmsStatus.ValueType
     """Status of the SMS sent to this target's phone for this push; UNSPECIFIED when none."""
+    channel: _device_pb2.Channel.ValueType
+    """The channel the push went through (or goes through, while PENDING)."""
+    push_outcome: Global___PushOutcome.ValueType
+    """What became of the push on that channel."""
+    push_outcome_code: _builtins.str
+    """The channel's reason or code for INVALID_TOKEN, FAILED, EXPIRED and NO_CHANNEL."""
     @_builtins.property
     def arrive_time(self) -> _timestamp_pb2.Timestamp:
         """When arrival was reported; unset if never."""
@@ -803,6 +900,10 @@ class PushTarget(_message.Message):
     @_builtins.property
     def click_time(self) -> _timestamp_pb2.Timestamp:
         """When a click was reported; unset if never."""
+
+    @_builtins.property
+    def push_outcome_time(self) -> _timestamp_pb2.Timestamp:
+        """When the channel answered; unset while PENDING."""
 
     def __init__(
         self,
@@ -813,10 +914,14 @@ class PushTarget(_message.Message):
         arrive_time: _timestamp_pb2.Timestamp | None = ...,
         click_time: _timestamp_pb2.Timestamp | None = ...,
         sms_status: _sms_pb2.SmsStatus.ValueType = ...,
+        channel: _device_pb2.Channel.ValueType = ...,
+        push_outcome: Global___PushOutcome.ValueType = ...,
+        push_outcome_code: _builtins.str = ...,
+        push_outcome_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arrive_time", b"arrive_time", "click_time", b"click_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrive_time", b"arrive_time", "click_time", b"click_time", "push_outcome_time", b"push_outcome_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "arrive_time", b"arrive_time", "click_time", b"click_time", "phone_number", b"phone_number", "sms_status", b"sms_status", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "arrive_time", b"arrive_time", "channel", b"channel", "click_time", b"click_time", "phone_number", b"phone_number", "push_outcome", b"push_outcome", "push_outcome_code", b"push_outcome_code", "push_outcome_time", b"push_outcome_time", "sms_status", b"sms_status", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

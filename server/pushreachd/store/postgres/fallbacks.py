@@ -28,6 +28,7 @@ from ...engine.states import (
 from ...model import FallbackState, PushSpec, RateLimitPolicy, Recipient, SmsStatus
 from ..base import LIVE_PAGE, FireJob, RateWindow, SmsOutcome
 from ..sqlite.fires import COUNTED
+from .channels import FINAL_FAILURES
 from .database import Database
 
 log = logging.getLogger(__name__)
@@ -201,23 +202,18 @@ class FallbackQueries:
                 "UPDATE sms_records SET status=%s, provider_message=%s WHERE push = ANY(%s) AND status=%s",
                 (int(SmsStatus.UNKNOWN), UNKNOWN_MESSAGE, taken_over, int(SmsStatus.SENDING)),
             )
-        jobs = []
-        for row in rows:
-            spec = PushSpec.from_json(row[3])
-            assert spec.sms_info is not None
-            jobs.append(
-                FireJob(
-                    push=row[0],
-                    push_id=row[1],
-                    app_id=row[2],
-                    access_id=row[5],
-                    sms_info=spec.sms_info,
-                    policy=RateLimitPolicy(row[6], row[7], row[8]),
-                    sms_credentials_blob=None if row[9] is None else bytes(row[9]),
-                    due_at=row[4],
-                )
-            )
-        return jobs
+        return _jobs(rows)
+
+    async def _pending_job(self, c: Conn, push: int) -> FireJob | None:
+        """A PENDING fallback as a job, not claimed (early_on_push_failure)."""
+        cur = await c.execute(
+            "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, a.same_content_interval, "
+            "a.daily_limit, a.time_zone, a.sms_credentials FROM pushes p JOIN apps a ON a.id = p.app_id "
+            "WHERE p.id = %s AND p.fallback_state = %s",
+            (push, int(FallbackState.PENDING)),
+        )
+        jobs = _jobs(await cur.fetchall())
+        return jobs[0] if jobs else None
 
     async def recipients_many(self, jobs: list[FireJob]) -> dict[int, list[Recipient]]:
         async def q(c: Conn) -> dict[int, list[Recipient]]:
@@ -228,13 +224,15 @@ class FallbackQueries:
             for app_id, pushes in by_app.items():
                 cur = await c.execute(
                     "SELECT t.push, t.token, coalesce(d.phone, ''), t.arrived_at IS NOT NULL, "
-                    "t.clicked_at IS NOT NULL, d.notifications_enabled FROM targets t "
-                    "LEFT JOIN devices d ON d.app_id=%s AND d.token=t.token "
+                    "t.clicked_at IS NOT NULL, d.notifications_enabled, coalesce(t.outcome = ANY(%s), false) "
+                    "FROM targets t LEFT JOIN devices d ON d.app_id=%s AND d.token=t.token "
                     "WHERE t.push = ANY(%s) ORDER BY t.push, t.seq",
-                    (app_id, pushes),
+                    (FINAL_FAILURES, app_id, pushes),
                 )
                 for r in await cur.fetchall():
-                    out[r[0]].append(Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5])))
+                    out[r[0]].append(
+                        Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5]), bool(r[6]))
+                    )
             return out
 
         return await self._fdb.read(q)
@@ -374,3 +372,23 @@ def _new_owner() -> str:
     import uuid
 
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _jobs(rows: list[tuple[Any, ...]]) -> list[FireJob]:
+    jobs = []
+    for row in rows:
+        spec = PushSpec.from_json(row[3])
+        assert spec.sms_info is not None
+        jobs.append(
+            FireJob(
+                push=row[0],
+                push_id=row[1],
+                app_id=row[2],
+                access_id=row[5],
+                sms_info=spec.sms_info,
+                policy=RateLimitPolicy(row[6], row[7], row[8]),
+                sms_credentials_blob=None if row[9] is None else bytes(row[9]),
+                due_at=row[4],
+            )
+        )
+    return jobs

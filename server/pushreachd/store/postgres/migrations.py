@@ -133,6 +133,25 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE apps ADD COLUMN secret_sealed BYTEA;
     """,
+    # 4: as SQLite's 7: push channels (credentials, device channel and token state, outcomes).
+    """
+    CREATE TABLE channel_credentials (
+        app_id BIGINT NOT NULL REFERENCES apps(id),
+        channel INTEGER NOT NULL,
+        blob BYTEA NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (app_id, channel)
+    );
+    ALTER TABLE devices ADD COLUMN channel INTEGER;
+    ALTER TABLE devices ADD COLUMN invalid_at DOUBLE PRECISION;
+    ALTER TABLE devices ADD COLUMN invalid_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE targets ADD COLUMN channel INTEGER;
+    ALTER TABLE targets ADD COLUMN outcome INTEGER;
+    ALTER TABLE targets ADD COLUMN outcome_code TEXT NOT NULL DEFAULT '';
+    ALTER TABLE targets ADD COLUMN outcome_at DOUBLE PRECISION;
+    UPDATE targets t SET channel = 9, outcome = 2, outcome_at = p.delivered_at
+        FROM pushes p WHERE p.id = t.push AND p.delivered_at IS NOT NULL;
+    """,
 ]
 
 

@@ -21,6 +21,7 @@ from ...errors import AlreadyExists, FailedPrecondition, NotFound
 from ...model import (
     App,
     Broadcast,
+    Channel,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -31,6 +32,7 @@ from ...model import (
     NewPush,
     Push,
     PushListItem,
+    PushOutcome,
     PushReceipt,
     RateLimitPolicy,
     ReceiptKey,
@@ -49,6 +51,7 @@ from ..sqlite.rows import receipt_to_json as _receipt_to_json
 from ..sqlite.rows import sms_record as _sms_record
 from . import receipt_keys, reporting
 from .database import Database
+from .channels import ChannelQueries
 from .fallbacks import FallbackQueries
 from .migrations import migrate
 
@@ -61,7 +64,8 @@ _NO_TAGS = (
 )
 _APP_COLUMNS = (
     "id, access_id, name, secret_verifier, created_at, sms_credentials, "
-    "same_content_interval, daily_limit, time_zone, secret_sealed"
+    "same_content_interval, daily_limit, time_zone, secret_sealed, "
+    "(SELECT array_agg(channel) FROM channel_credentials c WHERE c.app_id = apps.id)"
 )
 _PUSH_COLUMNS = (
     "p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
@@ -85,7 +89,7 @@ async def _all(conn: Conn, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
     return await cur.fetchall()
 
 
-class PostgresStore(FallbackQueries):
+class PostgresStore(FallbackQueries, ChannelQueries):
     def __init__(
         self,
         dsn: str,
@@ -150,6 +154,7 @@ class PostgresStore(FallbackQueries):
             sms_credentials_blob=None if row[5] is None else bytes(row[5]),
             policy=RateLimitPolicy(row[6], row[7], row[8]),
             secret_sealed=None if row[9] is None else bytes(row[9]),
+            channels=frozenset(Channel(c) for c in row[10] or ()),
         )
 
     @classmethod
@@ -208,9 +213,14 @@ class PostgresStore(FallbackQueries):
         return await self._db.write(op)
 
     async def reseal_sms_credentials(
-        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+        self,
+        reseal: Callable[[str, bytes], bytes],
+        reseal_secret: Callable[[str, bytes], bytes] | None = None,
+        reseal_channel: Callable[[str, Channel, bytes], bytes] | None = None,
     ) -> int:
         async def op(conn: Conn) -> int:
+            if reseal_channel is not None:  # channel credentials, same transaction
+                await self.reseal_channels(conn, reseal_channel)
             if reseal_secret is not None:  # the sealed app secrets (TPNS signatures), same transaction
                 for app_id, access_id, blob in await _all(
                     conn, "SELECT id, access_id, secret_sealed FROM apps WHERE secret_sealed IS NOT NULL ORDER BY id FOR UPDATE"
@@ -411,7 +421,9 @@ class PostgresStore(FallbackQueries):
                 tokens = [r[0] for r in await _all(c, "SELECT token FROM targets WHERE push=%s ORDER BY seq", (row[0],))]
                 push = self._push(row[:10], tokens)
                 assert push is not None
-                found.append((row[10], push, tuple(tokens)))
+                # Only the targets not yet answered: one accepted before the crash is not sent again.
+                pending = await _all(c, "SELECT token FROM targets WHERE push=%s AND outcome IS NULL ORDER BY seq", (row[0],))
+                found.append((row[10], push, tuple(r[0] for r in pending)))
             more = len(found) < len(rows) or len(rows) == limit
             cursor = (found[-1][1].accepted_at, found[-1][1].id) if found and more else None
             return found, cursor
@@ -422,7 +434,8 @@ class PostgresStore(FallbackQueries):
         async def q(c: Conn) -> list[TargetView]:
             rows = await _all(
                 c,
-                "SELECT t.token, t.account, coalesce(d.phone, ''), t.arrived_at, t.clicked_at, r.status "
+                "SELECT t.token, t.account, coalesce(d.phone, ''), t.arrived_at, t.clicked_at, r.status, "
+                "coalesce(t.channel, d.channel), t.outcome, t.outcome_code, t.outcome_at "
                 "FROM targets t JOIN pushes p ON p.id = t.push "
                 "LEFT JOIN devices d ON d.app_id = p.app_id AND d.token = t.token "
                 "LEFT JOIN sms_records r ON r.push = t.push AND r.phone = d.phone "
@@ -437,6 +450,10 @@ class PostgresStore(FallbackQueries):
                     arrived_at=r[3],
                     clicked_at=r[4],
                     sms_status=SmsStatus(r[5]) if r[5] is not None else None,
+                    channel=Channel(r[6]) if r[6] is not None else None,
+                    push_outcome=PushOutcome(r[7]) if r[7] is not None else PushOutcome.PENDING,
+                    push_outcome_code=r[8],
+                    push_outcome_at=r[9],
                 )
                 for r in rows
             ]
@@ -463,8 +480,15 @@ class PostgresStore(FallbackQueries):
                 (push,),
             )
 
+            by_outcome = dict(await _all(c, "SELECT outcome, count(*) FROM targets WHERE push=%s GROUP BY outcome", (push,)))
             sms = SmsCounts.of({SmsStatus(status): count for status, count in by_status.items()})
             return Funnel(
+                push_accepted_count=by_outcome.get(int(PushOutcome.ACCEPTED), 0),
+                push_invalid_token_count=by_outcome.get(int(PushOutcome.INVALID_TOKEN), 0),
+                push_failed_count=by_outcome.get(int(PushOutcome.FAILED), 0),
+                push_expired_count=by_outcome.get(int(PushOutcome.EXPIRED), 0),
+                push_no_channel_count=by_outcome.get(int(PushOutcome.NO_CHANNEL), 0),
+                push_pending_count=by_outcome.get(None, 0) + by_outcome.get(int(PushOutcome.PENDING), 0),
                 target_count=targets,
                 arrived_count=arrived,
                 clicked_count=clicked,
@@ -508,7 +532,8 @@ class PostgresStore(FallbackQueries):
     async def _device(conn: Conn, app_id: int, token: str) -> Device | None:
         row = await _one(
             conn,
-            "SELECT phone, notifications_enabled, notification_time, updated_at FROM devices WHERE app_id=%s AND token=%s",
+            "SELECT phone, notifications_enabled, notification_time, updated_at, channel, invalid_at, invalid_reason "
+            "FROM devices WHERE app_id=%s AND token=%s",
             (app_id, token),
         )
         if row is None:
@@ -528,6 +553,9 @@ class PostgresStore(FallbackQueries):
             notifications_enabled=None if row[1] is None else bool(row[1]),
             notification_state_time=row[2],
             updated_at=row[3],
+            channel=None if row[4] is None else Channel(row[4]),
+            invalid_at=row[5],
+            invalid_reason=row[6],
         )
 
     def _device_op(self, app_id: int, token: str, now: float, change: Callable[[Conn], Any]) -> Callable[[Conn], Any]:

@@ -6,12 +6,13 @@ import sqlite3
 from collections.abc import Callable
 
 from ...errors import FailedPrecondition
-from ...model import Device
+from ...model import Channel, Device
 
 
 def get(conn: sqlite3.Connection, app_id: int, token: str) -> Device | None:
     row = conn.execute(
-        "SELECT phone, notifications_enabled, notification_time, updated_at FROM devices WHERE app_id=? AND token=?",
+        "SELECT phone, notifications_enabled, notification_time, updated_at, channel, invalid_at, invalid_reason "
+        "FROM devices WHERE app_id=? AND token=?",
         (app_id, token),
     ).fetchone()
     if row is None:
@@ -40,6 +41,9 @@ def get(conn: sqlite3.Connection, app_id: int, token: str) -> Device | None:
         notifications_enabled=None if row[1] is None else bool(row[1]),
         notification_state_time=row[2],
         updated_at=row[3],
+        channel=None if row[4] is None else Channel(row[4]),
+        invalid_at=row[5],
+        invalid_reason=row[6],
     )
 
 

@@ -22,6 +22,7 @@ from ...engine.states import (
 from ...model import (
     DeliveryReceipt,
     FallbackState,
+    PushOutcome,
     PushSpec,
     RateLimitPolicy,
     Recipient,
@@ -45,6 +46,7 @@ COUNTED = (
 )
 _COUNTED_SQL = in_list(COUNTED)
 _IN_FLIGHT_SQL = in_list(s for s in SmsStatus if s.in_flight)
+_FINAL_FAILURES = in_list(o for o in PushOutcome if o.final_failure)
 
 
 _LIVE_SQL = in_list((FallbackState.PENDING, FallbackState.FIRING))
@@ -81,33 +83,44 @@ def claim(conn: sqlite3.Connection, pushes: list[int], now: float) -> list[FireJ
     wanted = list(dict.fromkeys(pushes))
     jobs: list[FireJob] = []
     for start in range(0, len(wanted), CHUNK):
-        ids = in_list(wanted[start : start + CHUNK])
-        found = conn.execute(
-            "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
-            "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials "
-            f"FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({ids}) "
-            f"AND p.fallback_state IN ({sources}) "
-            # Judging a broadcast before all its targets are known would skip the rest.
-            "AND p.id NOT IN (SELECT push FROM broadcasts WHERE done = 0) ORDER BY p.id"
-        ).fetchall()
-        if not found:
-            continue
-        conn.execute(f"UPDATE pushes SET fallback_state={firing} WHERE id IN ({in_list(r[0] for r in found)})")
-        for row in found:
-            spec = PushSpec.from_json(row[3])
-            assert spec.sms_info is not None
-            jobs.append(
-                FireJob(
-                    push=row[0],
-                    push_id=row[1],
-                    app_id=row[2],
-                    access_id=row[5],
-                    sms_info=spec.sms_info,
-                    policy=RateLimitPolicy(row[6], row[7], row[8]),
-                    sms_credentials_blob=row[9],
-                    due_at=row[4],
-                )
+        found = _jobs(conn, wanted[start : start + CHUNK], sources)
+        if found:
+            conn.execute(f"UPDATE pushes SET fallback_state={firing} WHERE id IN ({in_list(j.push for j in found)})")
+            jobs += found
+    return jobs
+
+
+def pending_job(conn: sqlite3.Connection, push: int) -> FireJob | None:
+    """The fallback of a push as a job, without claiming it (an early SMS for some phones)."""
+    found = _jobs(conn, [push], str(int(FallbackState.PENDING)))
+    return found[0] if found else None
+
+
+def _jobs(conn: sqlite3.Connection, pushes: list[int], states: str) -> list[FireJob]:
+    found = conn.execute(
+        "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
+        "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials "
+        f"FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({in_list(pushes)}) "
+        f"AND p.fallback_state IN ({states}) "
+        # Judging a broadcast before all its targets are known would skip the rest.
+        "AND p.id NOT IN (SELECT push FROM broadcasts WHERE done = 0) ORDER BY p.id"
+    ).fetchall()
+    jobs = []
+    for row in found:
+        spec = PushSpec.from_json(row[3])
+        assert spec.sms_info is not None
+        jobs.append(
+            FireJob(
+                push=row[0],
+                push_id=row[1],
+                app_id=row[2],
+                access_id=row[5],
+                sms_info=spec.sms_info,
+                policy=RateLimitPolicy(row[6], row[7], row[8]),
+                sms_credentials_blob=row[9],
+                due_at=row[4],
             )
+        )
     return jobs
 
 
@@ -120,13 +133,15 @@ def recipients(conn: sqlite3.Connection, jobs: list[FireJob]) -> dict[int, list[
         for start in range(0, len(pushes), CHUNK):
             found = conn.execute(
                 "SELECT t.push, t.token, coalesce(d.phone, ''), t.arrived_at IS NOT NULL, "
-                "t.clicked_at IS NOT NULL, d.notifications_enabled FROM targets t "
+                f"t.clicked_at IS NOT NULL, d.notifications_enabled, t.outcome IN ({_FINAL_FAILURES}) FROM targets t "
                 "LEFT JOIN devices d ON d.app_id=? AND d.token=t.token "
                 f"WHERE t.push IN ({in_list(pushes[start : start + CHUNK])}) ORDER BY t.push, t.seq",
                 (app_id,),
             ).fetchall()
             for r in found:
-                out[r[0]].append(Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5])))
+                out[r[0]].append(
+                    Recipient(r[1], r[2], bool(r[3]), bool(r[4]), None if r[5] is None else bool(r[5]), bool(r[6]))
+                )
     return out
 
 

@@ -160,6 +160,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX broadcasts_open ON broadcasts(push) WHERE done = 0;
     ALTER TABLE apps ADD COLUMN secret_sealed BLOB;
     """,
+    # 7: push channels: each app's sealed channel credentials, each device's channel and token
+    # state, each target's push outcome (NULL: not yet answered; redelivered after a crash).
+    """
+    CREATE TABLE channel_credentials (
+        app_id INTEGER NOT NULL REFERENCES apps(id),
+        channel INTEGER NOT NULL,
+        blob BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (app_id, channel)
+    ) WITHOUT ROWID;
+    ALTER TABLE devices ADD COLUMN channel INTEGER;
+    ALTER TABLE devices ADD COLUMN invalid_at REAL;
+    ALTER TABLE devices ADD COLUMN invalid_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE targets ADD COLUMN channel INTEGER;
+    ALTER TABLE targets ADD COLUMN outcome INTEGER;
+    ALTER TABLE targets ADD COLUMN outcome_code TEXT NOT NULL DEFAULT '';
+    ALTER TABLE targets ADD COLUMN outcome_at REAL;
+    -- Pushes delivered before outcomes were kept went to the log channel, which takes all.
+    UPDATE targets SET channel = 9, outcome = 2, outcome_at = (SELECT delivered_at FROM pushes WHERE id = push)
+        WHERE push IN (SELECT id FROM pushes WHERE delivered_at IS NOT NULL);
+    """,
 ]
 
 

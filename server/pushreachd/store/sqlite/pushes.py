@@ -8,15 +8,17 @@ from dataclasses import replace
 from ...engine.states import FALLBACK_TRANSITIONS, check_transition
 from ...errors import AlreadyExists, FailedPrecondition
 from ...model import (
+    Channel,
     FallbackState,
     NewPush,
     Push,
+    PushOutcome,
     PushReceipt,
     PushSpec,
     SmsStatus,
     TargetView,
 )
-from . import rows
+from . import channels, rows
 from .rows import PUSH_COLUMNS
 
 
@@ -140,7 +142,8 @@ def undelivered(
         tokens = _tokens(conn, row[0])
         push = rows.push(row[:10], tokens)
         assert push is not None
-        found.append((row[10], push, tuple(tokens)))
+        # Only the targets not yet answered: one accepted before the crash is not sent again.
+        found.append((row[10], push, tuple(channels.pending_tokens(conn, row[0]))))
     more = len(found) < len(found_rows) or len(found_rows) == limit
     cursor = (found[-1][1].accepted_at, found[-1][1].id) if found and more else None
     return found, cursor
@@ -148,7 +151,8 @@ def undelivered(
 
 def targets(conn: sqlite3.Connection, push: int, offset: int, limit: int) -> list[TargetView]:
     found = conn.execute(
-        "SELECT t.token, t.account, coalesce(d.phone, ''), t.arrived_at, t.clicked_at, r.status "
+        "SELECT t.token, t.account, coalesce(d.phone, ''), t.arrived_at, t.clicked_at, r.status, "
+        "coalesce(t.channel, d.channel), t.outcome, t.outcome_code, t.outcome_at "
         "FROM targets t JOIN pushes p ON p.id = t.push "
         "LEFT JOIN devices d ON d.app_id = p.app_id AND d.token = t.token "
         "LEFT JOIN sms_records r ON r.push = t.push AND r.phone = d.phone "
@@ -163,6 +167,10 @@ def targets(conn: sqlite3.Connection, push: int, offset: int, limit: int) -> lis
             arrived_at=r[3],
             clicked_at=r[4],
             sms_status=SmsStatus(r[5]) if r[5] is not None else None,
+            channel=Channel(r[6]) if r[6] is not None else None,
+            push_outcome=PushOutcome(r[7]) if r[7] is not None else PushOutcome.PENDING,
+            push_outcome_code=r[8],
+            push_outcome_at=r[9],
         )
         for r in found
     ]

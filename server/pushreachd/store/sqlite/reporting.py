@@ -8,6 +8,7 @@ from ...model import (
     FallbackState,
     Funnel,
     PushListItem,
+    PushOutcome,
     SmsCounts,
     SmsStatus,
     Statistics,
@@ -33,8 +34,15 @@ def funnel(c: sqlite3.Connection, push: int) -> Funnel:
         (push,),
     ).fetchone()
 
+    by_outcome = dict(c.execute("SELECT outcome, count(*) FROM targets WHERE push=? GROUP BY outcome", (push,)))
     sms = SmsCounts.of({SmsStatus(status): count for status, count in by_status.items()})
     return Funnel(
+        push_accepted_count=by_outcome.get(int(PushOutcome.ACCEPTED), 0),
+        push_invalid_token_count=by_outcome.get(int(PushOutcome.INVALID_TOKEN), 0),
+        push_failed_count=by_outcome.get(int(PushOutcome.FAILED), 0),
+        push_expired_count=by_outcome.get(int(PushOutcome.EXPIRED), 0),
+        push_no_channel_count=by_outcome.get(int(PushOutcome.NO_CHANNEL), 0),
+        push_pending_count=by_outcome.get(None, 0) + by_outcome.get(int(PushOutcome.PENDING), 0),
         target_count=targets,
         arrived_count=arrived,
         clicked_count=clicked,

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...model import (
     App,
+    Channel,
     FallbackState,
     Push,
     PushReceipt,
@@ -24,7 +25,8 @@ CHUNK = 500  # row ids per `IN (...)` list
 
 APP_COLUMNS = (
     "id, access_id, name, secret_verifier, created_at, sms_credentials, "
-    "same_content_interval, daily_limit, time_zone, secret_sealed"
+    "same_content_interval, daily_limit, time_zone, secret_sealed, "
+    "(SELECT group_concat(channel) FROM channel_credentials c WHERE c.app_id = apps.id)"
 )
 PUSH_COLUMNS = (
     "p.id, p.app_id, p.push_id, p.request_id, p.spec, p.accepted_at, p.target_count, "
@@ -54,6 +56,7 @@ def app(row: tuple[Any, ...] | None) -> App | None:
         sms_credentials_blob=row[5],
         policy=RateLimitPolicy(row[6], row[7], row[8]),
         secret_sealed=row[9],
+        channels=frozenset(Channel(int(c)) for c in row[10].split(",")) if row[10] else frozenset(),
     )
 
 

@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 from ...model import (
     App,
+    Channel,
+    Route,
+    TargetOutcome,
     Broadcast,
     DeliveryReceipt,
     Device,
@@ -30,7 +33,7 @@ from ...model import (
 )
 from ...supervisor import Supervisor
 from ..base import LIVE_PAGE, FireJob, PurgeCounts, RateWindow, SmsOutcome
-from . import apps, audiences, devices, events, fires, pushes, receipt_keys, reporting, retention
+from . import apps, audiences, channels, devices, events, fires, pushes, receipt_keys, reporting, retention
 from .migrations import migrate
 from .readers import ReaderPool
 from .writer import GroupCommitWriter, WriteStats
@@ -113,9 +116,47 @@ class SqliteStore:
         return await self._write(lambda c: apps.set_sms_credentials(c, app_id, blob))
 
     async def reseal_sms_credentials(
-        self, reseal: Callable[[str, bytes], bytes], reseal_secret: Callable[[str, bytes], bytes] | None = None
+        self,
+        reseal: Callable[[str, bytes], bytes],
+        reseal_secret: Callable[[str, bytes], bytes] | None = None,
+        reseal_channel: Callable[[str, Channel, bytes], bytes] | None = None,
     ) -> int:
-        return await self._write(lambda c: apps.reseal_sms_credentials(c, reseal, reseal_secret))
+        def run(c: sqlite3.Connection) -> int:
+            changed = apps.reseal_sms_credentials(c, reseal, reseal_secret)
+            if reseal_channel is not None:
+                channels.reseal(c, reseal_channel)
+            return changed
+
+        return await self._write(run)
+
+    # push channels
+
+    async def set_channel_credentials(self, app_id: int, channel: Channel, blob: bytes, now: float) -> App:
+        def run(c: sqlite3.Connection) -> App:
+            channels.set_credentials(c, app_id, channel, blob, now)
+            return apps.by_id(c, app_id)
+
+        return await self._write(run)
+
+    async def channel_credentials(self, app_id: int) -> dict[Channel, bytes]:
+        return await self._read(lambda c: channels.credentials(c, app_id))
+
+    async def register_device(self, app_id: int, token: str, channel: Channel, phone: str, now: float) -> Device:
+        def how(c: sqlite3.Connection) -> None:
+            channels.register(c, app_id, token, channel)
+            if phone:
+                devices.set_phone(c, app_id, token, phone)
+
+        return await self._write(lambda c: devices.change(c, app_id, token, now, how))
+
+    async def device_routes(self, app_id: int, tokens: list[str]) -> dict[str, Route]:
+        return await self._read(lambda c: channels.routes(c, app_id, tokens))
+
+    async def record_outcomes(self, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
+        await self._write(lambda c: channels.record_outcomes(c, push, app_id, outcomes))
+
+    async def pending_fallback_job(self, push: int) -> FireJob | None:
+        return await self._read(lambda c: fires.pending_job(c, push))
 
     async def set_rate_limit_policy(self, app_id: int, policy: RateLimitPolicy) -> App:
         return await self._write(lambda c: apps.set_rate_limit_policy(c, app_id, policy))

@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Channel } from "./device_pb.js";
+import { file_pushreach_v1_device } from "./device_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file pushreach/v1/admin.proto.
  */
 export const file_pushreach_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChhwdXNocmVhY2gvdjEvYWRtaW4ucHJvdG8SDHB1c2hyZWFjaC52MSJgCg9SYXRlTGltaXRQb2xpY3kSJQodc2FtZV9jb250ZW50X2ludGVydmFsX3NlY29uZHMYASABKA0SEwoLZGFpbHlfbGltaXQYAiABKA0SEQoJdGltZV96b25lGAMgASgJIq4BCgNBcHASEQoJYWNjZXNzX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Ntc19jcmVkZW50aWFsc19zZXQYBCABKAgSOAoRcmF0ZV9saW1pdF9wb2xpY3kYBSABKAsyHS5wdXNocmVhY2gudjEuUmF0ZUxpbWl0UG9saWN5IjIKEENyZWF0ZUFwcFJlcXVlc3QSDAoEbmFtZRgBIAEoCUoECAIQA1IKcmVxdWVzdF9pZCJHChFDcmVhdGVBcHBSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwEhIKCnNlY3JldF9rZXkYAiABKAkiIgoNR2V0QXBwUmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkiMAoOR2V0QXBwUmVzcG9uc2USHgoDYXBwGAEgASgLMhEucHVzaHJlYWNoLnYxLkFwcCI4Cg9MaXN0QXBwc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiTAoQTGlzdEFwcHNSZXNwb25zZRIfCgRhcHBzGAEgAygLMhEucHVzaHJlYWNoLnYxLkFwcBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKwoWUm90YXRlQXBwU2VjcmV0UmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkiLQoXUm90YXRlQXBwU2VjcmV0UmVzcG9uc2USEgoKc2VjcmV0X2tleRgBIAEoCSJUChhTZXRTbXNDcmVkZW50aWFsc1JlcXVlc3QSEQoJYWNjZXNzX2lkGAEgASgJEhEKCXNlY3JldF9pZBgCIAEoCRISCgpzZWNyZXRfa2V5GAMgASgJIjsKGVNldFNtc0NyZWRlbnRpYWxzUmVzcG9uc2USHgoDYXBwGAEgASgLMhEucHVzaHJlYWNoLnYxLkFwcCJdChlTZXRSYXRlTGltaXRQb2xpY3lSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCRItCgZwb2xpY3kYAiABKAsyHS5wdXNocmVhY2gudjEuUmF0ZUxpbWl0UG9saWN5IjwKGlNldFJhdGVMaW1pdFBvbGljeVJlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHAymwQKDEFkbWluU2VydmljZRJMCglDcmVhdGVBcHASHi5wdXNocmVhY2gudjEuQ3JlYXRlQXBwUmVxdWVzdBofLnB1c2hyZWFjaC52MS5DcmVhdGVBcHBSZXNwb25zZRJDCgZHZXRBcHASGy5wdXNocmVhY2gudjEuR2V0QXBwUmVxdWVzdBocLnB1c2hyZWFjaC52MS5HZXRBcHBSZXNwb25zZRJJCghMaXN0QXBwcxIdLnB1c2hyZWFjaC52MS5MaXN0QXBwc1JlcXVlc3QaHi5wdXNocmVhY2gudjEuTGlzdEFwcHNSZXNwb25zZRJeCg9Sb3RhdGVBcHBTZWNyZXQSJC5wdXNocmVhY2gudjEuUm90YXRlQXBwU2VjcmV0UmVxdWVzdBolLnB1c2hyZWFjaC52MS5Sb3RhdGVBcHBTZWNyZXRSZXNwb25zZRJkChFTZXRTbXNDcmVkZW50aWFscxImLnB1c2hyZWFjaC52MS5TZXRTbXNDcmVkZW50aWFsc1JlcXVlc3QaJy5wdXNocmVhY2gudjEuU2V0U21zQ3JlZGVudGlhbHNSZXNwb25zZRJnChJTZXRSYXRlTGltaXRQb2xpY3kSJy5wdXNocmVhY2gudjEuU2V0UmF0ZUxpbWl0UG9saWN5UmVxdWVzdBooLnB1c2hyZWFjaC52MS5TZXRSYXRlTGltaXRQb2xpY3lSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChhwdXNocmVhY2gvdjEvYWRtaW4ucHJvdG8SDHB1c2hyZWFjaC52MSJgCg9SYXRlTGltaXRQb2xpY3kSJQodc2FtZV9jb250ZW50X2ludGVydmFsX3NlY29uZHMYASABKA0SEwoLZGFpbHlfbGltaXQYAiABKA0SEQoJdGltZV96b25lGAMgASgJItcBCgNBcHASEQoJYWNjZXNzX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Ntc19jcmVkZW50aWFsc19zZXQYBCABKAgSOAoRcmF0ZV9saW1pdF9wb2xpY3kYBSABKAsyHS5wdXNocmVhY2gudjEuUmF0ZUxpbWl0UG9saWN5EicKCGNoYW5uZWxzGAYgAygOMhUucHVzaHJlYWNoLnYxLkNoYW5uZWwiMgoQQ3JlYXRlQXBwUmVxdWVzdBIMCgRuYW1lGAEgASgJSgQIAhADUgpyZXF1ZXN0X2lkIkcKEUNyZWF0ZUFwcFJlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHASEgoKc2VjcmV0X2tleRgCIAEoCSIiCg1HZXRBcHBSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCSIwCg5HZXRBcHBSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwIjgKD0xpc3RBcHBzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJMChBMaXN0QXBwc1Jlc3BvbnNlEh8KBGFwcHMYASADKAsyES5wdXNocmVhY2gudjEuQXBwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIrChZSb3RhdGVBcHBTZWNyZXRSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCSItChdSb3RhdGVBcHBTZWNyZXRSZXNwb25zZRISCgpzZWNyZXRfa2V5GAEgASgJIlQKGFNldFNtc0NyZWRlbnRpYWxzUmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkSEQoJc2VjcmV0X2lkGAIgASgJEhIKCnNlY3JldF9rZXkYAyABKAkiOwoZU2V0U21zQ3JlZGVudGlhbHNSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwInMKHFNldENoYW5uZWxDcmVkZW50aWFsc1JlcXVlc3QSEQoJYWNjZXNzX2lkGAEgASgJEiYKB2NoYW5uZWwYAiABKA4yFS5wdXNocmVhY2gudjEuQ2hhbm5lbBIYChBjcmVkZW50aWFsc19qc29uGAMgASgJIj8KHVNldENoYW5uZWxDcmVkZW50aWFsc1Jlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHAiXQoZU2V0UmF0ZUxpbWl0UG9saWN5UmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkSLQoGcG9saWN5GAIgASgLMh0ucHVzaHJlYWNoLnYxLlJhdGVMaW1pdFBvbGljeSI8ChpTZXRSYXRlTGltaXRQb2xpY3lSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwMo0FCgxBZG1pblNlcnZpY2USTAoJQ3JlYXRlQXBwEh4ucHVzaHJlYWNoLnYxLkNyZWF0ZUFwcFJlcXVlc3QaHy5wdXNocmVhY2gudjEuQ3JlYXRlQXBwUmVzcG9uc2USQwoGR2V0QXBwEhsucHVzaHJlYWNoLnYxLkdldEFwcFJlcXVlc3QaHC5wdXNocmVhY2gudjEuR2V0QXBwUmVzcG9uc2USSQoITGlzdEFwcHMSHS5wdXNocmVhY2gudjEuTGlzdEFwcHNSZXF1ZXN0Gh4ucHVzaHJlYWNoLnYxLkxpc3RBcHBzUmVzcG9uc2USXgoPUm90YXRlQXBwU2VjcmV0EiQucHVzaHJlYWNoLnYxLlJvdGF0ZUFwcFNlY3JldFJlcXVlc3QaJS5wdXNocmVhY2gudjEuUm90YXRlQXBwU2VjcmV0UmVzcG9uc2USZAoRU2V0U21zQ3JlZGVudGlhbHMSJi5wdXNocmVhY2gudjEuU2V0U21zQ3JlZGVudGlhbHNSZXF1ZXN0GicucHVzaHJlYWNoLnYxLlNldFNtc0NyZWRlbnRpYWxzUmVzcG9uc2USZwoSU2V0UmF0ZUxpbWl0UG9saWN5EicucHVzaHJlYWNoLnYxLlNldFJhdGVMaW1pdFBvbGljeVJlcXVlc3QaKC5wdXNocmVhY2gudjEuU2V0UmF0ZUxpbWl0UG9saWN5UmVzcG9uc2UScAoVU2V0Q2hhbm5lbENyZWRlbnRpYWxzEioucHVzaHJlYWNoLnYxLlNldENoYW5uZWxDcmVkZW50aWFsc1JlcXVlc3QaKy5wdXNocmVhY2gudjEuU2V0Q2hhbm5lbENyZWRlbnRpYWxzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pushreach_v1_device]);
 
 /**
  * Per-number SMS limits of an app (defaults from Tencent Cloud SMS's own defaults).
@@ -92,6 +94,13 @@ export type App = Message<"pushreach.v1.App"> & {
    * @generated from field: pushreach.v1.RateLimitPolicy rate_limit_policy = 5;
    */
   rateLimitPolicy?: RateLimitPolicy | undefined;
+
+  /**
+   * The push channels whose credentials are set (never shown), in Channel order.
+   *
+   * @generated from field: repeated pushreach.v1.Channel channels = 6;
+   */
+  channels: Channel[];
 };
 
 /**
@@ -347,6 +356,64 @@ export const SetSmsCredentialsResponseSchema: GenMessage<SetSmsCredentialsRespon
   messageDesc(file_pushreach_v1_admin, 11);
 
 /**
+ * One push channel's credentials for an app; they replace any set before for that channel.
+ *
+ * @generated from message pushreach.v1.SetChannelCredentialsRequest
+ */
+export type SetChannelCredentialsRequest = Message<"pushreach.v1.SetChannelCredentialsRequest"> & {
+  /**
+   * The app. Required.
+   *
+   * @generated from field: string access_id = 1;
+   */
+  accessId: string;
+
+  /**
+   * The channel: any but UNSPECIFIED and LOG. Required.
+   *
+   * @generated from field: pushreach.v1.Channel channel = 2;
+   */
+  channel: Channel;
+
+  /**
+   * The credentials file's JSON text, as docs/CHANNELS.md describes per channel: APNs
+   * {"key_id", "team_id", "topic", "private_key"}, FCM the service-account JSON, webhook
+   * {"url", "secret"}, Huawei {"app_id", "client_secret"}, ... Required, at most 64 KiB.
+   *
+   * @generated from field: string credentials_json = 3;
+   */
+  credentialsJson: string;
+};
+
+/**
+ * Describes the message pushreach.v1.SetChannelCredentialsRequest.
+ * Use `create(SetChannelCredentialsRequestSchema)` to create a new message.
+ */
+export const SetChannelCredentialsRequestSchema: GenMessage<SetChannelCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_admin, 12);
+
+/**
+ * The app after the change.
+ *
+ * @generated from message pushreach.v1.SetChannelCredentialsResponse
+ */
+export type SetChannelCredentialsResponse = Message<"pushreach.v1.SetChannelCredentialsResponse"> & {
+  /**
+   * The app; `channels` includes the channel, the credentials are not shown.
+   *
+   * @generated from field: pushreach.v1.App app = 1;
+   */
+  app?: App | undefined;
+};
+
+/**
+ * Describes the message pushreach.v1.SetChannelCredentialsResponse.
+ * Use `create(SetChannelCredentialsResponseSchema)` to create a new message.
+ */
+export const SetChannelCredentialsResponseSchema: GenMessage<SetChannelCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_admin, 13);
+
+/**
  * An app's new per-number SMS limits; they replace the whole policy.
  *
  * @generated from message pushreach.v1.SetRateLimitPolicyRequest
@@ -372,7 +439,7 @@ export type SetRateLimitPolicyRequest = Message<"pushreach.v1.SetRateLimitPolicy
  * Use `create(SetRateLimitPolicyRequestSchema)` to create a new message.
  */
 export const SetRateLimitPolicyRequestSchema: GenMessage<SetRateLimitPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_admin, 12);
+  messageDesc(file_pushreach_v1_admin, 14);
 
 /**
  * The app after the change.
@@ -393,7 +460,7 @@ export type SetRateLimitPolicyResponse = Message<"pushreach.v1.SetRateLimitPolic
  * Use `create(SetRateLimitPolicyResponseSchema)` to create a new message.
  */
 export const SetRateLimitPolicyResponseSchema: GenMessage<SetRateLimitPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_admin, 13);
+  messageDesc(file_pushreach_v1_admin, 15);
 
 /**
  * AdminService manages apps. It needs the operator's admin token
@@ -464,6 +531,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetRateLimitPolicyRequestSchema;
     output: typeof SetRateLimitPolicyResponseSchema;
+  },
+  /**
+   * SetChannelCredentials stores the credentials of one push channel of the app (an APNs
+   * key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
+   * sealed at rest. They are never returned.
+   *
+   * @generated from rpc pushreach.v1.AdminService.SetChannelCredentials
+   */
+  setChannelCredentials: {
+    methodKind: "unary";
+    input: typeof SetChannelCredentialsRequestSchema;
+    output: typeof SetChannelCredentialsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pushreach_v1_admin, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pushreach/v1/device.proto.
  */
 export const file_pushreach_v1_device: GenFile = /*@__PURE__*/
-  fileDesc("ChlwdXNocmVhY2gvdjEvZGV2aWNlLnByb3RvEgxwdXNocmVhY2gudjEi+AEKBkRldmljZRINCgV0b2tlbhgBIAEoCRIUCgxwaG9uZV9udW1iZXIYAiABKAkSEAoIYWNjb3VudHMYAyADKAkSOwoSbm90aWZpY2F0aW9uX3N0YXRlGAQgASgOMh8ucHVzaHJlYWNoLnYxLk5vdGlmaWNhdGlvblN0YXRlEjsKF25vdGlmaWNhdGlvbl9zdGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGFncxgyIAMoCSJLChBCaW5kUGhvbmVSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIk0KEUJpbmRQaG9uZVJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2USEgoKZGV2aWNlX2tleRgeIAEoCSI3ChJVbmJpbmRQaG9uZVJlcXVlc3QSDQoFdG9rZW4YASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSI7ChNVbmJpbmRQaG9uZVJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2UiSAoSQmluZEFjY291bnRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2FjY291bnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI7ChNCaW5kQWNjb3VudFJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2UiSgoUVW5iaW5kQWNjb3VudFJlcXVlc3QSDQoFdG9rZW4YASABKAkSDwoHYWNjb3VudBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIj0KFVVuYmluZEFjY291bnRSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIiEKEEdldERldmljZVJlcXVlc3QSDQoFdG9rZW4YASABKAkiOQoRR2V0RGV2aWNlUmVzcG9uc2USJAoGZGV2aWNlGAEgASgLMhQucHVzaHJlYWNoLnYxLkRldmljZSImCghUb2tlblRhZxINCgV0b2tlbhgBIAEoCRILCgN0YWcYAiABKAkiaQoOQWRkVGFnc1JlcXVlc3QSDgoGdG9rZW5zGAEgAygJEgwKBHRhZ3MYAiADKAkSJQoFcGFpcnMYAyADKAsyFi5wdXNocmVhY2gudjEuVG9rZW5UYWcSEgoKcmVxdWVzdF9pZBgEIAEoCSIRCg9BZGRUYWdzUmVzcG9uc2UibAoRUmVtb3ZlVGFnc1JlcXVlc3QSDgoGdG9rZW5zGAEgAygJEgwKBHRhZ3MYAiADKAkSJQoFcGFpcnMYAyADKAsyFi5wdXNocmVhY2gudjEuVG9rZW5UYWcSEgoKcmVxdWVzdF9pZBgEIAEoCSIUChJSZW1vdmVUYWdzUmVzcG9uc2UiQQoOU2V0VGFnc1JlcXVlc3QSDQoFdG9rZW4YASABKAkSDAoEdGFncxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIjcKD1NldFRhZ3NSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIjYKEENsZWFyVGFnc1JlcXVlc3QSDgoGdG9rZW5zGAEgAygJEhIKCnJlcXVlc3RfaWQYAiABKAkiEwoRQ2xlYXJUYWdzUmVzcG9uc2UqeAoRTm90aWZpY2F0aW9uU3RhdGUSIgoeTk9USUZJQ0FUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaTk9USUZJQ0FUSU9OX1NUQVRFX0VOQUJMRUQQARIfChtOT1RJRklDQVRJT05fU1RBVEVfRElTQUJMRUQQAjLcBQoNRGV2aWNlU2VydmljZRJMCglCaW5kUGhvbmUSHi5wdXNocmVhY2gudjEuQmluZFBob25lUmVxdWVzdBofLnB1c2hyZWFjaC52MS5CaW5kUGhvbmVSZXNwb25zZRJSCgtVbmJpbmRQaG9uZRIgLnB1c2hyZWFjaC52MS5VbmJpbmRQaG9uZVJlcXVlc3QaIS5wdXNocmVhY2gudjEuVW5iaW5kUGhvbmVSZXNwb25zZRJSCgtCaW5kQWNjb3VudBIgLnB1c2hyZWFjaC52MS5CaW5kQWNjb3VudFJlcXVlc3QaIS5wdXNocmVhY2gudjEuQmluZEFjY291bnRSZXNwb25zZRJYCg1VbmJpbmRBY2NvdW50EiIucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXF1ZXN0GiMucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXNwb25zZRJMCglHZXREZXZpY2USHi5wdXNocmVhY2gudjEuR2V0RGV2aWNlUmVxdWVzdBofLnB1c2hyZWFjaC52MS5HZXREZXZpY2VSZXNwb25zZRJGCgdBZGRUYWdzEhwucHVzaHJlYWNoLnYxLkFkZFRhZ3NSZXF1ZXN0Gh0ucHVzaHJlYWNoLnYxLkFkZFRhZ3NSZXNwb25zZRJPCgpSZW1vdmVUYWdzEh8ucHVzaHJlYWNoLnYxLlJlbW92ZVRhZ3NSZXF1ZXN0GiAucHVzaHJlYWNoLnYxLlJlbW92ZVRhZ3NSZXNwb25zZRJGCgdTZXRUYWdzEhwucHVzaHJlYWNoLnYxLlNldFRhZ3NSZXF1ZXN0Gh0ucHVzaHJlYWNoLnYxLlNldFRhZ3NSZXNwb25zZRJMCglDbGVhclRhZ3MSHi5wdXNocmVhY2gudjEuQ2xlYXJUYWdzUmVxdWVzdBofLnB1c2hyZWFjaC52MS5DbGVhclRhZ3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChlwdXNocmVhY2gvdjEvZGV2aWNlLnByb3RvEgxwdXNocmVhY2gudjEipQMKBkRldmljZRINCgV0b2tlbhgBIAEoCRIUCgxwaG9uZV9udW1iZXIYAiABKAkSEAoIYWNjb3VudHMYAyADKAkSOwoSbm90aWZpY2F0aW9uX3N0YXRlGAQgASgOMh8ucHVzaHJlYWNoLnYxLk5vdGlmaWNhdGlvblN0YXRlEjsKF25vdGlmaWNhdGlvbl9zdGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGFncxgyIAMoCRImCgdjaGFubmVsGDwgASgOMhUucHVzaHJlYWNoLnYxLkNoYW5uZWwSLQoLdG9rZW5fc3RhdGUYPSABKA4yGC5wdXNocmVhY2gudjEuVG9rZW5TdGF0ZRI2ChJ0b2tlbl9pbnZhbGlkX3RpbWUYPiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFHRva2VuX2ludmFsaWRfcmVhc29uGD8gASgJIngKFVJlZ2lzdGVyRGV2aWNlUmVxdWVzdBINCgV0b2tlbhgBIAEoCRImCgdjaGFubmVsGAIgASgOMhUucHVzaHJlYWNoLnYxLkNoYW5uZWwSFAoMcGhvbmVfbnVtYmVyGAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAkiUgoWUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlEhIKCmRldmljZV9rZXkYAiABKAkiSwoQQmluZFBob25lUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIUCgxwaG9uZV9udW1iZXIYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSJNChFCaW5kUGhvbmVSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlEhIKCmRldmljZV9rZXkYHiABKAkiNwoSVW5iaW5kUGhvbmVSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiOwoTVW5iaW5kUGhvbmVSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIkgKEkJpbmRBY2NvdW50UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIPCgdhY2NvdW50GAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiOwoTQmluZEFjY291bnRSZXNwb25zZRIkCgZkZXZpY2UYASABKAsyFC5wdXNocmVhY2gudjEuRGV2aWNlIkoKFFVuYmluZEFjY291bnRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2FjY291bnQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI9ChVVbmJpbmRBY2NvdW50UmVzcG9uc2USJAoGZGV2aWNlGAEgASgLMhQucHVzaHJlYWNoLnYxLkRldmljZSIhChBHZXREZXZpY2VSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIjkKEUdldERldmljZVJlc3BvbnNlEiQKBmRldmljZRgBIAEoCzIULnB1c2hyZWFjaC52MS5EZXZpY2UiJgoIVG9rZW5UYWcSDQoFdG9rZW4YASABKAkSCwoDdGFnGAIgASgJImkKDkFkZFRhZ3NSZXF1ZXN0Eg4KBnRva2VucxgBIAMoCRIMCgR0YWdzGAIgAygJEiUKBXBhaXJzGAMgAygLMhYucHVzaHJlYWNoLnYxLlRva2VuVGFnEhIKCnJlcXVlc3RfaWQYBCABKAkiEQoPQWRkVGFnc1Jlc3BvbnNlImwKEVJlbW92ZVRhZ3NSZXF1ZXN0Eg4KBnRva2VucxgBIAMoCRIMCgR0YWdzGAIgAygJEiUKBXBhaXJzGAMgAygLMhYucHVzaHJlYWNoLnYxLlRva2VuVGFnEhIKCnJlcXVlc3RfaWQYBCABKAkiFAoSUmVtb3ZlVGFnc1Jlc3BvbnNlIkEKDlNldFRhZ3NSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEgwKBHRhZ3MYAiADKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI3Cg9TZXRUYWdzUmVzcG9uc2USJAoGZGV2aWNlGAEgASgLMhQucHVzaHJlYWNoLnYxLkRldmljZSI2ChBDbGVhclRhZ3NSZXF1ZXN0Eg4KBnRva2VucxgBIAMoCRISCgpyZXF1ZXN0X2lkGAIgASgJIhMKEUNsZWFyVGFnc1Jlc3BvbnNlKngKEU5vdGlmaWNhdGlvblN0YXRlEiIKHk5PVElGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh4KGk5PVElGSUNBVElPTl9TVEFURV9FTkFCTEVEEAESHwobTk9USUZJQ0FUSU9OX1NUQVRFX0RJU0FCTEVEEAIqxwEKB0NoYW5uZWwSFwoTQ0hBTk5FTF9VTlNQRUNJRklFRBAAEhAKDENIQU5ORUxfQVBOUxABEg8KC0NIQU5ORUxfRkNNEAISDwoLQ0hBTk5FTF9ITVMQAxIRCg1DSEFOTkVMX0hPTk9SEAQSEgoOQ0hBTk5FTF9YSUFPTUkQBRIQCgxDSEFOTkVMX09QUE8QBhIQCgxDSEFOTkVMX1ZJVk8QBxITCg9DSEFOTkVMX1dFQkhPT0sQCBIPCgtDSEFOTkVMX0xPRxAJKlkKClRva2VuU3RhdGUSGwoXVE9LRU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFUT0tFTl9TVEFURV9WQUxJRBABEhcKE1RPS0VOX1NUQVRFX0lOVkFMSUQQAjK5BgoNRGV2aWNlU2VydmljZRJMCglCaW5kUGhvbmUSHi5wdXNocmVhY2gudjEuQmluZFBob25lUmVxdWVzdBofLnB1c2hyZWFjaC52MS5CaW5kUGhvbmVSZXNwb25zZRJbCg5SZWdpc3RlckRldmljZRIjLnB1c2hyZWFjaC52MS5SZWdpc3RlckRldmljZVJlcXVlc3QaJC5wdXNocmVhY2gudjEuUmVnaXN0ZXJEZXZpY2VSZXNwb25zZRJSCgtVbmJpbmRQaG9uZRIgLnB1c2hyZWFjaC52MS5VbmJpbmRQaG9uZVJlcXVlc3QaIS5wdXNocmVhY2gudjEuVW5iaW5kUGhvbmVSZXNwb25zZRJSCgtCaW5kQWNjb3VudBIgLnB1c2hyZWFjaC52MS5CaW5kQWNjb3VudFJlcXVlc3QaIS5wdXNocmVhY2gudjEuQmluZEFjY291bnRSZXNwb25zZRJYCg1VbmJpbmRBY2NvdW50EiIucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXF1ZXN0GiMucHVzaHJlYWNoLnYxLlVuYmluZEFjY291bnRSZXNwb25zZRJMCglHZXREZXZpY2USHi5wdXNocmVhY2gudjEuR2V0RGV2aWNlUmVxdWVzdBofLnB1c2hyZWFjaC52MS5HZXREZXZpY2VSZXNwb25zZRJGCgdBZGRUYWdzEhwucHVzaHJlYWNoLnYxLkFkZFRhZ3NSZXF1ZXN0Gh0ucHVzaHJlYWNoLnYxLkFkZFRhZ3NSZXNwb25zZRJPCgpSZW1vdmVUYWdzEh8ucHVzaHJlYWNoLnYxLlJlbW92ZVRhZ3NSZXF1ZXN0GiAucHVzaHJlYWNoLnYxLlJlbW92ZVRhZ3NSZXNwb25zZRJGCgdTZXRUYWdzEhwucHVzaHJlYWNoLnYxLlNldFRhZ3NSZXF1ZXN0Gh0ucHVzaHJlYWNoLnYxLlNldFRhZ3NSZXNwb25zZRJMCglDbGVhclRhZ3MSHi5wdXNocmVhY2gudjEuQ2xlYXJUYWdzUmVxdWVzdBofLnB1c2hyZWFjaC52MS5DbGVhclRhZ3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A device token of the app, with what is bound to it.
@@ -68,6 +68,34 @@ export type Device = Message<"pushreach.v1.Device"> & {
    * @generated from field: repeated string tags = 50;
    */
   tags: string[];
+
+  /**
+   * The channel it registered with; UNSPECIFIED when only bound (the app's default applies).
+   *
+   * @generated from field: pushreach.v1.Channel channel = 60;
+   */
+  channel: Channel;
+
+  /**
+   * Whether pushes still use the token.
+   *
+   * @generated from field: pushreach.v1.TokenState token_state = 61;
+   */
+  tokenState: TokenState;
+
+  /**
+   * When the vendor called the token invalid; unset while it is valid.
+   *
+   * @generated from field: google.protobuf.Timestamp token_invalid_time = 62;
+   */
+  tokenInvalidTime?: Timestamp | undefined;
+
+  /**
+   * The vendor's reason (Unregistered, UNREGISTERED, 80300007, ...); empty while valid.
+   *
+   * @generated from field: string token_invalid_reason = 63;
+   */
+  tokenInvalidReason: string;
 };
 
 /**
@@ -76,6 +104,78 @@ export type Device = Message<"pushreach.v1.Device"> & {
  */
 export const DeviceSchema: GenMessage<Device> = /*@__PURE__*/
   messageDesc(file_pushreach_v1_device, 0);
+
+/**
+ * Register a device token with the channel that reaches it.
+ *
+ * @generated from message pushreach.v1.RegisterDeviceRequest
+ */
+export type RegisterDeviceRequest = Message<"pushreach.v1.RegisterDeviceRequest"> & {
+  /**
+   * Device token as the channel gave it to the app. Required, 1 to 256 printable ASCII
+   * characters.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * The channel. Required (not UNSPECIFIED).
+   *
+   * @generated from field: pushreach.v1.Channel channel = 2;
+   */
+  channel: Channel;
+
+  /**
+   * Phone number to bind, E.164 or a bare mainland China number (read as +86). Optional:
+   * empty keeps the one bound before.
+   *
+   * @generated from field: string phone_number = 3;
+   */
+  phoneNumber: string;
+
+  /**
+   * Idempotency key (AIP-155). Optional, at most 128 characters.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message pushreach.v1.RegisterDeviceRequest.
+ * Use `create(RegisterDeviceRequestSchema)` to create a new message.
+ */
+export const RegisterDeviceRequestSchema: GenMessage<RegisterDeviceRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 1);
+
+/**
+ * The device after the registration.
+ *
+ * @generated from message pushreach.v1.RegisterDeviceResponse
+ */
+export type RegisterDeviceResponse = Message<"pushreach.v1.RegisterDeviceResponse"> & {
+  /**
+   * The device, with its channel and a valid token state.
+   *
+   * @generated from field: pushreach.v1.Device device = 1;
+   */
+  device?: Device | undefined;
+
+  /**
+   * The key this device signs its notification-state reports with, as in BindPhoneResponse.
+   *
+   * @generated from field: string device_key = 2;
+   */
+  deviceKey: string;
+};
+
+/**
+ * Describes the message pushreach.v1.RegisterDeviceResponse.
+ * Use `create(RegisterDeviceResponseSchema)` to create a new message.
+ */
+export const RegisterDeviceResponseSchema: GenMessage<RegisterDeviceResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_device, 2);
 
 /**
  * Bind a phone number to a device token, for the SMS fallback.
@@ -110,7 +210,7 @@ export type BindPhoneRequest = Message<"pushreach.v1.BindPhoneRequest"> & {
  * Use `create(BindPhoneRequestSchema)` to create a new message.
  */
 export const BindPhoneRequestSchema: GenMessage<BindPhoneRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 1);
+  messageDesc(file_pushreach_v1_device, 3);
 
 /**
  * The device after the binding.
@@ -140,7 +240,7 @@ export type BindPhoneResponse = Message<"pushreach.v1.BindPhoneResponse"> & {
  * Use `create(BindPhoneResponseSchema)` to create a new message.
  */
 export const BindPhoneResponseSchema: GenMessage<BindPhoneResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 2);
+  messageDesc(file_pushreach_v1_device, 4);
 
 /**
  * Remove the phone number bound to a device token.
@@ -168,7 +268,7 @@ export type UnbindPhoneRequest = Message<"pushreach.v1.UnbindPhoneRequest"> & {
  * Use `create(UnbindPhoneRequestSchema)` to create a new message.
  */
 export const UnbindPhoneRequestSchema: GenMessage<UnbindPhoneRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 3);
+  messageDesc(file_pushreach_v1_device, 5);
 
 /**
  * The device after the change.
@@ -189,7 +289,7 @@ export type UnbindPhoneResponse = Message<"pushreach.v1.UnbindPhoneResponse"> & 
  * Use `create(UnbindPhoneResponseSchema)` to create a new message.
  */
 export const UnbindPhoneResponseSchema: GenMessage<UnbindPhoneResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 4);
+  messageDesc(file_pushreach_v1_device, 6);
 
 /**
  * Add an account to a device token, for account audiences.
@@ -224,7 +324,7 @@ export type BindAccountRequest = Message<"pushreach.v1.BindAccountRequest"> & {
  * Use `create(BindAccountRequestSchema)` to create a new message.
  */
 export const BindAccountRequestSchema: GenMessage<BindAccountRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 5);
+  messageDesc(file_pushreach_v1_device, 7);
 
 /**
  * The device after the binding.
@@ -245,7 +345,7 @@ export type BindAccountResponse = Message<"pushreach.v1.BindAccountResponse"> & 
  * Use `create(BindAccountResponseSchema)` to create a new message.
  */
 export const BindAccountResponseSchema: GenMessage<BindAccountResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 6);
+  messageDesc(file_pushreach_v1_device, 8);
 
 /**
  * Remove an account from a device token.
@@ -280,7 +380,7 @@ export type UnbindAccountRequest = Message<"pushreach.v1.UnbindAccountRequest"> 
  * Use `create(UnbindAccountRequestSchema)` to create a new message.
  */
 export const UnbindAccountRequestSchema: GenMessage<UnbindAccountRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 7);
+  messageDesc(file_pushreach_v1_device, 9);
 
 /**
  * The device after the change.
@@ -301,7 +401,7 @@ export type UnbindAccountResponse = Message<"pushreach.v1.UnbindAccountResponse"
  * Use `create(UnbindAccountResponseSchema)` to create a new message.
  */
 export const UnbindAccountResponseSchema: GenMessage<UnbindAccountResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 8);
+  messageDesc(file_pushreach_v1_device, 10);
 
 /**
  * Which device to show. An unknown token answers NOT_FOUND.
@@ -322,7 +422,7 @@ export type GetDeviceRequest = Message<"pushreach.v1.GetDeviceRequest"> & {
  * Use `create(GetDeviceRequestSchema)` to create a new message.
  */
 export const GetDeviceRequestSchema: GenMessage<GetDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 9);
+  messageDesc(file_pushreach_v1_device, 11);
 
 /**
  * The device.
@@ -343,7 +443,7 @@ export type GetDeviceResponse = Message<"pushreach.v1.GetDeviceResponse"> & {
  * Use `create(GetDeviceResponseSchema)` to create a new message.
  */
 export const GetDeviceResponseSchema: GenMessage<GetDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 10);
+  messageDesc(file_pushreach_v1_device, 12);
 
 /**
  * One (token, tag) pair of AddTags / RemoveTags (TPNS `tag_token_list[]`).
@@ -371,7 +471,7 @@ export type TokenTag = Message<"pushreach.v1.TokenTag"> & {
  * Use `create(TokenTagSchema)` to create a new message.
  */
 export const TokenTagSchema: GenMessage<TokenTag> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 11);
+  messageDesc(file_pushreach_v1_device, 13);
 
 /**
  * Tags to add.
@@ -413,7 +513,7 @@ export type AddTagsRequest = Message<"pushreach.v1.AddTagsRequest"> & {
  * Use `create(AddTagsRequestSchema)` to create a new message.
  */
 export const AddTagsRequestSchema: GenMessage<AddTagsRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 12);
+  messageDesc(file_pushreach_v1_device, 14);
 
 /**
  * The tags were added.
@@ -428,7 +528,7 @@ export type AddTagsResponse = Message<"pushreach.v1.AddTagsResponse"> & {
  * Use `create(AddTagsResponseSchema)` to create a new message.
  */
 export const AddTagsResponseSchema: GenMessage<AddTagsResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 13);
+  messageDesc(file_pushreach_v1_device, 15);
 
 /**
  * Tags to remove; as AddTagsRequest.
@@ -470,7 +570,7 @@ export type RemoveTagsRequest = Message<"pushreach.v1.RemoveTagsRequest"> & {
  * Use `create(RemoveTagsRequestSchema)` to create a new message.
  */
 export const RemoveTagsRequestSchema: GenMessage<RemoveTagsRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 14);
+  messageDesc(file_pushreach_v1_device, 16);
 
 /**
  * The tags were removed (removing an absent tag is not an error).
@@ -485,7 +585,7 @@ export type RemoveTagsResponse = Message<"pushreach.v1.RemoveTagsResponse"> & {
  * Use `create(RemoveTagsResponseSchema)` to create a new message.
  */
 export const RemoveTagsResponseSchema: GenMessage<RemoveTagsResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 15);
+  messageDesc(file_pushreach_v1_device, 17);
 
 /**
  * A token's new tags.
@@ -520,7 +620,7 @@ export type SetTagsRequest = Message<"pushreach.v1.SetTagsRequest"> & {
  * Use `create(SetTagsRequestSchema)` to create a new message.
  */
 export const SetTagsRequestSchema: GenMessage<SetTagsRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 16);
+  messageDesc(file_pushreach_v1_device, 18);
 
 /**
  * The device after the change.
@@ -541,7 +641,7 @@ export type SetTagsResponse = Message<"pushreach.v1.SetTagsResponse"> & {
  * Use `create(SetTagsResponseSchema)` to create a new message.
  */
 export const SetTagsResponseSchema: GenMessage<SetTagsResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 17);
+  messageDesc(file_pushreach_v1_device, 19);
 
 /**
  * Tokens whose tags to clear.
@@ -569,7 +669,7 @@ export type ClearTagsRequest = Message<"pushreach.v1.ClearTagsRequest"> & {
  * Use `create(ClearTagsRequestSchema)` to create a new message.
  */
 export const ClearTagsRequestSchema: GenMessage<ClearTagsRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 18);
+  messageDesc(file_pushreach_v1_device, 20);
 
 /**
  * The tokens hold no tags.
@@ -584,7 +684,7 @@ export type ClearTagsResponse = Message<"pushreach.v1.ClearTagsResponse"> & {
  * Use `create(ClearTagsResponseSchema)` to create a new message.
  */
 export const ClearTagsResponseSchema: GenMessage<ClearTagsResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_device, 19);
+  messageDesc(file_pushreach_v1_device, 21);
 
 /**
  * Whether the device shows notifications, by its latest report.
@@ -621,6 +721,124 @@ export const NotificationStateSchema: GenEnum<NotificationState> = /*@__PURE__*/
   enumDesc(file_pushreach_v1_device, 0);
 
 /**
+ * How a device is reached (DESIGN "Push channels").
+ *
+ * @generated from enum pushreach.v1.Channel
+ */
+export enum Channel {
+  /**
+   * Not registered: the app's default (the webhook when the app has one, else the log).
+   *
+   * @generated from enum value: CHANNEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Apple Push Notification service (HTTP/2, token auth).
+   *
+   * @generated from enum value: CHANNEL_APNS = 1;
+   */
+  APNS = 1,
+
+  /**
+   * Firebase Cloud Messaging (HTTP v1).
+   *
+   * @generated from enum value: CHANNEL_FCM = 2;
+   */
+  FCM = 2,
+
+  /**
+   * Huawei Push Kit.
+   *
+   * @generated from enum value: CHANNEL_HMS = 3;
+   */
+  HMS = 3,
+
+  /**
+   * Honor Push.
+   *
+   * @generated from enum value: CHANNEL_HONOR = 4;
+   */
+  HONOR = 4,
+
+  /**
+   * Xiaomi Push.
+   *
+   * @generated from enum value: CHANNEL_XIAOMI = 5;
+   */
+  XIAOMI = 5,
+
+  /**
+   * OPPO Push.
+   *
+   * @generated from enum value: CHANNEL_OPPO = 6;
+   */
+  OPPO = 6,
+
+  /**
+   * vivo Push.
+   *
+   * @generated from enum value: CHANNEL_VIVO = 7;
+   */
+  VIVO = 7,
+
+  /**
+   * The app's own push sender, called over HTTPS with a signed body.
+   *
+   * @generated from enum value: CHANNEL_WEBHOOK = 8;
+   */
+  WEBHOOK = 8,
+
+  /**
+   * Written to the service's log only (reaches no device).
+   *
+   * @generated from enum value: CHANNEL_LOG = 9;
+   */
+  LOG = 9,
+}
+
+/**
+ * Describes the enum pushreach.v1.Channel.
+ */
+export const ChannelSchema: GenEnum<Channel> = /*@__PURE__*/
+  enumDesc(file_pushreach_v1_device, 1);
+
+/**
+ * Whether pushes can still use a device token.
+ *
+ * @generated from enum pushreach.v1.TokenState
+ */
+export enum TokenState {
+  /**
+   * Never returned by the service.
+   *
+   * @generated from enum value: TOKEN_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Pushes are sent to it.
+   *
+   * @generated from enum value: TOKEN_STATE_VALID = 1;
+   */
+  VALID = 1,
+
+  /**
+   * The vendor called the token invalid (APNs 410, FCM UNREGISTERED, ...): pushes skip it
+   * (listed in `unused_targets`) until it is registered again.
+   *
+   * @generated from enum value: TOKEN_STATE_INVALID = 2;
+   */
+  INVALID = 2,
+}
+
+/**
+ * Describes the enum pushreach.v1.TokenState.
+ */
+export const TokenStateSchema: GenEnum<TokenState> = /*@__PURE__*/
+  enumDesc(file_pushreach_v1_device, 2);
+
+/**
  * DeviceService binds device tokens to phone numbers (for the SMS fallback) and to accounts
  * (for account audiences). A device exists once any of these calls names its token.
  *
@@ -636,6 +854,18 @@ export const DeviceService: GenService<{
     methodKind: "unary";
     input: typeof BindPhoneRequestSchema;
     output: typeof BindPhoneResponseSchema;
+  },
+  /**
+   * RegisterDevice records the channel a device token is reached through (APNs, FCM, a
+   * vendor, the app's webhook), optionally binding a phone number. Registering again moves
+   * the device (a new channel) and makes a token marked invalid valid again.
+   *
+   * @generated from rpc pushreach.v1.DeviceService.RegisterDevice
+   */
+  registerDevice: {
+    methodKind: "unary";
+    input: typeof RegisterDeviceRequestSchema;
+    output: typeof RegisterDeviceResponseSchema;
   },
   /**
    * UnbindPhone removes the token's phone number; unbinding an unbound token succeeds.

@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Channel } from "./device_pb.js";
+import { file_pushreach_v1_device } from "./device_pb.js";
 import type { SmsStatus } from "./sms_pb.js";
 import { file_pushreach_v1_sms } from "./sms_pb.js";
 import type { Message as Message$1 } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file pushreach/v1/push.proto.
  */
 export const file_pushreach_v1_push: GenFile = /*@__PURE__*/
-  fileDesc("ChdwdXNocmVhY2gvdjEvcHVzaC5wcm90bxIMcHVzaHJlYWNoLnYxIlgKB01lc3NhZ2USDQoFdGl0bGUYASABKAkSDwoHY29udGVudBgCIAEoCRItCgdhbmRyb2lkGCMgASgLMhwucHVzaHJlYWNoLnYxLkFuZHJvaWRNZXNzYWdlIrYBCg5BbmRyb2lkTWVzc2FnZRIQCghod19jaF9pZBgBIAEoCRITCgtod19jYXRlZ29yeRgCIAEoCRIVCg1od19pbXBvcnRhbmNlGAMgASgNEhAKCHhtX2NoX2lkGAQgASgJEhIKCm9wcG9fY2hfaWQYBSABKAkSFQoNb3Bwb19jYXRlZ29yeRgGIAEoCRISCgp2aXZvX2NoX2lkGAcgASgJEhUKDXZpdm9fY2F0ZWdvcnkYCCABKAkiLwoLQ2hhbm5lbFJ1bGUSDwoHY2hhbm5lbBgBIAEoCRIPCgdkaXNhYmxlGAIgASgIIp4BCgdUYWdJdGVtEgwKBHRhZ3MYASADKAkSDgoGaXNfbm90GAIgASgIEjAKDXRhZ3Nfb3BlcmF0b3IYAyABKA4yGS5wdXNocmVhY2gudjEuVGFnT3BlcmF0b3ISMQoOaXRlbXNfb3BlcmF0b3IYBCABKA4yGS5wdXNocmVhY2gudjEuVGFnT3BlcmF0b3ISEAoIdGFnX3R5cGUYBSABKAkicAoHVGFnUnVsZRIoCgl0YWdfaXRlbXMYASADKAsyFS5wdXNocmVhY2gudjEuVGFnSXRlbRIrCghvcGVyYXRvchgCIAEoDjIZLnB1c2hyZWFjaC52MS5UYWdPcGVyYXRvchIOCgZpc19ub3QYAyABKAgiwQEKB1Ntc0luZm8SGgoSZGVsYXlfdHJpZ2dlcl90aW1lGAEgASgNEjkKEXRyaWdnZXJfY29uZGl0aW9uGAIgASgOMh4ucHVzaHJlYWNoLnYxLlRyaWdnZXJDb25kaXRpb24SFQoNc21zX3NpZ25fbmFtZRgDIAEoCRIXCg9zbXNfdGVtcGxhdGVfaWQYBCABKAkSEgoKc21zX2FwcF9pZBgFIAEoCRIbChNzbXNfdGVtcGxhdGVfcGFyYW1zGAYgAygJIoUECgtQdXNoUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEjEKDWF1ZGllbmNlX3R5cGUYAiABKA4yGi5wdXNocmVhY2gudjEuQXVkaWVuY2VUeXBlEhIKCnRva2VuX2xpc3QYAyADKAkSFAoMYWNjb3VudF9saXN0GAQgAygJEiYKB21lc3NhZ2UYBSABKAsyFS5wdXNocmVhY2gudjEuTWVzc2FnZRIvCgxtZXNzYWdlX3R5cGUYBiABKA4yGS5wdXNocmVhY2gudjEuTWVzc2FnZVR5cGUSEwoLZXhwaXJlX3RpbWUYByABKA0SEQoJbXVsdGlfcGtnGAggASgIEi4KC2Vudmlyb25tZW50GAkgASgOMhkucHVzaHJlYWNoLnYxLkVudmlyb25tZW50EhUKDXJlc2VuZF9ieV9zbXMYCiABKAgSJwoIc21zX2luZm8YCyABKAsyFS5wdXNocmVhY2gudjEuU21zSW5mbxIwCg1jaGFubmVsX3J1bGVzGCMgAygLMhkucHVzaHJlYWNoLnYxLkNoYW5uZWxSdWxlEigKCXRhZ19ydWxlcxgyIAMoCzIVLnB1c2hyZWFjaC52MS5UYWdSdWxlEjgKEWFjY291bnRfcHVzaF90eXBlGDMgASgOMh0ucHVzaHJlYWNoLnYxLkFjY291bnRQdXNoVHlwZSJPCgxVbnVzZWRUYXJnZXQSDQoFdmFsdWUYASABKAkSMAoGcmVhc29uGAIgASgOMiAucHVzaHJlYWNoLnYxLlVudXNlZFRhcmdldFJlYXNvbiLRAQoMUHVzaFJlc3BvbnNlEg8KB3B1c2hfaWQYASABKAkSFAoMdGFyZ2V0X2NvdW50GAIgASgNEjIKDnVudXNlZF90YXJnZXRzGAMgAygLMhoucHVzaHJlYWNoLnYxLlVudXNlZFRhcmdldBIvCgthY2NlcHRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRZmFsbGJhY2tfZHVlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkgKDkdldFB1c2hSZXF1ZXN0Eg8KB3B1c2hfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkizQIKClB1c2hGdW5uZWwSFAoMdGFyZ2V0X2NvdW50GAEgASgNEhUKDWFycml2ZWRfY291bnQYAiABKA0SFQoNY2xpY2tlZF9jb3VudBgDIAEoDRIWCg5zbXNfc2VudF9jb3VudBgEIAEoDRIbChNzbXNfZGVsaXZlcmVkX2NvdW50GAUgASgNEhgKEHNtc19mYWlsZWRfY291bnQYBiABKA0SHgoWc21zX3JhdGVfbGltaXRlZF9jb3VudBgHIAEoDRIWCg5ub19waG9uZV9jb3VudBgIIAEoDRIfChdhcnJpdmVkX2FmdGVyX3Ntc19jb3VudBgJIAEoDRIZChFzbXNfdW5rbm93bl9jb3VudBgKIAEoDRIdChVzbXNfdW5kZWxpdmVyZWRfY291bnQYQSABKA0SGQoRc21zX3BlbmRpbmdfY291bnQYQiABKA0i0AEKClB1c2hUYXJnZXQSDQoFdG9rZW4YASABKAkSDwoHYWNjb3VudBgCIAEoCRIUCgxwaG9uZV9udW1iZXIYAyABKAkSLwoLYXJyaXZlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNsaWNrX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnNtc19zdGF0dXMYBiABKA4yFy5wdXNocmVhY2gudjEuU21zU3RhdHVzIrcCCgtQdXNoU3VtbWFyeRIPCgdwdXNoX2lkGAEgASgJEioKB3JlcXVlc3QYAiABKAsyGS5wdXNocmVhY2gudjEuUHVzaFJlcXVlc3QSLwoLYWNjZXB0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKDmZhbGxiYWNrX3N0YXRlGAQgASgOMhsucHVzaHJlYWNoLnYxLkZhbGxiYWNrU3RhdGUSNQoRZmFsbGJhY2tfZHVlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWZhbGxiYWNrX2VuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg90YXJnZXRzX3BlbmRpbmcYMiABKAgiqAEKD0dldFB1c2hSZXNwb25zZRInCgRwdXNoGAEgASgLMhkucHVzaHJlYWNoLnYxLlB1c2hTdW1tYXJ5EigKBmZ1bm5lbBgCIAEoCzIYLnB1c2hyZWFjaC52MS5QdXNoRnVubmVsEikKB3RhcmdldHMYAyADKAsyGC5wdXNocmVhY2gudjEuUHVzaFRhcmdldBIXCg9uZXh0X3BhZ2VfdG9rZW4YBCABKAkiPAoVQ2FuY2VsRmFsbGJhY2tSZXF1ZXN0Eg8KB3B1c2hfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSJNChZDYW5jZWxGYWxsYmFja1Jlc3BvbnNlEjMKDmZhbGxiYWNrX3N0YXRlGAEgASgOMhsucHVzaHJlYWNoLnYxLkZhbGxiYWNrU3RhdGUqzQEKDEF1ZGllbmNlVHlwZRIdChlBVURJRU5DRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQVVESUVOQ0VfVFlQRV9UT0tFThABEhwKGEFVRElFTkNFX1RZUEVfVE9LRU5fTElTVBACEhkKFUFVRElFTkNFX1RZUEVfQUNDT1VOVBADEh4KGkFVRElFTkNFX1RZUEVfQUNDT1VOVF9MSVNUEAQSFQoRQVVESUVOQ0VfVFlQRV9UQUcQBRIVChFBVURJRU5DRV9UWVBFX0FMTBAGKnwKD0FjY291bnRQdXNoVHlwZRIhCh1BQ0NPVU5UX1BVU0hfVFlQRV9VTlNQRUNJRklFRBAAEiMKH0FDQ09VTlRfUFVTSF9UWVBFX0xBVEVTVF9ERVZJQ0UQARIhCh1BQ0NPVU5UX1BVU0hfVFlQRV9BTExfREVWSUNFUxACKlYKC1RhZ09wZXJhdG9yEhwKGFRBR19PUEVSQVRPUl9VTlNQRUNJRklFRBAAEhMKD1RBR19PUEVSQVRPUl9PUhABEhQKEFRBR19PUEVSQVRPUl9BTkQQAipeCgtNZXNzYWdlVHlwZRIcChhNRVNTQUdFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNNRVNTQUdFX1RZUEVfTk9USUZZEAESGAoUTUVTU0FHRV9UWVBFX01FU1NBR0UQAipYCgtFbnZpcm9ubWVudBIbChdFTlZJUk9OTUVOVF9VTlNQRUNJRklFRBAAEhcKE0VOVklST05NRU5UX1BST0RVQ1QQARITCg9FTlZJUk9OTUVOVF9ERVYQAiqoAQoQVHJpZ2dlckNvbmRpdGlvbhIhCh1UUklHR0VSX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEisKJ1RSSUdHRVJfQ09ORElUSU9OX05PVElGSUNBVElPTl9ESVNBQkxFRBABEiEKHVRSSUdHRVJfQ09ORElUSU9OX05PVF9BUlJJVkVEEAISIQodVFJJR0dFUl9DT05ESVRJT05fTk9UX0NMSUNLRUQQAyq2AQoNRmFsbGJhY2tTdGF0ZRIeChpGQUxMQkFDS19TVEFURV9VTlNQRUNJRklFRBAAEhcKE0ZBTExCQUNLX1NUQVRFX05PTkUQARIaChZGQUxMQkFDS19TVEFURV9QRU5ESU5HEAISGQoVRkFMTEJBQ0tfU1RBVEVfRklSSU5HEAMSFwoTRkFMTEJBQ0tfU1RBVEVfRE9ORRAEEhwKGEZBTExCQUNLX1NUQVRFX0NBTkNFTExFRBAFKo4BChJVbnVzZWRUYXJnZXRSZWFzb24SJAogVU5VU0VEX1RBUkdFVF9SRUFTT05fVU5TUEVDSUZJRUQQABIiCh5VTlVTRURfVEFSR0VUX1JFQVNPTl9EVVBMSUNBVEUQARIuCipVTlVTRURfVEFSR0VUX1JFQVNPTl9BQ0NPVU5UX0hBU19OT19ERVZJQ0UQAjLxAQoLUHVzaFNlcnZpY2USPQoEUHVzaBIZLnB1c2hyZWFjaC52MS5QdXNoUmVxdWVzdBoaLnB1c2hyZWFjaC52MS5QdXNoUmVzcG9uc2USRgoHR2V0UHVzaBIcLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVxdWVzdBodLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVzcG9uc2USWwoOQ2FuY2VsRmFsbGJhY2sSIy5wdXNocmVhY2gudjEuQ2FuY2VsRmFsbGJhY2tSZXF1ZXN0GiQucHVzaHJlYWNoLnYxLkNhbmNlbEZhbGxiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pushreach_v1_sms]);
+  fileDesc("ChdwdXNocmVhY2gvdjEvcHVzaC5wcm90bxIMcHVzaHJlYWNoLnYxIlgKB01lc3NhZ2USDQoFdGl0bGUYASABKAkSDwoHY29udGVudBgCIAEoCRItCgdhbmRyb2lkGCMgASgLMhwucHVzaHJlYWNoLnYxLkFuZHJvaWRNZXNzYWdlIrYBCg5BbmRyb2lkTWVzc2FnZRIQCghod19jaF9pZBgBIAEoCRITCgtod19jYXRlZ29yeRgCIAEoCRIVCg1od19pbXBvcnRhbmNlGAMgASgNEhAKCHhtX2NoX2lkGAQgASgJEhIKCm9wcG9fY2hfaWQYBSABKAkSFQoNb3Bwb19jYXRlZ29yeRgGIAEoCRISCgp2aXZvX2NoX2lkGAcgASgJEhUKDXZpdm9fY2F0ZWdvcnkYCCABKAkiLwoLQ2hhbm5lbFJ1bGUSDwoHY2hhbm5lbBgBIAEoCRIPCgdkaXNhYmxlGAIgASgIIp4BCgdUYWdJdGVtEgwKBHRhZ3MYASADKAkSDgoGaXNfbm90GAIgASgIEjAKDXRhZ3Nfb3BlcmF0b3IYAyABKA4yGS5wdXNocmVhY2gudjEuVGFnT3BlcmF0b3ISMQoOaXRlbXNfb3BlcmF0b3IYBCABKA4yGS5wdXNocmVhY2gudjEuVGFnT3BlcmF0b3ISEAoIdGFnX3R5cGUYBSABKAkicAoHVGFnUnVsZRIoCgl0YWdfaXRlbXMYASADKAsyFS5wdXNocmVhY2gudjEuVGFnSXRlbRIrCghvcGVyYXRvchgCIAEoDjIZLnB1c2hyZWFjaC52MS5UYWdPcGVyYXRvchIOCgZpc19ub3QYAyABKAgi4AEKB1Ntc0luZm8SGgoSZGVsYXlfdHJpZ2dlcl90aW1lGAEgASgNEjkKEXRyaWdnZXJfY29uZGl0aW9uGAIgASgOMh4ucHVzaHJlYWNoLnYxLlRyaWdnZXJDb25kaXRpb24SFQoNc21zX3NpZ25fbmFtZRgDIAEoCRIXCg9zbXNfdGVtcGxhdGVfaWQYBCABKAkSEgoKc21zX2FwcF9pZBgFIAEoCRIbChNzbXNfdGVtcGxhdGVfcGFyYW1zGAYgAygJEh0KFWVhcmx5X29uX3B1c2hfZmFpbHVyZRgyIAEoCCKaBAoLUHVzaFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIxCg1hdWRpZW5jZV90eXBlGAIgASgOMhoucHVzaHJlYWNoLnYxLkF1ZGllbmNlVHlwZRISCgp0b2tlbl9saXN0GAMgAygJEhQKDGFjY291bnRfbGlzdBgEIAMoCRImCgdtZXNzYWdlGAUgASgLMhUucHVzaHJlYWNoLnYxLk1lc3NhZ2USLwoMbWVzc2FnZV90eXBlGAYgASgOMhkucHVzaHJlYWNoLnYxLk1lc3NhZ2VUeXBlEhMKC2V4cGlyZV90aW1lGAcgASgNEhEKCW11bHRpX3BrZxgIIAEoCBIuCgtlbnZpcm9ubWVudBgJIAEoDjIZLnB1c2hyZWFjaC52MS5FbnZpcm9ubWVudBIVCg1yZXNlbmRfYnlfc21zGAogASgIEicKCHNtc19pbmZvGAsgASgLMhUucHVzaHJlYWNoLnYxLlNtc0luZm8SMAoNY2hhbm5lbF9ydWxlcxgjIAMoCzIZLnB1c2hyZWFjaC52MS5DaGFubmVsUnVsZRITCgtjb2xsYXBzZV9pZBgkIAEoCRIoCgl0YWdfcnVsZXMYMiADKAsyFS5wdXNocmVhY2gudjEuVGFnUnVsZRI4ChFhY2NvdW50X3B1c2hfdHlwZRgzIAEoDjIdLnB1c2hyZWFjaC52MS5BY2NvdW50UHVzaFR5cGUiTwoMVW51c2VkVGFyZ2V0Eg0KBXZhbHVlGAEgASgJEjAKBnJlYXNvbhgCIAEoDjIgLnB1c2hyZWFjaC52MS5VbnVzZWRUYXJnZXRSZWFzb24i0QEKDFB1c2hSZXNwb25zZRIPCgdwdXNoX2lkGAEgASgJEhQKDHRhcmdldF9jb3VudBgCIAEoDRIyCg51bnVzZWRfdGFyZ2V0cxgDIAMoCzIaLnB1c2hyZWFjaC52MS5VbnVzZWRUYXJnZXQSLwoLYWNjZXB0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWZhbGxiYWNrX2R1ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJICg5HZXRQdXNoUmVxdWVzdBIPCgdwdXNoX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIv4DCgpQdXNoRnVubmVsEhQKDHRhcmdldF9jb3VudBgBIAEoDRIVCg1hcnJpdmVkX2NvdW50GAIgASgNEhUKDWNsaWNrZWRfY291bnQYAyABKA0SFgoOc21zX3NlbnRfY291bnQYBCABKA0SGwoTc21zX2RlbGl2ZXJlZF9jb3VudBgFIAEoDRIYChBzbXNfZmFpbGVkX2NvdW50GAYgASgNEh4KFnNtc19yYXRlX2xpbWl0ZWRfY291bnQYByABKA0SFgoObm9fcGhvbmVfY291bnQYCCABKA0SHwoXYXJyaXZlZF9hZnRlcl9zbXNfY291bnQYCSABKA0SGQoRc21zX3Vua25vd25fY291bnQYCiABKA0SHQoVc21zX3VuZGVsaXZlcmVkX2NvdW50GEEgASgNEhkKEXNtc19wZW5kaW5nX2NvdW50GEIgASgNEhsKE3B1c2hfYWNjZXB0ZWRfY291bnQYUCABKA0SIAoYcHVzaF9pbnZhbGlkX3Rva2VuX2NvdW50GFEgASgNEhkKEXB1c2hfZmFpbGVkX2NvdW50GFIgASgNEhoKEnB1c2hfZXhwaXJlZF9jb3VudBhTIAEoDRIdChVwdXNoX25vX2NoYW5uZWxfY291bnQYVCABKA0SGgoScHVzaF9wZW5kaW5nX2NvdW50GFUgASgNIvsCCgpQdXNoVGFyZ2V0Eg0KBXRva2VuGAEgASgJEg8KB2FjY291bnQYAiABKAkSFAoMcGhvbmVfbnVtYmVyGAMgASgJEi8KC2Fycml2ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjbGlja190aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgpzbXNfc3RhdHVzGAYgASgOMhcucHVzaHJlYWNoLnYxLlNtc1N0YXR1cxImCgdjaGFubmVsGDIgASgOMhUucHVzaHJlYWNoLnYxLkNoYW5uZWwSLwoMcHVzaF9vdXRjb21lGDMgASgOMhkucHVzaHJlYWNoLnYxLlB1c2hPdXRjb21lEhkKEXB1c2hfb3V0Y29tZV9jb2RlGDQgASgJEjUKEXB1c2hfb3V0Y29tZV90aW1lGDUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK3AgoLUHVzaFN1bW1hcnkSDwoHcHVzaF9pZBgBIAEoCRIqCgdyZXF1ZXN0GAIgASgLMhkucHVzaHJlYWNoLnYxLlB1c2hSZXF1ZXN0Ei8KC2FjY2VwdF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg5mYWxsYmFja19zdGF0ZRgEIAEoDjIbLnB1c2hyZWFjaC52MS5GYWxsYmFja1N0YXRlEjUKEWZhbGxiYWNrX2R1ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFmYWxsYmFja19lbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPdGFyZ2V0c19wZW5kaW5nGDIgASgIIqgBCg9HZXRQdXNoUmVzcG9uc2USJwoEcHVzaBgBIAEoCzIZLnB1c2hyZWFjaC52MS5QdXNoU3VtbWFyeRIoCgZmdW5uZWwYAiABKAsyGC5wdXNocmVhY2gudjEuUHVzaEZ1bm5lbBIpCgd0YXJnZXRzGAMgAygLMhgucHVzaHJlYWNoLnYxLlB1c2hUYXJnZXQSFwoPbmV4dF9wYWdlX3Rva2VuGAQgASgJIjwKFUNhbmNlbEZhbGxiYWNrUmVxdWVzdBIPCgdwdXNoX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiTQoWQ2FuY2VsRmFsbGJhY2tSZXNwb25zZRIzCg5mYWxsYmFja19zdGF0ZRgBIAEoDjIbLnB1c2hyZWFjaC52MS5GYWxsYmFja1N0YXRlKs0BCgxBdWRpZW5jZVR5cGUSHQoZQVVESUVOQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0FVRElFTkNFX1RZUEVfVE9LRU4QARIcChhBVURJRU5DRV9UWVBFX1RPS0VOX0xJU1QQAhIZChVBVURJRU5DRV9UWVBFX0FDQ09VTlQQAxIeChpBVURJRU5DRV9UWVBFX0FDQ09VTlRfTElTVBAEEhUKEUFVRElFTkNFX1RZUEVfVEFHEAUSFQoRQVVESUVOQ0VfVFlQRV9BTEwQBip8Cg9BY2NvdW50UHVzaFR5cGUSIQodQUNDT1VOVF9QVVNIX1RZUEVfVU5TUEVDSUZJRUQQABIjCh9BQ0NPVU5UX1BVU0hfVFlQRV9MQVRFU1RfREVWSUNFEAESIQodQUNDT1VOVF9QVVNIX1RZUEVfQUxMX0RFVklDRVMQAipWCgtUYWdPcGVyYXRvchIcChhUQUdfT1BFUkFUT1JfVU5TUEVDSUZJRUQQABITCg9UQUdfT1BFUkFUT1JfT1IQARIUChBUQUdfT1BFUkFUT1JfQU5EEAIqXgoLTWVzc2FnZVR5cGUSHAoYTUVTU0FHRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTTUVTU0FHRV9UWVBFX05PVElGWRABEhgKFE1FU1NBR0VfVFlQRV9NRVNTQUdFEAIqWAoLRW52aXJvbm1lbnQSGwoXRU5WSVJPTk1FTlRfVU5TUEVDSUZJRUQQABIXChNFTlZJUk9OTUVOVF9QUk9EVUNUEAESEwoPRU5WSVJPTk1FTlRfREVWEAIqqAEKEFRyaWdnZXJDb25kaXRpb24SIQodVFJJR0dFUl9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIrCidUUklHR0VSX0NPTkRJVElPTl9OT1RJRklDQVRJT05fRElTQUJMRUQQARIhCh1UUklHR0VSX0NPTkRJVElPTl9OT1RfQVJSSVZFRBACEiEKHVRSSUdHRVJfQ09ORElUSU9OX05PVF9DTElDS0VEEAMqtgEKDUZhbGxiYWNrU3RhdGUSHgoaRkFMTEJBQ0tfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNGQUxMQkFDS19TVEFURV9OT05FEAESGgoWRkFMTEJBQ0tfU1RBVEVfUEVORElORxACEhkKFUZBTExCQUNLX1NUQVRFX0ZJUklORxADEhcKE0ZBTExCQUNLX1NUQVRFX0RPTkUQBBIcChhGQUxMQkFDS19TVEFURV9DQU5DRUxMRUQQBSq2AQoSVW51c2VkVGFyZ2V0UmVhc29uEiQKIFVOVVNFRF9UQVJHRVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeVU5VU0VEX1RBUkdFVF9SRUFTT05fRFVQTElDQVRFEAESLgoqVU5VU0VEX1RBUkdFVF9SRUFTT05fQUNDT1VOVF9IQVNfTk9fREVWSUNFEAISJgoiVU5VU0VEX1RBUkdFVF9SRUFTT05fSU5WQUxJRF9UT0tFThADKtABCgtQdXNoT3V0Y29tZRIcChhQVVNIX09VVENPTUVfVU5TUEVDSUZJRUQQABIYChRQVVNIX09VVENPTUVfUEVORElORxABEhkKFVBVU0hfT1VUQ09NRV9BQ0NFUFRFRBACEh4KGlBVU0hfT1VUQ09NRV9JTlZBTElEX1RPS0VOEAMSFwoTUFVTSF9PVVRDT01FX0ZBSUxFRBAEEhgKFFBVU0hfT1VUQ09NRV9FWFBJUkVEEAUSGwoXUFVTSF9PVVRDT01FX05PX0NIQU5ORUwQBjLxAQoLUHVzaFNlcnZpY2USPQoEUHVzaBIZLnB1c2hyZWFjaC52MS5QdXNoUmVxdWVzdBoaLnB1c2hyZWFjaC52MS5QdXNoUmVzcG9uc2USRgoHR2V0UHVzaBIcLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVxdWVzdBodLnB1c2hyZWFjaC52MS5HZXRQdXNoUmVzcG9uc2USWwoOQ2FuY2VsRmFsbGJhY2sSIy5wdXNocmVhY2gudjEuQ2FuY2VsRmFsbGJhY2tSZXF1ZXN0GiQucHVzaHJlYWNoLnYxLkNhbmNlbEZhbGxiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pushreach_v1_device, file_pushreach_v1_sms]);
 
 /**
  * The notification shown to the user (TPNS `message`).
@@ -295,6 +297,16 @@ export type SmsInfo = Message$1<"pushreach.v1.SmsInfo"> & {
    * @generated from field: repeated string sms_template_params = 6;
    */
   smsTemplateParams: string[];
+
+  /**
+   * pushreach's own, default false (TPNS always waits): a phone all of whose targeted devices
+   * definitely cannot get the push (token invalid, no usable channel, a permanent failure)
+   * gets its SMS as soon as that is known instead of at the delay. Rate limits and one SMS per
+   * phone per push still hold.
+   *
+   * @generated from field: bool early_on_push_failure = 50;
+   */
+  earlyOnPushFailure: boolean;
 };
 
 /**
@@ -399,6 +411,14 @@ export type PushRequest = Message$1<"pushreach.v1.PushRequest"> & {
    * @generated from field: repeated pushreach.v1.ChannelRule channel_rules = 35;
    */
   channelRules: ChannelRule[];
+
+  /**
+   * Replaces an earlier undisplayed notification with the same id (APNs `apns-collapse-id`,
+   * FCM `collapse_key`). Optional, at most 64 bytes.
+   *
+   * @generated from field: string collapse_id = 36;
+   */
+  collapseId: string;
 
   /**
    * Which devices an AUDIENCE_TYPE_TAG push goes to: 1 to 10 rules, joined by their
@@ -628,6 +648,48 @@ export type PushFunnel = Message$1<"pushreach.v1.PushFunnel"> & {
    * @generated from field: uint32 sms_pending_count = 66;
    */
   smsPendingCount: number;
+
+  /**
+   * Targets whose channel took the push.
+   *
+   * @generated from field: uint32 push_accepted_count = 80;
+   */
+  pushAcceptedCount: number;
+
+  /**
+   * Targets whose token the channel called invalid.
+   *
+   * @generated from field: uint32 push_invalid_token_count = 81;
+   */
+  pushInvalidTokenCount: number;
+
+  /**
+   * Targets whose push failed permanently.
+   *
+   * @generated from field: uint32 push_failed_count = 82;
+   */
+  pushFailedCount: number;
+
+  /**
+   * Targets whose push expired before the channel took it.
+   *
+   * @generated from field: uint32 push_expired_count = 83;
+   */
+  pushExpiredCount: number;
+
+  /**
+   * Targets no channel could take (no credentials for the device's channel, channel_rules).
+   *
+   * @generated from field: uint32 push_no_channel_count = 84;
+   */
+  pushNoChannelCount: number;
+
+  /**
+   * Targets not yet answered by their channel.
+   *
+   * @generated from field: uint32 push_pending_count = 85;
+   */
+  pushPendingCount: number;
 };
 
 /**
@@ -684,6 +746,34 @@ export type PushTarget = Message$1<"pushreach.v1.PushTarget"> & {
    * @generated from field: pushreach.v1.SmsStatus sms_status = 6;
    */
   smsStatus: SmsStatus;
+
+  /**
+   * The channel the push went through (or goes through, while PENDING).
+   *
+   * @generated from field: pushreach.v1.Channel channel = 50;
+   */
+  channel: Channel;
+
+  /**
+   * What became of the push on that channel.
+   *
+   * @generated from field: pushreach.v1.PushOutcome push_outcome = 51;
+   */
+  pushOutcome: PushOutcome;
+
+  /**
+   * The channel's reason or code for INVALID_TOKEN, FAILED, EXPIRED and NO_CHANNEL.
+   *
+   * @generated from field: string push_outcome_code = 52;
+   */
+  pushOutcomeCode: string;
+
+  /**
+   * When the channel answered; unset while PENDING.
+   *
+   * @generated from field: google.protobuf.Timestamp push_outcome_time = 53;
+   */
+  pushOutcomeTime?: Timestamp | undefined;
 };
 
 /**
@@ -1170,6 +1260,13 @@ export enum UnusedTargetReason {
    * @generated from enum value: UNUSED_TARGET_REASON_ACCOUNT_HAS_NO_DEVICE = 2;
    */
   ACCOUNT_HAS_NO_DEVICE = 2,
+
+  /**
+   * The channel called the token invalid; it is skipped until registered again.
+   *
+   * @generated from enum value: UNUSED_TARGET_REASON_INVALID_TOKEN = 3;
+   */
+  INVALID_TOKEN = 3,
 }
 
 /**
@@ -1177,6 +1274,69 @@ export enum UnusedTargetReason {
  */
 export const UnusedTargetReasonSchema: GenEnum<UnusedTargetReason> = /*@__PURE__*/
   enumDesc(file_pushreach_v1_push, 7);
+
+/**
+ * What became of one target's push on its channel.
+ *
+ * @generated from enum pushreach.v1.PushOutcome
+ */
+export enum PushOutcome {
+  /**
+   * Never returned by the service.
+   *
+   * @generated from enum value: PUSH_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Accepted by pushreach, not yet answered by the channel.
+   *
+   * @generated from enum value: PUSH_OUTCOME_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The channel took it (APNs 200, an FCM message name, a vendor's success, webhook 2xx).
+   *
+   * @generated from enum value: PUSH_OUTCOME_ACCEPTED = 2;
+   */
+  ACCEPTED = 2,
+
+  /**
+   * The channel says the token is gone; later pushes skip it.
+   *
+   * @generated from enum value: PUSH_OUTCOME_INVALID_TOKEN = 3;
+   */
+  INVALID_TOKEN = 3,
+
+  /**
+   * A permanent failure, with the channel's code in `push_outcome_code`.
+   *
+   * @generated from enum value: PUSH_OUTCOME_FAILED = 4;
+   */
+  FAILED = 4,
+
+  /**
+   * The push expired before the channel took it.
+   *
+   * @generated from enum value: PUSH_OUTCOME_EXPIRED = 5;
+   */
+  EXPIRED = 5,
+
+  /**
+   * No channel could take it: the app has no credentials for the device's channel, or
+   * `channel_rules` turned that channel off.
+   *
+   * @generated from enum value: PUSH_OUTCOME_NO_CHANNEL = 6;
+   */
+  NO_CHANNEL = 6,
+}
+
+/**
+ * Describes the enum pushreach.v1.PushOutcome.
+ */
+export const PushOutcomeSchema: GenEnum<PushOutcome> = /*@__PURE__*/
+  enumDesc(file_pushreach_v1_push, 8);
 
 /**
  * PushService accepts pushes, shows their state and cancels their SMS fallback.
