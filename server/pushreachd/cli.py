@@ -25,7 +25,10 @@ from .logcontext import RequestIdFilter
 from .phone import PhoneMaskingFilter
 from .ports import AddressUnavailable
 from .secrets import SecretBox, SecretError, load_master_key
+from .channels.registry import ChannelContext
+from .model import App
 from .services.apps import AppService
+from .services.channels import AppChannels, parse_channel
 from .services.receipts import Receipts
 from .sms import emulator
 from .store import is_postgres_url, make_store
@@ -164,17 +167,44 @@ def cmd_apps_set_sms_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apps_set_channel(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _UsageError(f"--file {args.file}: {exc}") from None
+    channel = parse_channel(args.channel)
+
+    async def run(apps: AppService) -> App:
+        app = await apps.get_app(args.access_id)
+        store, box = apps.parts()
+        return await AppChannels(store, box, SystemClock(), ChannelContext(SystemClock())).set_credentials(
+            app, channel, text
+        )
+
+    app = asyncio.run(_with_apps(args, run))
+    names = ", ".join(c.name.lower() for c in sorted(app.channels))
+    print(f"{channel.name.lower()} credentials set for app {app.access_id} (stored encrypted); channels: {names}")
+    return 0
+
+
 def cmd_apps_list(args: argparse.Namespace) -> int:
     apps = asyncio.run(_with_apps(args, lambda a: a.list_apps(0, 100_000)))
     rows = [
-        {"access_id": a.access_id, "name": a.name, "sms_credentials_set": a.sms_credentials_blob is not None}
+        {
+            "access_id": a.access_id,
+            "name": a.name,
+            "sms_credentials_set": a.sms_credentials_blob is not None,
+            "channels": [c.name.lower() for c in sorted(a.channels)],
+        }
         for a in apps
     ]
     if args.json:
         print(json.dumps(rows))
     else:
         for r in rows:
-            print(f"{r['access_id']}  {r['name']}  sms_credentials={'set' if r['sms_credentials_set'] else 'unset'}")
+            sms = "set" if r["sms_credentials_set"] else "unset"
+            print(f"{r['access_id']}  {r['name']}  sms_credentials={sms}  channels={','.join(r['channels']) or 'none'}")
     return 0
 
 
@@ -653,6 +683,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_arguments(creds)
     creds.set_defaults(func=cmd_apps_set_sms_credentials)
 
+    set_channel = apps_sub.add_parser(
+        "set-channel",
+        help="store an app's credentials for one push channel (encrypted)",
+        description="Store an app's credentials for one push channel, encrypted with the master key; they "
+        "replace any set before for that channel. FILE is JSON: apns {key_id, team_id, topic, private_key}, "
+        "fcm the service-account JSON as Firebase gives it, webhook {url, secret}, hms {app_id, client_secret}, "
+        "honor {app_id, client_id, client_secret}, xiaomi {app_secret, package_name}, oppo {app_key, "
+        "master_secret}, vivo {app_id, app_key, app_secret}. See docs/CHANNELS.md.",
+    )
+    set_channel.add_argument("access_id", help="the app's access id")
+    set_channel.add_argument("channel", help="apns, fcm, hms, honor, xiaomi, oppo, vivo or webhook")
+    set_channel.add_argument("--file", required=True, help="the credentials file (JSON)")
+    _add_db_arguments(set_channel)
+    set_channel.set_defaults(func=cmd_apps_set_channel)
+
     lst = apps_sub.add_parser("list", help="list apps", description="List apps (never their secrets).")
     _add_db_arguments(lst)
     lst.set_defaults(func=cmd_apps_list)
@@ -677,8 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rotate_key = apps_sub.add_parser(
         "rotate-master-key",
-        help="re-seal all stored SMS credentials and receipt keys under a new master key",
-        description="Re-seal every app's SMS credentials and receipt keys under the key in --new-key-file (a new random "
+        help="re-seal all stored SMS and channel credentials and receipt keys under a new master key",
+        description="Re-seal every app's SMS and push-channel credentials and receipt keys under the key in --new-key-file (a new random "
         "key is written there, mode 0600, if the file does not exist), in one transaction. Stop the "
         "service first; afterwards replace the master key file with the new one and start it again. "
         "Running it again after a crash is safe. See docs/SECURITY.md.",

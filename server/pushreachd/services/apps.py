@@ -99,6 +99,10 @@ class AppService:
         self._changes += 1
         self._authed.pop(access_id, None)
 
+    def parts(self) -> tuple[Store, SecretBox]:
+        """The store and the master-key box (for the CLI's other services on one database)."""
+        return self._store, self._box
+
     async def get_app(self, access_id: str) -> App:
         app = await self._store.get_app(access_id) if access_id else None
         if app is None:
