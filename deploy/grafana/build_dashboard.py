@@ -69,6 +69,11 @@ ts("SMS sender attempts and retries", [
     (f"sum(rate(pushreach_sms_provider_retries_total{I}[$__rate_interval]))", "retries"),
     (f"sum(rate(pushreach_sms_batches_exhausted_total{I}[$__rate_interval]))", "batches exhausted"),
 ], "short")
+row("Push channels")
+ts("Push targets by channel and outcome", [(f"sum by (channel, outcome) (rate(pushreach_push_total{I}[$__rate_interval]))", "{{channel}} {{outcome}}")], "short", stack=True,
+   desc="Targets answered per second: accepted, invalid_token (the device is gone), failed (the vendor's code is in GetPush), expired, no_channel (no credentials, or channel_rules).")
+ts("Channel send latency p99", [(f"histogram_quantile(0.99, sum by (channel, le) (rate(pushreach_push_channel_seconds_bucket{I}[$__rate_interval])))", "{{channel}}")], "s",
+   desc="One channel send of a batch of targets, the channel's own retries included.")
 dash = {
     "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}],
     "title": "pushreach", "uid": "pushreach", "tags": ["pushreach"], "timezone": "browser",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from pushreach.v1 import push_pb2, sms_pb2  # messages only: no grpc import here
+from pushreach.v1 import device_pb2, push_pb2, sms_pb2  # messages only: no grpc import here
 
 from . import config
 from .clock import SystemClock
@@ -521,6 +521,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = [
             [
                 t.token,
+                _enum_short(device_pb2.Channel.Name(t.channel), "CHANNEL_") if t.channel else "-",
+                _push_outcome(t),
                 t.account or "-",
                 t.phone_number or "-",
                 _when(t.arrive_time) if t.HasField("arrive_time") else "-",
@@ -529,14 +531,25 @@ def cmd_status(args: argparse.Namespace) -> int:
             ]
             for t in targets
         ]
-        print(_table(rows, ["token", "account", "phone", "arrived", "clicked", "sms"]))
+        print(_table(rows, ["token", "channel", "push", "account", "phone", "arrived", "clicked", "sms"]))
         return 0
 
     return _run_op(args, action)
 
 
+def _push_outcome(t: push_pb2.PushTarget) -> str:
+    outcome = _enum_short(push_pb2.PushOutcome.Name(t.push_outcome), "PUSH_OUTCOME_") if t.push_outcome else "-"
+    return f"{outcome} {t.push_outcome_code}" if t.push_outcome_code else outcome
+
+
 FUNNEL_ORDER = (
     "target_count",
+    "push_accepted_count",
+    "push_invalid_token_count",
+    "push_failed_count",
+    "push_expired_count",
+    "push_no_channel_count",
+    "push_pending_count",
     "arrived_count",
     "clicked_count",
     "sms_sent_count",

@@ -103,6 +103,12 @@ async def test_status_stats_and_sms_list_show_what_happened(server: Running, cap
         "sms_unknown_count": 0,
         "sms_undelivered_count": 0,
         "sms_pending_count": 0,
+        "push_accepted_count": 4,  # the log channel takes every target
+        "push_invalid_token_count": 0,
+        "push_failed_count": 0,
+        "push_expired_count": 0,
+        "push_no_channel_count": 0,
+        "push_pending_count": 0,
     }
     assert [t["sms_status"] for t in status["targets"]] == [
         "SMS_STATUS_UNSPECIFIED", "SMS_STATUS_SENT", "SMS_STATUS_SENT", "SMS_STATUS_UNSPECIFIED",
