@@ -52,7 +52,8 @@ def delivery(clock: FakeClock, tokens: list[str], *, push_id: str = "p-1", ttl: 
              message_type: MessageType = MessageType.NOTIFY, collapse_id: str = "") -> PushDelivery:
     spec = PushSpec(
         audience_type=AudienceType.TOKEN_LIST, token_list=tuple(tokens), account_list=(),
-        title="Approval needed", content="Expense #42 waits for you", message_type=message_type, collapse_id=collapse_id,
+        title="Approval needed", content="Expense #42 waits for you",
+        message_type=message_type, collapse_id=collapse_id,
     )
     return PushDelivery("acc-1", push_id, spec, tuple(TargetPayload(t, f"r-{t}") for t in tokens), clock.time() + ttl)
 
@@ -78,7 +79,8 @@ async def test_message_type_is_data_only_with_collapse_key(emulator) -> None:  #
     clock = FakeClock()
     ch = open_channel(url, account, clock)
     try:
-        [outcome] = await ch.send(delivery(clock, ["tok-a"], message_type=MessageType.MESSAGE, collapse_id="expense-42"))
+        push = delivery(clock, ["tok-a"], message_type=MessageType.MESSAGE, collapse_id="expense-42")
+        [outcome] = await ch.send(push)
     finally:
         await ch.aclose()
     assert outcome.outcome == PushOutcome.ACCEPTED
@@ -182,7 +184,7 @@ async def test_access_token_reused_and_refreshed(emulator) -> None:  # type: ign
     assert len(state.delivered_to("tok-x")) == 1
 
 
-async def test_wrong_private_key_fails_every_target_after_one_exchange(emulator, keys) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_key_fails_all_after_one_exchange(emulator, keys) -> None:  # type: ignore[no-untyped-def]
     state, url, account = emulator
     clock = FakeClock()
     forged = {**account, "private_key": keys[1]["private_key"]}  # same account, another key
@@ -221,7 +223,10 @@ async def test_sender_id_mismatch_fails(emulator) -> None:  # type: ignore[no-un
         await ch.aclose()
         await wrong_project.aclose()
     by_token = {o.token: (o.outcome, o.code) for o in outcomes}
-    assert by_token == {"tok-other-app": (PushOutcome.FAILED, "SENDER_ID_MISMATCH"), "tok-a": (PushOutcome.ACCEPTED, "")}
+    assert by_token == {
+        "tok-other-app": (PushOutcome.FAILED, "SENDER_ID_MISMATCH"),
+        "tok-a": (PushOutcome.ACCEPTED, ""),
+    }
     assert (mismatch.outcome, mismatch.code) == (PushOutcome.FAILED, "SENDER_ID_MISMATCH")
     assert state.delivered_to("tok-b") == []
 
@@ -247,17 +252,21 @@ def _fcm_error(status: int, code: str, message: str, extra: list[dict[str, Any]]
     return httpx.Response(status, json={"error": {"code": status, "message": message, "details": details}})
 
 
-@pytest.mark.parametrize(
-    ("answer", "expected"),
-    [
-        (_fcm_error(401, "THIRD_PARTY_AUTH_ERROR", "APNs certificate rejected"), (PushOutcome.FAILED, "THIRD_PARTY_AUTH_ERROR")),
-        (_fcm_error(400, "INVALID_ARGUMENT", "Invalid value", [{"@type": fcm.BAD_REQUEST, "fieldViolations": [
-            {"field": "message.token", "description": "Invalid registration token"}]}]), (PushOutcome.INVALID_TOKEN, "INVALID_ARGUMENT")),
-        (_fcm_error(400, "INVALID_ARGUMENT", "Message is too big"), (PushOutcome.FAILED, "INVALID_ARGUMENT")),
-        (httpx.Response(401, json={"error": {"code": 401, "status": "UNAUTHENTICATED"}}), (PushOutcome.FAILED, "UNAUTHENTICATED")),
-        (httpx.Response(502, text="<html>bad gateway</html>"), (PushOutcome.FAILED, "http_502")),
-    ],
-)
+TOKEN_VIOLATION = {"@type": fcm.BAD_REQUEST, "fieldViolations": [{"field": "message.token", "description": "bad"}]}
+ANSWERS = {
+    "third_party_auth": (_fcm_error(401, "THIRD_PARTY_AUTH_ERROR", "APNs certificate rejected"),
+                         (PushOutcome.FAILED, "THIRD_PARTY_AUTH_ERROR")),
+    "token_field_violation": (_fcm_error(400, "INVALID_ARGUMENT", "Invalid value", [TOKEN_VIOLATION]),
+                              (PushOutcome.INVALID_TOKEN, "INVALID_ARGUMENT")),
+    "other_invalid_argument": (_fcm_error(400, "INVALID_ARGUMENT", "Message is too big"),
+                               (PushOutcome.FAILED, "INVALID_ARGUMENT")),
+    "unauthenticated_twice": (httpx.Response(401, json={"error": {"code": 401, "status": "UNAUTHENTICATED"}}),
+                              (PushOutcome.FAILED, "UNAUTHENTICATED")),
+    "gateway_page": (httpx.Response(502, text="<html>bad gateway</html>"), (PushOutcome.FAILED, "http_502")),
+}
+
+
+@pytest.mark.parametrize(("answer", "expected"), list(ANSWERS.values()), ids=list(ANSWERS))
 async def test_fcm_answers_become_outcomes(emulator, answer, expected) -> None:  # type: ignore[no-untyped-def]
     state, url, account = emulator
     clock = FakeClock()
@@ -321,8 +330,9 @@ async def test_ca_file_is_trusted_for_token_endpoint_and_fcm(tmp_path, keys) -> 
         assert url.startswith("https://")
         account = {**keys[0], "token_uri": f"{url}{TOKEN_PATH}"}
         state.add_account(account)
-        trusting = fcm.create(account, ChannelContext(clock, endpoints={"fcm_endpoint": url}, ca_file=ca_file, timeout=5))
-        stranger = fcm.create(account, ChannelContext(clock, endpoints={"fcm_endpoint": url}, timeout=5))
+        endpoints = {"fcm_endpoint": url}
+        trusting = fcm.create(account, ChannelContext(clock, endpoints=endpoints, ca_file=ca_file, timeout=5))
+        stranger = fcm.create(account, ChannelContext(clock, endpoints=endpoints, timeout=5))
         stranger.backoff = NO_WAIT
         try:
             [ok] = await trusting.send(delivery(clock, ["tok-a"]))
@@ -342,3 +352,36 @@ def test_token_session_verifies_with_ca_file(tmp_path) -> None:  # type: ignore[
     subjects = {dict(item[0] for item in c["subject"]).get("commonName") for c in adapter._context.get_ca_certs()}
     assert "pushreach test CA" in subjects and len(subjects) > 10  # the test CA beside certifi's
     assert not isinstance(fcm.token_session("").get_adapter("https://x.test"), fcm.TrustingAdapter)
+
+
+async def test_mounts_beside_android_vendors_and_webhook(keys) -> None:  # type: ignore[no-untyped-def]
+    """What `pushreach push-emulator` composes: one application, one port, no path collisions."""
+    from pushreachd.channels import hms, webhook
+    from pushreachd.channels.emulator import android
+    from pushreachd.channels.emulator import fcm as fcm_emulator
+    from pushreachd.channels.emulator import webhook as webhook_emulator
+
+    clock = FakeClock()
+    vendors, fcm_state = android.EmulatorState(), FcmEmulatorState()
+    receiver = webhook_emulator.WebhookReceiverState(now=clock.time)
+    vendors.add_app("hms", "10086", app_id="10086", client_secret="hms-secret")
+    receiver.add_endpoint("app", "0123456789abcdef")
+    app = android.create_app(vendors)
+    fcm_emulator.add_routes(app, fcm_state)
+    webhook_emulator.add_routes(app, receiver)
+    async with fcm_emulator.serving(app) as url:
+        account = {**keys[0], "token_uri": f"{url}{TOKEN_PATH}"}
+        fcm_state.add_account(account)
+        channels = [
+            open_channel(url, account, clock),
+            hms.HmsChannel({"app_id": "10086", "client_secret": "hms-secret"}, endpoint=url,
+                           token_endpoint=f"{url}/oauth2/v3/token", clock=clock, backoff=NO_WAIT),
+            webhook.WebhookChannel({"url": f"{url}/webhook/app", "secret": "0123456789abcdef"}, clock=clock),
+        ]
+        try:
+            results = [await ch.send(delivery(clock, ["tok-a"])) for ch in channels]
+        finally:
+            for ch in channels:
+                await ch.aclose()
+    assert [r[0].outcome for r in results] == [PushOutcome.ACCEPTED] * 3
+    assert (len(fcm_state.delivered), len(vendors.delivered), len(receiver.delivered)) == (1, 1, 1)

@@ -43,7 +43,8 @@ def delivery(clock: FakeClock, tokens: list[str], *, push_id: str = "p-1", ttl: 
              message_type: MessageType = MessageType.NOTIFY, collapse_id: str = "") -> PushDelivery:
     spec = PushSpec(
         audience_type=AudienceType.TOKEN_LIST, token_list=tuple(tokens), account_list=(),
-        title="Approval needed", content="Expense #42 waits for you", message_type=message_type, collapse_id=collapse_id,
+        title="Approval needed", content="Expense #42 waits for you",
+        message_type=message_type, collapse_id=collapse_id,
     )
     return PushDelivery("acc-1", push_id, spec, tuple(TargetPayload(t, f"r-{t}") for t in tokens), clock.time() + ttl)
 

@@ -103,7 +103,10 @@ def _text(value: Any) -> str | None:
 
 def _type(value: str) -> str | None:
     if value != "service_account":
-        return 'must be "service_account": the key file of a service account (Firebase console > Project settings > Service accounts)'
+        return (
+            'must be "service_account": the key file of a service account '
+            "(Firebase console > Project settings > Service accounts)"
+        )
     return None
 
 
@@ -210,12 +213,15 @@ class FcmChannel(vendor.VendorChannel):
         if http is None:
             # HTTP/2 where FCM speaks it (one connection carries the many concurrent sends);
             # plain http to a loopback emulator stays HTTP/1.1.
-            http = httpx.AsyncClient(http2=True, verify=ssl_context(ca_file), timeout=httpx.Timeout(timeout), follow_redirects=False)
+            http = httpx.AsyncClient(
+                http2=True, verify=ssl_context(ca_file), timeout=httpx.Timeout(timeout), follow_redirects=False
+            )
             own_http = True
         super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff)
         self._limit = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
         self.project_id = str(self.credentials["project_id"])
-        self.send_url = f"{endpoint.rstrip('/')}/v1/projects/{urllib.parse.quote(self.project_id, safe=':.')}/messages:send"
+        project = urllib.parse.quote(self.project_id, safe=":.")
+        self.send_url = f"{endpoint.rstrip('/')}/v1/projects/{project}/messages:send"
         self.token_uri = str(self.credentials["token_uri"])
         # aud = the endpoint the assertion goes to (RFC 7523 3); google-auth would put Google's
         # own token URL there whatever token_uri says, which an emulator or proxy cannot accept.

@@ -110,7 +110,8 @@ class FcmEmulatorState:
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("private_key: not an RSA key")
         email = str(info["client_email"])
-        self.accounts[email] = _Account(email, str(info["project_id"]), str(info.get("token_uri", "")), key.public_key())
+        token_uri = str(info.get("token_uri", ""))
+        self.accounts[email] = _Account(email, str(info["project_id"]), token_uri, key.public_key())
 
     def mark_unregistered(self, *tokens: str) -> None:
         self.unregistered.update(tokens)
@@ -235,7 +236,8 @@ def add_routes(app: web.Application, state: FcmEmulatorState) -> None:
             if not isinstance(message, dict):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.", violations=[("message", "required")])
+            return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.",
+                          violations=[("message", "required")])
         problem = _check(message)
         if problem is not None:
             return problem
@@ -328,7 +330,8 @@ def _error(
     if fcm_code:
         details.append({"@type": FCM_ERROR, "errorCode": fcm_code})
     if violations:
-        details.append({"@type": BAD_REQUEST, "fieldViolations": [{"field": f, "description": d} for f, d in violations]})
+        found = [{"field": f, "description": d} for f, d in violations]
+        details.append({"@type": BAD_REQUEST, "fieldViolations": found})
     error: dict[str, Any] = {"code": status, "message": message, "status": grpc_status}
     if details:
         error["details"] = details
@@ -381,7 +384,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fcm-unregistered", action="append", default=[], metavar="TOKEN", help="a token FCM answers UNREGISTERED"
     )
     parser.add_argument("--fcm-quota", type=int, default=0, metavar="N", help="answer the next N sends QUOTA_EXCEEDED")
-    parser.add_argument("--fcm-unavailable", type=int, default=0, metavar="N", help="answer the next N sends UNAVAILABLE")
+    parser.add_argument(
+        "--fcm-unavailable", type=int, default=0, metavar="N", help="answer the next N sends UNAVAILABLE"
+    )
 
 
 def load_accounts(state: FcmEmulatorState, doc: Any) -> None:
@@ -389,7 +394,9 @@ def load_accounts(state: FcmEmulatorState, doc: Any) -> None:
     accounts = doc if isinstance(doc, list) else [doc]
     for n, info in enumerate(accounts):
         if not isinstance(info, dict) or not {"client_email", "project_id", "private_key"} <= set(info):
-            raise ValueError(f"--fcm-accounts: entry {n} is not a service-account JSON (client_email, project_id, private_key)")
+            raise ValueError(
+                f"--fcm-accounts: entry {n} is not a service-account JSON (client_email, project_id, private_key)"
+            )
         state.add_account(info)
 
 

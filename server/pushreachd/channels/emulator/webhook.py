@@ -168,7 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve POST /webhook/NAME, checking signatures with SECRET (repeatable)",
     )
     parser.add_argument("--webhook-gone", action="append", default=[], metavar="TOKEN", help="a token answered 410")
-    parser.add_argument("--webhook-unavailable", type=int, default=0, metavar="N", help="answer the next N deliveries 503")
+    parser.add_argument(
+        "--webhook-unavailable", type=int, default=0, metavar="N", help="answer the next N deliveries 503"
+    )
 
 
 def configure(state: WebhookReceiverState, args: argparse.Namespace) -> None:
