@@ -32,7 +32,11 @@ PROJECT = "pushreach-test"
 @pytest.fixture(scope="module")
 def keys() -> tuple[dict[str, str], dict[str, str]]:
     """Two service accounts' worth of keys (RSA generation is the slow part: once per module)."""
-    return new_service_account(PROJECT, "http://placeholder"), new_service_account(PROJECT, "http://placeholder")
+    other = f"second@{PROJECT}.iam.gserviceaccount.com"
+    return (
+        new_service_account(PROJECT, "http://placeholder"),
+        new_service_account(PROJECT, "http://placeholder", client_email=other),
+    )
 
 
 @pytest.fixture
@@ -385,3 +389,30 @@ async def test_mounts_beside_android_vendors_and_webhook(keys) -> None:  # type:
                 await ch.aclose()
     assert [r[0].outcome for r in results] == [PushOutcome.ACCEPTED] * 3
     assert (len(fcm_state.delivered), len(vendors.delivered), len(receiver.delivered)) == (1, 1, 1)
+
+
+def test_command_line_flags_program_the_emulators(tmp_path, keys) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+    import json
+
+    from pushreachd.channels.emulator import fcm as fcm_emulator
+    from pushreachd.channels.emulator import webhook as webhook_emulator
+
+    (tmp_path / "accounts.json").write_text(json.dumps([keys[0], keys[1]]))
+    parser = argparse.ArgumentParser()
+    fcm_emulator.add_arguments(parser)
+    webhook_emulator.add_arguments(parser)
+    args = parser.parse_args([
+        "--fcm-accounts", str(tmp_path / "accounts.json"), "--fcm-unregistered", "gone", "--fcm-quota", "2",
+        "--webhook", "app:0123456789abcdef", "--webhook", "ops:s3cret:with:colons", "--webhook-gone", "old",
+        "--webhook-unavailable", "1",
+    ])
+    fcm_state, receiver = FcmEmulatorState(), webhook_emulator.WebhookReceiverState()
+    fcm_emulator.configure(fcm_state, args)
+    webhook_emulator.configure(receiver, args)
+    assert set(fcm_state.accounts) == {keys[0]["client_email"], keys[1]["client_email"]}
+    assert (fcm_state.unregistered, list(fcm_state.faults)) == ({"gone"}, ["quota", "quota"])
+    assert receiver.secrets == {"app": "0123456789abcdef", "ops": "s3cret:with:colons"}
+    assert (receiver.gone, list(receiver.faults)) == ({"old"}, ["unavailable"])
+    with pytest.raises(ValueError, match="--webhook"):
+        webhook_emulator.configure(receiver, parser.parse_args(["--webhook", "no-secret"]))
