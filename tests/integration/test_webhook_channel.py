@@ -5,6 +5,10 @@ signatures checked on the receiver's side, a fake clock for signature times and 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -208,3 +212,37 @@ def test_several_v1_values_allow_a_secret_rotation() -> None:
     both = f"{new},{old.split(',')[1]}"
     assert verify_signature("old-secret-0123456789", both, body, t)
     assert verify_signature("new-secret-0123456789", both, body, t)
+
+
+# -- the verification snippets docs/CHANNELS.md shows app developers ------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "CHANNELS.md"
+
+
+def _snippet(lang: str) -> str:
+    section = DOCS.read_text(encoding="utf-8").split("\n## Webhook\n", 1)[1]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_python_snippet_in_docs_verifies_our_signatures() -> None:
+    namespace: dict[str, object] = {}
+    exec(_snippet("python"), namespace)  # noqa: S102 - our own docs
+    verify = namespace["verify"]
+    body, now = b'{"push_id":"p-1","token":"t"}', int(time.time())
+    header = sign(SECRET, body, now)
+    assert verify(SECRET, header, body)  # type: ignore[operator]
+    assert not verify(SECRET, header, body + b" ")  # type: ignore[operator]
+    assert not verify(SECRET, sign(SECRET, body, now - 301), body)  # type: ignore[operator]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_node_snippet_in_docs_verifies_our_signatures() -> None:
+    body, now = '{"push_id":"p-1","token":"t","title":"caf\u00e9"}', int(time.time())
+    cases = [(sign(SECRET, body, now), body, True), (sign(SECRET, body, now), body + " ", False),
+             (sign(SECRET, body, now - 301), body, False), ("t=1,v1=zz", body, False)]
+    script = _snippet("js") + "".join(
+        f"console.log(verify({json.dumps(SECRET)}, {json.dumps(h)}, Buffer.from({json.dumps(b)}, 'utf8')));\n"
+        for h, b, _ in cases
+    )
+    out = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == [str(ok).lower() for _, _, ok in cases]
