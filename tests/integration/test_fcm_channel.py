@@ -416,3 +416,33 @@ def test_command_line_flags_program_the_emulators(tmp_path, keys) -> None:  # ty
     assert (receiver.gone, list(receiver.faults)) == ({"old"}, ["unavailable"])
     with pytest.raises(ValueError, match="--webhook"):
         webhook_emulator.configure(receiver, parser.parse_args(["--webhook", "no-secret"]))
+
+
+async def test_token_endpoint_down_is_asked_once_per_window(emulator) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    state, url, account = emulator
+    with socket.socket() as s:  # a loopback port nothing listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/fcm/token"
+    clock = FakeClock()
+    ch = open_channel(url, {**account, "token_uri": dead}, clock)
+    refreshes = 0
+    real_refresh = ch._google.refresh
+
+    def counting_refresh(request: Any) -> None:
+        nonlocal refreshes
+        refreshes += 1
+        real_refresh(request)
+
+    ch._google.refresh = counting_refresh  # type: ignore[method-assign]
+    try:
+        outcomes = await ch.send(delivery(clock, [f"tok-{n}" for n in range(200)]))
+        assert {(o.outcome, o.code) for o in outcomes} == {(PushOutcome.FAILED, "oauth_network")}
+        assert refreshes == 1  # 200 sends x 4 attempts, within one window of the fake clock
+        await clock.advance(fcm.UNAVAILABLE_MEMORY)
+        await ch.send(delivery(clock, ["tok-late"], push_id="p-2"))
+        assert refreshes == 2
+    finally:
+        await ch.aclose()
+    assert state.send_calls == 0

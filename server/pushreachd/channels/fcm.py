@@ -30,6 +30,7 @@ from typing import Any
 import certifi
 import httpx
 import requests
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from google.auth import exceptions as auth_exceptions
@@ -53,6 +54,9 @@ MAX_TTL = 28 * 86400  # FCM keeps a message for an offline device at most four w
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 RETRIED = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
+# A token endpoint that is down is asked again after this long, not once by every waiting send:
+# TokenCache serialises its callers, and a push to 10,000 devices has 10,000 of them.
+UNAVAILABLE_MEMORY = 5.0
 
 # -- credentials ---------------------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ def _private_key(value: Any) -> str | None:
         return problem
     try:
         key = load_pem_private_key(value.encode("utf-8"), password=None)
-    except (ValueError, TypeError, UnicodeError):  # never echo the library's text: it may quote the key
+    except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm):  # never echo the library's text
         return problem
     return None if isinstance(key, rsa.RSAPrivateKey) else problem
 
@@ -231,6 +235,7 @@ class FcmChannel(vendor.VendorChannel):
         self._session = token_session(ca_file)
         self._request = TimedRequest(self._session, timeout)
         self._tokens = TokenCache(self._fetch_token, clock)
+        self._unavailable: tuple[Retry, float] | None = None  # (the last transient failure, until when)
 
     async def aclose(self) -> None:
         await super().aclose()
@@ -240,17 +245,26 @@ class FcmChannel(vendor.VendorChannel):
         return self._tokens
 
     async def _fetch_token(self) -> tuple[str, float]:
+        """One JWT-bearer exchange (TokenCache runs one at a time). google-auth's refresh blocks,
+        and itself retries a 429/5xx of the token endpoint a few times, so it runs in a thread."""
+        now = self.clock.time()
+        if self._unavailable is not None and now < self._unavailable[1]:
+            raise self._unavailable[0]
         try:
             await asyncio.to_thread(self._google.refresh, self._request)
         except auth_exceptions.RefreshError as exc:
             answer = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Mapping) else {}
-            if getattr(exc, "retryable", False):
-                raise Retry("oauth_unavailable", str(answer.get("error", "token endpoint unavailable"))) from None
-            code = answer.get("error") if isinstance(answer.get("error"), str) else "refused"
-            raise Failed(f"oauth:{code}", str(answer.get("error_description") or "token request refused")) from None
+            if not getattr(exc, "retryable", False):
+                code = answer.get("error") if isinstance(answer.get("error"), str) else "refused"
+                raise Failed(f"oauth:{code}", str(answer.get("error_description") or "token request refused")) from None
+            retry = Retry("oauth_unavailable", str(answer.get("error", "token endpoint unavailable")))
         except auth_exceptions.TransportError as exc:
-            raise Retry("oauth_network", type(exc.__cause__ or exc).__name__) from None
-        return str(self._google.token), _lifetime(self._google.expiry)
+            retry = Retry("oauth_network", type(exc.__cause__ or exc).__name__)
+        else:
+            self._unavailable = None
+            return str(self._google.token), _lifetime(self._google.expiry)
+        self._unavailable = (retry, now + UNAVAILABLE_MEMORY)
+        raise retry
 
     async def _send_batch(self, delivery: PushDelivery, batch: Sequence[TargetPayload]) -> list[TokenOutcome]:
         [target] = batch
