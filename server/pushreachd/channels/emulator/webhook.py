@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -150,11 +151,13 @@ def _refuse(state: WebhookReceiverState, name: str, status: int, error: str) -> 
 
 
 @contextlib.asynccontextmanager
-async def running(state: WebhookReceiverState, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def running(
+    state: WebhookReceiverState, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
     """Serve the receiver alone; yields its base URL (an endpoint is base + /webhook/<name>)."""
     app = web.Application(client_max_size=MAX_BODY * 2)
     add_routes(app, state)
-    async with serving(app, host, port) as url:
+    async with serving(app, host, port, ssl_context) as url:
         yield url
 
 
