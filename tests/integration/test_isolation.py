@@ -150,7 +150,14 @@ async def test_device_service_sees_only_the_callers_own_devices(world) -> None: 
         assert mine(acc.device) == ("", [ACCOUNT], 0)
         bound = await b.bind(t, "+8613900000009")
         assert mine(bound.device) == ("+8613900000009", [ACCOUNT], 0)
+        # Registering B's token of that name moves B's device only: A's keeps its channel.
+        moved = await b.device.RegisterDevice(
+            device_pb2.RegisterDeviceRequest(token=t, channel=device_pb2.CHANNEL_FCM), metadata=md
+        )
+        assert mine(moved.device) == ("+8613900000009", [ACCOUNT], 0) and moved.device.channel == device_pb2.CHANNEL_FCM
     assert await _snapshot(a, [pending, fired]) == before
+    own = await a.device.GetDevice(device_pb2.GetDeviceRequest(token=token), metadata=a.metadata)
+    assert own.device.channel == device_pb2.CHANNEL_UNSPECIFIED
     # And A's pending fallback still goes to A's phones, not to the one B bound.
     got = await a.push.GetPush(push_pb2.GetPushRequest(push_id=pending), metadata=a.metadata)
     assert got.push.fallback_state == push_pb2.FALLBACK_STATE_PENDING
@@ -250,7 +257,7 @@ async def test_every_app_rpc_is_covered_here() -> None:
     covered = {
         "pushreach.v1.PushService": {"Push", "GetPush", "CancelFallback"},
         "pushreach.v1.DeviceService": {
-            "BindPhone", "UnbindPhone", "BindAccount", "UnbindAccount", "GetDevice",
+            "BindPhone", "RegisterDevice", "UnbindPhone", "BindAccount", "UnbindAccount", "GetDevice",
             "AddTags", "RemoveTags", "SetTags", "ClearTags",  # test_tags_and_broadcasts_stay_within_the_app
         },
         "pushreach.v1.EventService": {"ReportEvent", "ReportEvents"},

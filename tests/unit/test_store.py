@@ -14,17 +14,21 @@ from pushreachd.errors import AlreadyExists, FailedPrecondition
 from pushreachd.model import (
     App,
     AudienceType,
+    Channel,
     EventIn,
     EventOutcome,
     EventType,
     FallbackState,
     NewPush,
+    PushOutcome,
     PushReceipt,
     PushSpec,
+    Route,
     SmsInfo,
     SmsRecordFilter,
     SmsStatus,
     Target,
+    TargetOutcome,
     TriggerCondition,
 )
 from pushreachd.sms.provider import DeliveryReceipt
@@ -226,3 +230,77 @@ async def exercise(store: Store) -> None:
     await store.list_sms_records(app.id, SmsRecordFilter(statuses=(SmsStatus.SENT,), start_time=NOW - 1), None, 100)
     await store.statistics(app.id, NOW - 60, NOW + 60)
     await store.sms_sources()
+
+
+# -- push channels: credentials, routes, outcomes -------------------------------------------------
+
+
+async def test_channel_credentials_are_kept_per_app_and_channel_and_shown_on_the_app(store: Store) -> None:
+    app, other = await app_of(store), await app_of(store, "app-2")
+    updated = await store.set_channel_credentials(app.id, Channel.APNS, b"sealed-1", NOW)
+    assert updated.channels == frozenset({Channel.APNS})
+    await store.set_channel_credentials(app.id, Channel.APNS, b"sealed-2", NOW + 1)  # replaces
+    await store.set_channel_credentials(app.id, Channel.FCM, b"sealed-3", NOW)
+    assert await store.channel_credentials(app.id) == {Channel.APNS: b"sealed-2", Channel.FCM: b"sealed-3"}
+    assert await store.channel_credentials(other.id) == {}
+    got = await store.get_app(app.access_id)
+    assert got is not None and got.channels == frozenset({Channel.APNS, Channel.FCM})
+    changed = await store.reseal_sms_credentials(
+        lambda a, b: b, reseal_channel=lambda access_id, channel, blob: blob + access_id.encode()
+    )
+    assert changed == 0
+    assert (await store.channel_credentials(app.id))[Channel.FCM] == b"sealed-3app-1"
+
+
+async def test_an_invalid_token_is_routed_as_invalid_until_registered_again(store: Store) -> None:
+    app = await app_of(store)
+    device = await store.register_device(app.id, "tok-a", Channel.FCM, "+8613800138000", NOW)
+    assert device.channel is Channel.FCM and device.phone_number == "+8613800138000" and device.invalid_at is None
+    await store.bind_phone(app.id, "tok-b", "+8613900139000", NOW)  # only bound: no route of its own
+    assert await store.device_routes(app.id, ["tok-a", "tok-b", "tok-c"]) == {"tok-a": Route(Channel.FCM, False)}
+
+    push = await add_push(store, app, "p1", ["tok-a", "tok-b", "tok-c"])
+    await store.record_outcomes(push, app.id, [
+        TargetOutcome("tok-a", Channel.FCM, PushOutcome.INVALID_TOKEN, "UNREGISTERED", NOW + 1),
+        TargetOutcome("tok-c", Channel.WEBHOOK, PushOutcome.INVALID_TOKEN, "http_410", NOW + 1),
+    ])
+    routes = await store.device_routes(app.id, ["tok-a", "tok-b", "tok-c"])
+    assert routes == {"tok-a": Route(Channel.FCM, True), "tok-c": Route(Channel.WEBHOOK, True)}
+    gone = await store.get_device(app.id, "tok-a")
+    assert gone is not None and gone.invalid_at == NOW + 1 and gone.invalid_reason == "UNREGISTERED"
+
+    again = await store.register_device(app.id, "tok-a", Channel.APNS, "", NOW + 2)
+    assert again.invalid_at is None and again.invalid_reason == "" and again.channel is Channel.APNS
+    assert again.phone_number == "+8613800138000"  # an empty phone keeps the one bound
+    # An answer about the old channel does not mark the device now on another one.
+    push2 = await add_push(store, app, "p2", ["tok-a"])
+    await store.record_outcomes(push2, app.id, [TargetOutcome("tok-a", Channel.FCM, PushOutcome.INVALID_TOKEN, "x", NOW + 3)])
+    assert (await store.device_routes(app.id, ["tok-a"]))["tok-a"] == Route(Channel.APNS, False)
+
+
+async def test_outcomes_are_kept_once_and_a_restart_redelivers_only_unanswered_targets(store: Store) -> None:
+    app = await app_of(store)
+    await store.bind_phone(app.id, "t1", "+8613800138000", NOW)
+    push = await add_push(store, app, "p1", ["t1", "t2", "t3"])
+    await store.record_outcomes(push, app.id, [
+        TargetOutcome("t1", Channel.APNS, PushOutcome.FAILED, "BadTopic", NOW + 1),
+        TargetOutcome("t2", Channel.APNS, PushOutcome.ACCEPTED, "", NOW + 1),
+    ])
+    # A second answer (a redelivery racing the first) never overwrites the first.
+    await store.record_outcomes(push, app.id, [TargetOutcome("t2", Channel.APNS, PushOutcome.FAILED, "late", NOW + 2)])
+    views = {v.token: v for v in await store.push_targets(push, 0, 10)}
+    assert (views["t1"].push_outcome, views["t1"].push_outcome_code) == (PushOutcome.FAILED, "BadTopic")
+    assert (views["t2"].push_outcome, views["t2"].channel) == (PushOutcome.ACCEPTED, Channel.APNS)
+    assert views["t3"].push_outcome is PushOutcome.PENDING and views["t3"].push_outcome_at is None
+    funnel = await store.push_funnel(push)
+    assert (funnel.push_accepted_count, funnel.push_failed_count, funnel.push_pending_count) == (1, 1, 1)
+
+    found, _ = await store.undelivered_pushes(push, NOW + 10, None, 10)
+    assert [(p.push_id, tokens) for _, p, tokens in found] == [("p1", ("t3",))]
+    # The fallback sees which devices definitely cannot get the push (early_on_push_failure).
+    job = await store.pending_fallback_job(push)
+    assert job is not None and job.push == push
+    recipients = await store.recipients_many([job])
+    assert {r.token: r.unreachable for r in recipients[push]} == {"t1": True, "t2": False, "t3": False}
+    await store.claim_fallbacks([push], NOW + 300)
+    assert await store.pending_fallback_job(push) is None  # claimed: no longer an early fire's

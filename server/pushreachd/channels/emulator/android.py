@@ -213,10 +213,19 @@ async def running(state: EmulatorState, host: str = "127.0.0.1", port: int = 0):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:8088", metavar="HOST:PORT", help="address to serve on")
+    add_vendor_arguments(parser, apps_required=True)
+    parser.add_argument(
+        "--seconds", type=float, default=0, metavar="SECONDS", help="stop after this long (0 = until SIGTERM)"
+    )
+
+
+def add_vendor_arguments(parser: argparse.ArgumentParser, *, apps_required: bool) -> None:
+    """The vendors' own flags (also mounted by `pushreach push-emulator`)."""
     parser.add_argument(
         "--apps",
         metavar="PATH",
-        required=True,
+        required=apps_required,
+        default="",
         help='JSON file: {"hms": [{"app_id", "client_secret"}], "honor": [{"app_id", "client_id", '
         '"client_secret"}], "xiaomi": [{"app_secret", "package_name"}], "oppo": [{"app_key", '
         '"master_secret"}], "vivo": [{"app_id", "app_key", "app_secret"}]} (the credentials files)',
@@ -229,9 +238,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quota", action="append", default=[], metavar="VENDOR:N", help="answer the next N sends with quota exhausted"
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=0, metavar="SECONDS", help="stop after this long (0 = until SIGTERM)"
     )
 
 
@@ -246,13 +252,11 @@ def load_apps(state: EmulatorState, doc: dict[str, Any]) -> None:
             state.add_app(vendor, str(entry[APP_KEYS[vendor]]), **{k: str(v) for k, v in entry.items()})
 
 
-async def serve_from_args(args: argparse.Namespace) -> None:
-    from ...config import parse_host_port
-
-    host, port = parse_host_port(args.listen)
-    state = EmulatorState()
-    with open(args.apps, encoding="utf-8") as f:
-        load_apps(state, json.load(f))
+def configure(state: EmulatorState, args: argparse.Namespace) -> None:
+    """Apply the flags of `add_vendor_arguments` (raises ValueError/OSError naming the flag)."""
+    if args.apps:
+        with open(args.apps, encoding="utf-8") as f:
+            load_apps(state, json.load(f))
     for item in args.invalid_token:
         vendor, _, token = item.partition(":")
         state.mark_invalid(vendor, token)
@@ -262,6 +266,14 @@ async def serve_from_args(args: argparse.Namespace) -> None:
             if vendor not in VENDORS or not times.isdigit():
                 raise ValueError(f"--{fault.replace('_', '-')} {item!r}: VENDOR:N with VENDOR one of {', '.join(VENDORS)}")
             state.fail_next(vendor, fault, int(times))
+
+
+async def serve_from_args(args: argparse.Namespace) -> None:
+    from ...config import parse_host_port
+
+    host, port = parse_host_port(args.listen)
+    state = EmulatorState()
+    configure(state, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
