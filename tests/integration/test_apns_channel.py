@@ -39,10 +39,12 @@ def tok(n: int) -> str:
 
 def delivery(clock: FakeClock, tokens: list[str], *, push_id: str = "p-1", ttl: float = 3600,
              message_type: MessageType = MessageType.NOTIFY, environment: Environment = Environment.PRODUCT,
-             collapse_id: str = "", title: str = "Approval needed", vendor: VendorOptions | None = None) -> PushDelivery:
+             collapse_id: str = "", title: str = "Approval needed",
+             vendor: VendorOptions | None = None) -> PushDelivery:
     spec = PushSpec(AudienceType.TOKEN_LIST, tuple(tokens), (), title, "Expense #42 waits for you",
                     message_type=message_type, environment=environment, collapse_id=collapse_id, vendor=vendor)
-    return PushDelivery("acc-1", push_id, spec, tuple(TargetPayload(t, f"r-{t[-4:]}") for t in tokens), clock.time() + ttl)
+    targets = tuple(TargetPayload(t, f"r-{t[-4:]}") for t in tokens)
+    return PushDelivery("acc-1", push_id, spec, targets, clock.time() + ttl)
 
 
 @pytest.fixture
@@ -97,7 +99,9 @@ async def test_message_is_a_background_push(emulator) -> None:  # type: ignore[n
     [got] = state.delivered_to(tok(1))
     assert (got.headers["apns-push-type"], got.headers["apns-priority"]) == ("background", "5")
     assert "apns-collapse-id" not in got.headers
-    assert got.payload == {"aps": {"content-available": 1}, "pushreach": {"push_id": "p-1", "receipt": f"r-{tok(1)[-4:]}"}}
+    assert got.payload == {
+        "aps": {"content-available": 1}, "pushreach": {"push_id": "p-1", "receipt": f"r-{tok(1)[-4:]}"}
+    }
 
 
 async def test_dev_environment_goes_to_the_sandbox(emulator) -> None:  # type: ignore[no-untyped-def]
@@ -358,8 +362,46 @@ async def test_channel_rules_can_disable_apns(emulator) -> None:  # type: ignore
     state, _, _, clock = emulator
     ch = open_channel(emulator)
     try:
-        [outcome] = await ch.send(delivery(clock, [tok(1)], vendor=VendorOptions(disabled_channels=frozenset({Channel.APNS}))))
+        no_apns = VendorOptions(disabled_channels=frozenset({Channel.APNS}))
+        [outcome] = await ch.send(delivery(clock, [tok(1)], vendor=no_apns))
     finally:
         await ch.aclose()
     assert (outcome.outcome, outcome.code) == (PushOutcome.NO_CHANNEL, "channel_rules")
     assert state.requests == 0
+
+
+async def test_command_line_emulator_serves_keys_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+    import asyncio
+
+    from pushreachd.channels.emulator import apns as emulator_cli
+    from pushreachd.clock import SystemClock
+
+    keys = tmp_path / "keys.json"
+    other = ec.generate_private_key(ec.SECP256R1())
+    keys.write_text(json.dumps([
+        {"team_id": TEAM, "key_id": KID, "private_key": KEY, "topics": [TOPIC]},
+        {"team_id": "TEAM999999", "key_id": "KEY9999999", "topics": ["com.example.b"],
+         "public_key": other.public_key().public_bytes(
+             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()},
+    ]))
+    parser = argparse.ArgumentParser()
+    emulator_cli.add_arguments(parser)
+    args = parser.parse_args(["--keys", str(keys), "--listen", "127.0.0.1:0", "--seconds", "30",
+                              "--ca-file", str(tmp_path / "ca.pem"), "--unregistered", tok(9)])
+    ready: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(emulator_cli.serve_from_args(args, lambda url, ca: ready.set_result((url, ca))))
+    try:
+        url, ca_file = await asyncio.wait_for(ready, 10)
+        assert ca_file == str(tmp_path / "ca.pem")
+        clock = SystemClock()
+        ch = apns.ApnsChannel(CREDS, clock=clock, endpoint=url, verify=apns.ssl_context(ca_file), backoff=NO_WAIT)
+        try:
+            outcomes = await ch.send(delivery(clock, [tok(1), tok(9)]))  # type: ignore[arg-type]
+        finally:
+            await ch.aclose()
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+    assert {o.token: o.outcome for o in outcomes} == {tok(1): PushOutcome.ACCEPTED, tok(9): PushOutcome.INVALID_TOKEN}

@@ -38,7 +38,8 @@ def test_good_file_is_kept() -> None:
 
 
 def test_topic_with_a_push_type_suffix_is_kept() -> None:
-    assert apns.validate_credentials({**GOOD, "topic": "com.example-corp.app.voip"})["topic"] == "com.example-corp.app.voip"
+    topic = "com.example-corp.app.voip"
+    assert apns.validate_credentials({**GOOD, "topic": topic})["topic"] == topic
 
 
 def test_every_missing_field_is_named() -> None:
@@ -52,7 +53,9 @@ def test_ids_are_ten_upper_case_alphanumerics(field: str, bad: str) -> None:
     assert violations({**GOOD, field: bad}) == {f"credentials.{field}": "must be 10 upper-case letters and digits"}
 
 
-@pytest.mark.parametrize("bad", ["com example.app", "com..app", ".com.app", "com.app.", "-com.app", "com.app/x", "x" * 256])
+@pytest.mark.parametrize(
+    "bad", ["com example.app", "com..app", ".com.app", "com.app.", "-com.app", "com.app/x", "x" * 256]
+)
 def test_topic_must_be_a_bundle_id(bad: str) -> None:
     assert violations({**GOOD, "topic": bad}) == {
         "credentials.topic": "must be the app's bundle id, such as com.example.app"
@@ -65,7 +68,9 @@ def test_topic_must_be_a_bundle_id(bad: str) -> None:
         pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
         pem(ec.generate_private_key(ec.SECP384R1())),
         "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
-        P256.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        P256.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
         P256.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                            serialization.BestAvailableEncryption(b"secret")).decode(),
         12345,

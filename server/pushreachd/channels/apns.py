@@ -140,7 +140,7 @@ class ProviderToken:
                  refresh_after: float = TOKEN_REFRESH_AFTER) -> None:
         self.team_id = team_id
         self.key_id = key_id
-        self._key = load_pem_private_key(private_key_pem.strip().encode(), password=None)
+        self._key: Any = load_pem_private_key(private_key_pem.strip().encode(), password=None)  # checked: P-256
         self._clock = clock
         self._refresh_after = refresh_after
         self._token = ""
@@ -161,9 +161,8 @@ class ProviderToken:
 
     def _mint(self) -> None:
         now = self._clock.time()
-        self._token = jwt.encode(
-            {"iss": self.team_id, "iat": int(now)}, self._key, algorithm="ES256", headers={"kid": self.key_id}  # type: ignore[arg-type]
-        )
+        claims = {"iss": self.team_id, "iat": int(now)}
+        self._token = jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.key_id})
         self._issued_at = now
         self.minted += 1
 
@@ -260,7 +259,8 @@ class ApnsChannel:
         base_url = self._endpoints.get(delivery.spec.environment, self._endpoints[Environment.PRODUCT])
         client = self._client(base_url)
         headers = self._headers(delivery)
-        return list(await asyncio.gather(*(self._send_one(client, base_url, headers, delivery, t) for t in delivery.targets)))
+        sends = (self._send_one(client, base_url, headers, delivery, t) for t in delivery.targets)
+        return list(await asyncio.gather(*sends))
 
     def _headers(self, delivery: PushDelivery) -> dict[str, str]:
         background = delivery.spec.message_type == MessageType.MESSAGE
@@ -275,30 +275,34 @@ class ApnsChannel:
         return headers
 
     async def _send_one(
-        self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str], delivery: PushDelivery, target: TargetPayload
+        self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str], delivery: PushDelivery,
+        target: TargetPayload,
     ) -> TokenOutcome:
+        token = target.token
         body = payload(delivery.spec, delivery.push_id, target.receipt)
         if len(body) > MAX_PAYLOAD_BYTES:
-            return TokenOutcome(target.token, PushOutcome.FAILED, "PayloadTooLarge",
+            return TokenOutcome(token, PushOutcome.FAILED, "PayloadTooLarge",
                                 f"payload is {len(body)} bytes, APNs takes at most {MAX_PAYLOAD_BYTES}")
-        url = f"{base_url}/3/device/{quote(target.token, safe='')}"  # a token is hex; never a path
+        url = f"{base_url}/3/device/{quote(token, safe='')}"  # a token is hex; never a path
         delays = iter(self.backoff.delays())
         renewed = False
         while True:
             if self.clock.time() >= delivery.expires_at:
-                return TokenOutcome(target.token, PushOutcome.EXPIRED, "expired", "the push expired before APNs took it")
+                return TokenOutcome(token, PushOutcome.EXPIRED, "expired", "the push expired before APNs took it")
             bearer = self.provider_token.get()
             refused = self._refused
             if refused is not None and refused[0] == bearer:
                 if self.clock.time() < refused[1]:
-                    return TokenOutcome(target.token, PushOutcome.FAILED, "InvalidProviderToken",
+                    return TokenOutcome(token, PushOutcome.FAILED, "InvalidProviderToken",
                                         "APNs refused this app's provider token (key id, team id or key wrong)")
                 bearer = self.provider_token.renew(bearer)  # try a fresh one now and then
             try:
                 async with self._streams:
                     self.requests += 1
-                    response = await client.post(url, content=body, headers={**headers, "authorization": f"bearer {bearer}"})
-                return self._outcome(response, target.token, bearer)
+                    response = await client.post(
+                        url, content=body, headers={**headers, "authorization": f"bearer {bearer}"}
+                    )
+                return self._outcome(response, token, bearer)
             except _Retry as exc:
                 retry = exc
             except httpx.TransportError as exc:
@@ -306,18 +310,19 @@ class ApnsChannel:
                 # one broken connection never fails every later send (aioapns#63).
                 retry = _Retry("network", type(exc).__name__)
             except _RenewToken as exc:
-                if renewed:  # a fresh token called expired: the clock or the key is at fault
-                    return TokenOutcome(target.token, PushOutcome.FAILED, exc.reason, "APNs refused a fresh provider token")
+                if renewed:  # a fresh token called expired: the clocks disagree or the key is at fault
+                    return TokenOutcome(token, PushOutcome.FAILED, exc.reason, "APNs refused a fresh provider token")
                 renewed = True
                 self.provider_token.renew(bearer)
                 continue
             delay = next(delays, None)
             if delay is None:
-                return TokenOutcome(target.token, PushOutcome.FAILED, retry.code, f"still failing after retries: {retry.message}")
+                message = f"still failing after retries: {retry.message}"
+                return TokenOutcome(token, PushOutcome.FAILED, retry.code, message)
             if retry.retry_after is not None:
                 delay = max(delay, retry.retry_after)
             if self.clock.time() + delay >= delivery.expires_at:
-                return TokenOutcome(target.token, PushOutcome.EXPIRED, retry.code, "the push would expire before a retry")
+                return TokenOutcome(token, PushOutcome.EXPIRED, retry.code, "the push would expire before a retry")
             log.debug("apns: %s, retrying in %.1fs", retry.code, delay)
             await self.clock.sleep(delay)
 

@@ -186,37 +186,89 @@ class ApnsEmulatorState:
         return self._faults.popleft() if self._faults else None
 
     def take_goaway(self) -> bool:
-        if self._goaway_after is None:
-            return False
-        self._goaway_after -= 1
-        if self._goaway_after > 0:
-            return False
-        self._goaway_after = None
-        return True
+        self._goaway_after, due = _count_down(self._goaway_after)
+        return due
 
     def take_drop(self) -> bool:
-        if self._drop_after is None:
-            return False
-        self._drop_after -= 1
-        if self._drop_after > 0:
-            return False
-        self._drop_after = None
-        return True
+        self._drop_after, due = _count_down(self._drop_after)
+        return due
 
-    def check_auth(self, authorization: str) -> tuple[int, str, tuple[str, str]]:
-        """(0, "", (team, key id)) for a good provider token, else (status, reason, ("", ""))."""
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any] | None, str]:
+        """Apple's checks on one request, and the delivery: (status, error body or None, apns-id)."""
+        apns_id = headers.get("apns-id") or str(uuid.uuid4()).upper()
+        try:
+            team_id, key_id, document = self._check(method, path, headers, body)
+        except _Refused as refused:
+            self.refused[refused.reason] += 1
+            error: dict[str, Any] = {"reason": refused.reason}
+            if refused.status == 410:
+                error["timestamp"] = self.unregistered[_device_token(path)]
+            return refused.status, error, apns_id
+        kept = {k: v for k, v in headers.items() if k.startswith("apns-")}
+        sandbox = path.startswith(SANDBOX_PREFIX + "/")
+        self.delivered.append(
+            Delivered(_device_token(path), headers["apns-topic"], sandbox, team_id, key_id, kept, document, apns_id)
+        )
+        return 200, None, apns_id
+
+    def _check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[str, str, dict[str, Any]]:
+        """(team id, key id, payload) of an acceptable request; raises _Refused in Apple's order."""
+        if method != "POST":
+            raise _Refused(405, "MethodNotAllowed")
+        bare = path[len(SANDBOX_PREFIX):] if path.startswith(SANDBOX_PREFIX + "/") else path
+        if not bare.startswith(_DEVICE_PATH):
+            raise _Refused(404, "BadPath")
+        team_id, key_id = self._auth(headers.get("authorization", ""))
+        token = bare[len(_DEVICE_PATH):]
+        topic = headers.get("apns-topic", "")
+        if not topic:
+            raise _Refused(400, "MissingTopic")
+        if topic not in self.topics.get(team_id, ()):
+            raise _Refused(400, "TopicDisallowed")
+        if _DEVICE_TOKEN.fullmatch(token) is None:
+            raise _Refused(400, "BadDeviceToken")
+        if self.bound.get(token, topic) != topic:
+            raise _Refused(400, "DeviceTokenNotForTopic")
+        push_type = headers.get("apns-push-type", "alert")
+        priority = headers.get("apns-priority", "10")
+        if push_type not in PUSH_TYPES:
+            raise _Refused(400, "InvalidPushType")
+        if priority not in ("1", "5", "10") or (push_type == "background" and priority == "10"):
+            raise _Refused(400, "BadPriority")  # Apple: background pushes must use priority 5
+        if not headers.get("apns-expiration", "0").isdigit():
+            raise _Refused(400, "BadExpirationDate")
+        if len(headers.get("apns-collapse-id", "").encode()) > 64:
+            raise _Refused(400, "BadCollapseId")
+        if not body:
+            raise _Refused(400, "PayloadEmpty")
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise _Refused(413, "PayloadTooLarge")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise _Refused(400, "BadPayload")  # the emulator's own name: Apple's answer is not documented
+        if token in self.unregistered:
+            raise _Refused(410, "Unregistered")
+        return team_id, key_id, document
+
+    def _auth(self, authorization: str) -> tuple[str, str]:
+        """(team id, key id) of a good provider token; tokens are verified once, aged every time."""
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            return 403, "MissingProviderToken", ("", "")
+            raise _Refused(403, "MissingProviderToken")
         if token not in self._verified:
             self._verified[token] = self._verify(token)
         verified = self._verified[token]
         if verified is None:
-            return 403, "InvalidProviderToken", ("", "")
+            raise _Refused(403, "InvalidProviderToken")
         team_id, key_id, iat = verified
         if token in self._expired or self.now() - iat > PROVIDER_TOKEN_LIFETIME:
-            return 403, "ExpiredProviderToken", ("", "")
-        return 0, "", (team_id, key_id)
+            raise _Refused(403, "ExpiredProviderToken")
+        return team_id, key_id
 
     def _verify(self, token: str) -> tuple[str, str, int] | None:
         try:
@@ -224,7 +276,7 @@ class ApnsEmulatorState:
             key = self.keys.get(str(header.get("kid", "")))
             if key is None or header.get("alg") != "ES256":
                 return None
-            claims = jwt.decode(token, key.public_key, algorithms=["ES256"], options={"verify_iat": False})  # type: ignore[arg-type]
+            claims = jwt.decode(token, key.public_key, algorithms=["ES256"], options={"verify_iat": False})
         except jwt.PyJWTError:
             return None
         iat = claims.get("iat")
@@ -233,65 +285,19 @@ class ApnsEmulatorState:
         self.provider_tokens[(key.team_id, key.key_id)] += 1
         return key.team_id, key.key_id, iat
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any] | None, str]:
-        """Apple's checks on one request: (status, error body or None, apns-id)."""
-        apns_id = headers.get("apns-id") or str(uuid.uuid4()).upper()
-        status, reason, team_key = self._check(method, path, headers, body)
-        if status:
-            self.refused[reason] += 1
-            error: dict[str, Any] = {"reason": reason}
-            if status == 410:
-                error["timestamp"] = self.unregistered[_device_token(path)]
-            return status, error, apns_id
-        sandbox = path.startswith(SANDBOX_PREFIX + "/")
-        kept = {k: v for k, v in headers.items() if k.startswith("apns-")}
-        self.delivered.append(
-            Delivered(_device_token(path), headers["apns-topic"], sandbox, team_key[0], team_key[1], kept,
-                      json.loads(body), apns_id)
-        )
-        return 200, None, apns_id
 
-    def _check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, tuple[str, str]]:
-        if method != "POST":
-            return 405, "MethodNotAllowed", ("", "")
-        bare = path[len(SANDBOX_PREFIX):] if path.startswith(SANDBOX_PREFIX + "/") else path
-        if not bare.startswith(_DEVICE_PATH):
-            return 404, "BadPath", ("", "")
-        status, reason, team_key = self.check_auth(headers.get("authorization", ""))
-        if status:
-            return status, reason, team_key
-        token = bare[len(_DEVICE_PATH):]
-        topic = headers.get("apns-topic", "")
-        if not topic:
-            return 400, "MissingTopic", team_key
-        if topic not in self.topics.get(team_key[0], ()):
-            return 400, "TopicDisallowed", team_key
-        if _DEVICE_TOKEN.fullmatch(token) is None:
-            return 400, "BadDeviceToken", team_key
-        if token in self.bound and self.bound[token] != topic:
-            return 400, "DeviceTokenNotForTopic", team_key
-        push_type = headers.get("apns-push-type", "alert")
-        priority = headers.get("apns-priority", "10")
-        if push_type not in PUSH_TYPES:
-            return 400, "InvalidPushType", team_key
-        if priority not in ("1", "5", "10") or (push_type == "background" and priority == "10"):
-            return 400, "BadPriority", team_key  # Apple: background pushes must use priority 5
-        if not headers.get("apns-expiration", "0").isdigit():
-            return 400, "BadExpirationDate", team_key
-        if len(headers.get("apns-collapse-id", "").encode()) > 64:
-            return 400, "BadCollapseId", team_key
-        if not body:
-            return 400, "PayloadEmpty", team_key
-        if len(body) > MAX_PAYLOAD_BYTES:
-            return 413, "PayloadTooLarge", team_key
-        try:
-            if not isinstance(json.loads(body), dict):
-                raise ValueError("not an object")
-        except ValueError:
-            return 400, "BadPayload", team_key  # the emulator's own name: Apple's answer is not documented
-        if token in self.unregistered:
-            return 410, "Unregistered", team_key
-        return 0, "", team_key
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _count_down(left: int | None) -> tuple[int | None, bool]:
+    """One request more toward a fault armed `left` requests ahead: (what is left, due now)."""
+    if left is None:
+        return None, False
+    return (None, True) if left <= 1 else (left - 1, False)
 
 
 def _device_token(path: str) -> str:
@@ -437,9 +443,8 @@ def write_certificates(directory: str, ca_file: str = "") -> tuple[str, str, str
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        # KeyUsage: digital_signature, key_cert_sign and crl_sign only.
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -552,7 +557,8 @@ async def serve_from_args(args: argparse.Namespace, ready: Callable[[str, str], 
         if ready is not None:
             ready(url, ca_file)
         else:
-            print(f"apns push emulator on {url} (sandbox {sandbox_url(url)}), CA {ca_file}", file=sys.stderr, flush=True)
+            sandbox = sandbox_url(url)
+            print(f"apns push emulator on {url} (sandbox {sandbox}), CA {ca_file}", file=sys.stderr, flush=True)
         if args.seconds > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.seconds)
@@ -562,7 +568,9 @@ async def serve_from_args(args: argparse.Namespace, ready: Callable[[str, str], 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m pushreachd.channels.emulator.apns --keys FILE [--listen HOST:PORT]`."""
-    parser = argparse.ArgumentParser(prog="python -m pushreachd.channels.emulator.apns", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pushreachd.channels.emulator.apns", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
