@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "console", "receipts", "broadcast", "pgdriver", "pgingest")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "apns", "console", "receipts", "broadcast", "pgdriver", "pgingest")
 
 
 def machine() -> dict[str, object]:
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import vendors
 
         steps.append(("vendors", lambda: vendors.run(cfg)))
+    if "apns" in which:
+        from . import apns
+
+        steps.append(("apns", lambda: apns.run(cfg)))
     if "console" in which:
         from . import console
 
