@@ -639,6 +639,17 @@ def cmd_sms_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push_emulator(args: argparse.Namespace) -> int:
+    from .channels.emulator import push as push_emulator  # loads h2/jwt only for this command
+
+    _setup_logging("INFO")
+    try:
+        asyncio.run(push_emulator.serve_from_args(args))
+    except (OSError, ValueError, KeyError) as exc:
+        raise _UsageError(f"push emulator: {exc}") from None
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -754,6 +765,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_arguments(emu)
     emu.set_defaults(func=cmd_sms_emulator)
+
+    from .channels.emulator import push as push_emulator
+
+    push_emu = sub.add_parser(
+        "push-emulator",
+        help="run loopback emulators of every push channel for tests and trials",
+        description="Run loopback endpoints that speak APNs (HTTP/2 + TLS, ES256 provider tokens checked), "
+        "FCM HTTP v1 (OAuth2 JWT-bearer grant checked), the Huawei, Honor, Xiaomi, OPPO and vivo push APIs "
+        "(their auth checked) and a webhook receiver (signatures checked), with injectable faults. Once "
+        "serving it prints one JSON line: each endpoint and the `serve` settings that point at them "
+        "(see docs/CHANNELS.md).",
+    )
+    push_emulator.add_arguments(push_emu)
+    push_emu.set_defaults(func=cmd_push_emulator)
     _add_operator_commands(sub)
     return parser
 
