@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pushreachd import limits
+from pushreachd.channels import apns
 from pushreachd.channels.log import LogPushChannel
 from pushreachd.errors import AlreadyExists, InvalidArgument
 from pushreachd.model import (
@@ -47,6 +48,17 @@ def test_a_valid_draft_becomes_a_spec_with_tpns_defaults() -> None:
     assert spec.sms_info is not None
     assert spec.sms_info.trigger_condition is TriggerCondition.NOT_ARRIVED
     assert spec.sms_info.sms_template_params == ("42",)
+
+
+def test_a_message_too_large_for_apns_with_its_receipt_is_refused_up_front() -> None:
+    fits = "x" * 3400  # with the alert's keys and the longest receipt: under 4,096 bytes
+    spec = validate_push(draft(content=fits, collapse_id="order-7"), MIN_DELAY)
+    longest = apns.payload(spec, "0" * 20, "z" * 414)
+    assert len(longest) <= apns.MAX_PAYLOAD_BYTES and spec.collapse_id == "order-7"
+    found = violations(draft(content="x" * 3900))  # within the 4 KB message, not within APNs's
+    assert found["message"].startswith("too large for APNs") and "4096" in found["message"]
+    assert "collapse_id" in violations(draft(collapse_id="c" * 65))
+    assert "collapse_id" in violations(draft(collapse_id="a\nb"))
 
 
 def test_sms_info_is_ignored_without_resend_by_sms() -> None:

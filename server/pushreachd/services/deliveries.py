@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class ReceiptMinter(Protocol):
     """What deliveries need of services/receipts.py: one receipt per target."""
 
-    async def mint(self, app_id: int, push_id: str, token: str, expires_at: float) -> str: ...
+    async def mint_many(self, app_id: int, push_id: str, tokens: list[str], expires_at: float) -> list[str]: ...
 
 
 class EarlyFallback(Protocol):
@@ -164,9 +164,7 @@ class Deliveries:
         if self._receipts is None:
             return delivery
         expires = receipt_expiry(delivery.spec, delivery.expires_at)
-        mint = self._receipts.mint
-        targets = [
-            TargetPayload(t.token, await mint(app_id, delivery.push_id, t.token, expires)) for t in delivery.targets
-        ]
-        return dataclasses.replace(delivery, targets=tuple(targets))
+        tokens = list(delivery.tokens)
+        receipts = await self._receipts.mint_many(app_id, delivery.push_id, tokens, expires)
+        return dataclasses.replace(delivery, targets=tuple(map(TargetPayload, tokens, receipts)))
 

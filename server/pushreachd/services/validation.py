@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import limits
+from ..channels import apns
 from ..errors import FieldViolation, InvalidArgument
 from ..model import (
     CHANNEL_RULE_NAMES,
@@ -30,6 +31,7 @@ from ..model import (
     VendorOptions,
 )
 from ..phone import InvalidPhoneNumber, normalize_phone
+from .receipts import ReceiptClaims, encode_receipt
 
 
 @dataclass
@@ -187,6 +189,14 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         v.add("expire_time", f"between 0 and {limits.MAX_EXPIRE_SECONDS} seconds")
     sms_info = _sms_info(v, d, min_delay_seconds) if d.resend_by_sms else None
     vendor = _vendor_options(v, d)
+    if d.has_message and not any(i.field.startswith("message") for i in v.items):
+        size = len(apns.payload(_SizingSpec(d.title, d.content), "0" * 20, "0" * _LONGEST_RECEIPT))
+        if size > apns.MAX_PAYLOAD_BYTES:
+            v.add(
+                "message",
+                f"too large for APNs: with the receipt the device payload is up to {size} bytes, at most "
+                f"{apns.MAX_PAYLOAD_BYTES} (shorten title or content by {size - apns.MAX_PAYLOAD_BYTES} bytes)",
+            )
     if len(d.collapse_id.encode()) > limits.MAX_COLLAPSE_ID_BYTES:
         v.add("collapse_id", f"at most {limits.MAX_COLLAPSE_ID_BYTES} bytes (APNs apns-collapse-id)")
     elif _CONTROL.search(d.collapse_id):
@@ -210,6 +220,20 @@ def validate_push(d: PushDraft, min_delay_seconds: int) -> PushSpec:
         collapse_id=d.collapse_id,
     )
 
+
+@dataclass(frozen=True, slots=True)
+class _SizingSpec:
+    """What apns.payload reads of a push, to size the largest payload a device would get."""
+
+    title: str
+    content: str
+    message_type: MessageType = MessageType.NOTIFY
+
+
+# The longest receipt a target gets (its token can be MAX_TOKEN_LENGTH characters).
+_LONGEST_RECEIPT = len(
+    encode_receipt(bytes(32), ReceiptClaims(2**32 - 1, 2**16, "z" * 20, "z" * limits.MAX_TOKEN_LENGTH, 2**32 - 1))
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CHANNEL_ID = re.compile(r"[!-~]{1,64}")
