@@ -178,7 +178,7 @@ class Service:
             DeviceServicer(auth, self.devices, self.receipts),
             EventServicer(auth, self.events),
             SmsServicer(auth, self.reporting),
-            AdminServicer(auth, self.apps, self.channels),
+            AdminServicer(auth, self.apps, self.channels, self.receipts, self.clock),
             # Metrics outermost, so a refused malformed request is counted too.
             interceptors=[MetricsInterceptor(self.metrics.observe_rpc), DecodeGuardInterceptor()],
         )

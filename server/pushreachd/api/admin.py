@@ -4,9 +4,11 @@ import grpc
 from pushreach.v1 import admin_pb2, admin_pb2_grpc
 
 from ..model import RateLimitPolicy
+from ..clock import Clock
 from ..model import Channel
 from ..services.apps import AppService
 from ..services.channels import AppChannels
+from ..services.receipts import Receipts
 from ..services.pagination import decode_token, encode_token
 from ..services.validation import Violations, page_size
 from . import convert
@@ -15,10 +17,14 @@ from .rpc import admin_rpc
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, auth: Authenticator, apps: AppService, channels: AppChannels) -> None:
+    def __init__(
+        self, auth: Authenticator, apps: AppService, channels: AppChannels, receipts: Receipts, clock: Clock
+    ) -> None:
         self.auth = auth
+        self._clock = clock
         self._apps = apps
         self._channels = channels
+        self._receipts = receipts
 
     @admin_rpc
     async def CreateApp(self, request: admin_pb2.CreateAppRequest, context: grpc.aio.ServicerContext):
@@ -77,6 +83,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         app = await self._apps.get_app(request.access_id)
         updated = await self._channels.set_credentials(app, channel, request.credentials_json)
         return admin_pb2.SetChannelCredentialsResponse(app=convert.app(updated))
+
+    @admin_rpc
+    async def RotateReceiptKey(self, request: admin_pb2.RotateReceiptKeyRequest, context: grpc.aio.ServicerContext):
+        app = await self._apps.get_app(request.access_id)
+        rotated_at = self._clock.time()
+        key_id = await self._receipts.rotate(app.id)
+        return admin_pb2.RotateReceiptKeyResponse(
+            receipt_key_id=key_id, older_keys_expire_time=convert.ts(rotated_at + self._receipts.overlap)
+        )
 
 
 def _channel(v: Violations, value: int) -> Channel | None:

@@ -410,6 +410,56 @@ class SetChannelCredentialsResponse(_message.Message):
 Global___SetChannelCredentialsResponse: _TypeAlias = SetChannelCredentialsResponse  # noqa: Y015
 
 @_typing.final
+class RotateReceiptKeyRequest(_message.Message):
+    """Which app gets a new receipt key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_ID_FIELD_NUMBER: _builtins.int
+    access_id: _builtins.str
+    """The app. Required."""
+    def __init__(
+        self,
+        *,
+        access_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_id", b"access_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateReceiptKeyRequest: _TypeAlias = RotateReceiptKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateReceiptKeyResponse(_message.Message):
+    """The new key's number and how long the older ones keep working."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_KEY_ID_FIELD_NUMBER: _builtins.int
+    OLDER_KEYS_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    receipt_key_id: _builtins.int
+    """The new key's id (receipts and device keys name the key they were made with)."""
+    @_builtins.property
+    def older_keys_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When receipts and device keys of the older keys stop working."""
+
+    def __init__(
+        self,
+        *,
+        receipt_key_id: _builtins.int = ...,
+        older_keys_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["older_keys_expire_time", b"older_keys_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["older_keys_expire_time", b"older_keys_expire_time", "receipt_key_id", b"receipt_key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateReceiptKeyResponse: _TypeAlias = RotateReceiptKeyResponse  # noqa: Y015
+
+@_typing.final
 class SetRateLimitPolicyRequest(_message.Message):
     """An app's new per-number SMS limits; they replace the whole policy."""
 

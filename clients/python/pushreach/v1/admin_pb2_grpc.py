@@ -73,6 +73,11 @@ class AdminServiceStub:
                 request_serializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsRequest.SerializeToString,
                 response_deserializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsResponse.FromString,
                 _registered_method=True)
+        self.RotateReceiptKey = channel.unary_unary(
+                '/pushreach.v1.AdminService/RotateReceiptKey',
+                request_serializer=pushreach_dot_v1_dot_admin__pb2.RotateReceiptKeyRequest.SerializeToString,
+                response_deserializer=pushreach_dot_v1_dot_admin__pb2.RotateReceiptKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -134,6 +139,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateReceiptKey(self, request, context):
+        """RotateReceiptKey gives the app a new receipt key: receipts of new pushes and new device
+        keys use it; receipts and device keys made with older keys keep working for the overlap
+        (7 days), then are refused. Hand out new device keys (RegisterDevice, BindPhone) before.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +185,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetChannelCredentials,
                     request_deserializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsRequest.FromString,
                     response_serializer=pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsResponse.SerializeToString,
+            ),
+            'RotateReceiptKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateReceiptKey,
+                    request_deserializer=pushreach_dot_v1_dot_admin__pb2.RotateReceiptKeyRequest.FromString,
+                    response_serializer=pushreach_dot_v1_dot_admin__pb2.RotateReceiptKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,6 +385,33 @@ class AdminService:
             '/pushreach.v1.AdminService/SetChannelCredentials',
             pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsRequest.SerializeToString,
             pushreach_dot_v1_dot_admin__pb2.SetChannelCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateReceiptKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushreach.v1.AdminService/RotateReceiptKey',
+            pushreach_dot_v1_dot_admin__pb2.RotateReceiptKeyRequest.SerializeToString,
+            pushreach_dot_v1_dot_admin__pb2.RotateReceiptKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class AdminServiceStub:
     key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
     sealed at rest. They are never returned.
     """
+    RotateReceiptKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateReceiptKeyRequest, _admin_pb2.RotateReceiptKeyResponse]
+    """RotateReceiptKey gives the app a new receipt key: receipts of new pushes and new device
+    keys use it; receipts and device keys made with older keys keep working for the overlap
+    (7 days), then are refused. Hand out new device keys (RegisterDevice, BindPhone) before.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -84,6 +89,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """SetChannelCredentials stores the credentials of one push channel of the app (an APNs
     key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
     sealed at rest. They are never returned.
+    """
+    RotateReceiptKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateReceiptKeyRequest, _admin_pb2.RotateReceiptKeyResponse]  # type: ignore[assignment]
+    """RotateReceiptKey gives the app a new receipt key: receipts of new pushes and new device
+    keys use it; receipts and device keys made with older keys keep working for the overlap
+    (7 days), then are refused. Hand out new device keys (RegisterDevice, BindPhone) before.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +162,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """SetChannelCredentials stores the credentials of one push channel of the app (an APNs
         key, an FCM service account, a vendor's app secret, the webhook's URL and secret),
         sealed at rest. They are never returned.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateReceiptKey(
+        self,
+        request: _admin_pb2.RotateReceiptKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RotateReceiptKeyResponse, _abc.Awaitable[_admin_pb2.RotateReceiptKeyResponse]]:
+        """RotateReceiptKey gives the app a new receipt key: receipts of new pushes and new device
+        keys use it; receipts and device keys made with older keys keep working for the overlap
+        (7 days), then are refused. Hand out new device keys (RegisterDevice, BindPhone) before.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pushreach/v1/admin.proto.
  */
 export const file_pushreach_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChhwdXNocmVhY2gvdjEvYWRtaW4ucHJvdG8SDHB1c2hyZWFjaC52MSJgCg9SYXRlTGltaXRQb2xpY3kSJQodc2FtZV9jb250ZW50X2ludGVydmFsX3NlY29uZHMYASABKA0SEwoLZGFpbHlfbGltaXQYAiABKA0SEQoJdGltZV96b25lGAMgASgJItcBCgNBcHASEQoJYWNjZXNzX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Ntc19jcmVkZW50aWFsc19zZXQYBCABKAgSOAoRcmF0ZV9saW1pdF9wb2xpY3kYBSABKAsyHS5wdXNocmVhY2gudjEuUmF0ZUxpbWl0UG9saWN5EicKCGNoYW5uZWxzGAYgAygOMhUucHVzaHJlYWNoLnYxLkNoYW5uZWwiMgoQQ3JlYXRlQXBwUmVxdWVzdBIMCgRuYW1lGAEgASgJSgQIAhADUgpyZXF1ZXN0X2lkIkcKEUNyZWF0ZUFwcFJlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHASEgoKc2VjcmV0X2tleRgCIAEoCSIiCg1HZXRBcHBSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCSIwCg5HZXRBcHBSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwIjgKD0xpc3RBcHBzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJMChBMaXN0QXBwc1Jlc3BvbnNlEh8KBGFwcHMYASADKAsyES5wdXNocmVhY2gudjEuQXBwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIrChZSb3RhdGVBcHBTZWNyZXRSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCSItChdSb3RhdGVBcHBTZWNyZXRSZXNwb25zZRISCgpzZWNyZXRfa2V5GAEgASgJIlQKGFNldFNtc0NyZWRlbnRpYWxzUmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkSEQoJc2VjcmV0X2lkGAIgASgJEhIKCnNlY3JldF9rZXkYAyABKAkiOwoZU2V0U21zQ3JlZGVudGlhbHNSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwInMKHFNldENoYW5uZWxDcmVkZW50aWFsc1JlcXVlc3QSEQoJYWNjZXNzX2lkGAEgASgJEiYKB2NoYW5uZWwYAiABKA4yFS5wdXNocmVhY2gudjEuQ2hhbm5lbBIYChBjcmVkZW50aWFsc19qc29uGAMgASgJIj8KHVNldENoYW5uZWxDcmVkZW50aWFsc1Jlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHAiXQoZU2V0UmF0ZUxpbWl0UG9saWN5UmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkSLQoGcG9saWN5GAIgASgLMh0ucHVzaHJlYWNoLnYxLlJhdGVMaW1pdFBvbGljeSI8ChpTZXRSYXRlTGltaXRQb2xpY3lSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwMo0FCgxBZG1pblNlcnZpY2USTAoJQ3JlYXRlQXBwEh4ucHVzaHJlYWNoLnYxLkNyZWF0ZUFwcFJlcXVlc3QaHy5wdXNocmVhY2gudjEuQ3JlYXRlQXBwUmVzcG9uc2USQwoGR2V0QXBwEhsucHVzaHJlYWNoLnYxLkdldEFwcFJlcXVlc3QaHC5wdXNocmVhY2gudjEuR2V0QXBwUmVzcG9uc2USSQoITGlzdEFwcHMSHS5wdXNocmVhY2gudjEuTGlzdEFwcHNSZXF1ZXN0Gh4ucHVzaHJlYWNoLnYxLkxpc3RBcHBzUmVzcG9uc2USXgoPUm90YXRlQXBwU2VjcmV0EiQucHVzaHJlYWNoLnYxLlJvdGF0ZUFwcFNlY3JldFJlcXVlc3QaJS5wdXNocmVhY2gudjEuUm90YXRlQXBwU2VjcmV0UmVzcG9uc2USZAoRU2V0U21zQ3JlZGVudGlhbHMSJi5wdXNocmVhY2gudjEuU2V0U21zQ3JlZGVudGlhbHNSZXF1ZXN0GicucHVzaHJlYWNoLnYxLlNldFNtc0NyZWRlbnRpYWxzUmVzcG9uc2USZwoSU2V0UmF0ZUxpbWl0UG9saWN5EicucHVzaHJlYWNoLnYxLlNldFJhdGVMaW1pdFBvbGljeVJlcXVlc3QaKC5wdXNocmVhY2gudjEuU2V0UmF0ZUxpbWl0UG9saWN5UmVzcG9uc2UScAoVU2V0Q2hhbm5lbENyZWRlbnRpYWxzEioucHVzaHJlYWNoLnYxLlNldENoYW5uZWxDcmVkZW50aWFsc1JlcXVlc3QaKy5wdXNocmVhY2gudjEuU2V0Q2hhbm5lbENyZWRlbnRpYWxzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pushreach_v1_device]);
+  fileDesc("ChhwdXNocmVhY2gvdjEvYWRtaW4ucHJvdG8SDHB1c2hyZWFjaC52MSJgCg9SYXRlTGltaXRQb2xpY3kSJQodc2FtZV9jb250ZW50X2ludGVydmFsX3NlY29uZHMYASABKA0SEwoLZGFpbHlfbGltaXQYAiABKA0SEQoJdGltZV96b25lGAMgASgJItcBCgNBcHASEQoJYWNjZXNzX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Ntc19jcmVkZW50aWFsc19zZXQYBCABKAgSOAoRcmF0ZV9saW1pdF9wb2xpY3kYBSABKAsyHS5wdXNocmVhY2gudjEuUmF0ZUxpbWl0UG9saWN5EicKCGNoYW5uZWxzGAYgAygOMhUucHVzaHJlYWNoLnYxLkNoYW5uZWwiMgoQQ3JlYXRlQXBwUmVxdWVzdBIMCgRuYW1lGAEgASgJSgQIAhADUgpyZXF1ZXN0X2lkIkcKEUNyZWF0ZUFwcFJlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHASEgoKc2VjcmV0X2tleRgCIAEoCSIiCg1HZXRBcHBSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCSIwCg5HZXRBcHBSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwIjgKD0xpc3RBcHBzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJMChBMaXN0QXBwc1Jlc3BvbnNlEh8KBGFwcHMYASADKAsyES5wdXNocmVhY2gudjEuQXBwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIrChZSb3RhdGVBcHBTZWNyZXRSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCSItChdSb3RhdGVBcHBTZWNyZXRSZXNwb25zZRISCgpzZWNyZXRfa2V5GAEgASgJIlQKGFNldFNtc0NyZWRlbnRpYWxzUmVxdWVzdBIRCglhY2Nlc3NfaWQYASABKAkSEQoJc2VjcmV0X2lkGAIgASgJEhIKCnNlY3JldF9rZXkYAyABKAkiOwoZU2V0U21zQ3JlZGVudGlhbHNSZXNwb25zZRIeCgNhcHAYASABKAsyES5wdXNocmVhY2gudjEuQXBwInMKHFNldENoYW5uZWxDcmVkZW50aWFsc1JlcXVlc3QSEQoJYWNjZXNzX2lkGAEgASgJEiYKB2NoYW5uZWwYAiABKA4yFS5wdXNocmVhY2gudjEuQ2hhbm5lbBIYChBjcmVkZW50aWFsc19qc29uGAMgASgJIj8KHVNldENoYW5uZWxDcmVkZW50aWFsc1Jlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHAiLAoXUm90YXRlUmVjZWlwdEtleVJlcXVlc3QSEQoJYWNjZXNzX2lkGAEgASgJIm4KGFJvdGF0ZVJlY2VpcHRLZXlSZXNwb25zZRIWCg5yZWNlaXB0X2tleV9pZBgBIAEoDRI6ChZvbGRlcl9rZXlzX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJdChlTZXRSYXRlTGltaXRQb2xpY3lSZXF1ZXN0EhEKCWFjY2Vzc19pZBgBIAEoCRItCgZwb2xpY3kYAiABKAsyHS5wdXNocmVhY2gudjEuUmF0ZUxpbWl0UG9saWN5IjwKGlNldFJhdGVMaW1pdFBvbGljeVJlc3BvbnNlEh4KA2FwcBgBIAEoCzIRLnB1c2hyZWFjaC52MS5BcHAy8AUKDEFkbWluU2VydmljZRJMCglDcmVhdGVBcHASHi5wdXNocmVhY2gudjEuQ3JlYXRlQXBwUmVxdWVzdBofLnB1c2hyZWFjaC52MS5DcmVhdGVBcHBSZXNwb25zZRJDCgZHZXRBcHASGy5wdXNocmVhY2gudjEuR2V0QXBwUmVxdWVzdBocLnB1c2hyZWFjaC52MS5HZXRBcHBSZXNwb25zZRJJCghMaXN0QXBwcxIdLnB1c2hyZWFjaC52MS5MaXN0QXBwc1JlcXVlc3QaHi5wdXNocmVhY2gudjEuTGlzdEFwcHNSZXNwb25zZRJeCg9Sb3RhdGVBcHBTZWNyZXQSJC5wdXNocmVhY2gudjEuUm90YXRlQXBwU2VjcmV0UmVxdWVzdBolLnB1c2hyZWFjaC52MS5Sb3RhdGVBcHBTZWNyZXRSZXNwb25zZRJkChFTZXRTbXNDcmVkZW50aWFscxImLnB1c2hyZWFjaC52MS5TZXRTbXNDcmVkZW50aWFsc1JlcXVlc3QaJy5wdXNocmVhY2gudjEuU2V0U21zQ3JlZGVudGlhbHNSZXNwb25zZRJnChJTZXRSYXRlTGltaXRQb2xpY3kSJy5wdXNocmVhY2gudjEuU2V0UmF0ZUxpbWl0UG9saWN5UmVxdWVzdBooLnB1c2hyZWFjaC52MS5TZXRSYXRlTGltaXRQb2xpY3lSZXNwb25zZRJwChVTZXRDaGFubmVsQ3JlZGVudGlhbHMSKi5wdXNocmVhY2gudjEuU2V0Q2hhbm5lbENyZWRlbnRpYWxzUmVxdWVzdBorLnB1c2hyZWFjaC52MS5TZXRDaGFubmVsQ3JlZGVudGlhbHNSZXNwb25zZRJhChBSb3RhdGVSZWNlaXB0S2V5EiUucHVzaHJlYWNoLnYxLlJvdGF0ZVJlY2VpcHRLZXlSZXF1ZXN0GiYucHVzaHJlYWNoLnYxLlJvdGF0ZVJlY2VpcHRLZXlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pushreach_v1_device]);
 
 /**
  * Per-number SMS limits of an app (defaults from Tencent Cloud SMS's own defaults).
@@ -414,6 +414,55 @@ export const SetChannelCredentialsResponseSchema: GenMessage<SetChannelCredentia
   messageDesc(file_pushreach_v1_admin, 13);
 
 /**
+ * Which app gets a new receipt key.
+ *
+ * @generated from message pushreach.v1.RotateReceiptKeyRequest
+ */
+export type RotateReceiptKeyRequest = Message<"pushreach.v1.RotateReceiptKeyRequest"> & {
+  /**
+   * The app. Required.
+   *
+   * @generated from field: string access_id = 1;
+   */
+  accessId: string;
+};
+
+/**
+ * Describes the message pushreach.v1.RotateReceiptKeyRequest.
+ * Use `create(RotateReceiptKeyRequestSchema)` to create a new message.
+ */
+export const RotateReceiptKeyRequestSchema: GenMessage<RotateReceiptKeyRequest> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_admin, 14);
+
+/**
+ * The new key's number and how long the older ones keep working.
+ *
+ * @generated from message pushreach.v1.RotateReceiptKeyResponse
+ */
+export type RotateReceiptKeyResponse = Message<"pushreach.v1.RotateReceiptKeyResponse"> & {
+  /**
+   * The new key's id (receipts and device keys name the key they were made with).
+   *
+   * @generated from field: uint32 receipt_key_id = 1;
+   */
+  receiptKeyId: number;
+
+  /**
+   * When receipts and device keys of the older keys stop working.
+   *
+   * @generated from field: google.protobuf.Timestamp older_keys_expire_time = 2;
+   */
+  olderKeysExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pushreach.v1.RotateReceiptKeyResponse.
+ * Use `create(RotateReceiptKeyResponseSchema)` to create a new message.
+ */
+export const RotateReceiptKeyResponseSchema: GenMessage<RotateReceiptKeyResponse> = /*@__PURE__*/
+  messageDesc(file_pushreach_v1_admin, 15);
+
+/**
  * An app's new per-number SMS limits; they replace the whole policy.
  *
  * @generated from message pushreach.v1.SetRateLimitPolicyRequest
@@ -439,7 +488,7 @@ export type SetRateLimitPolicyRequest = Message<"pushreach.v1.SetRateLimitPolicy
  * Use `create(SetRateLimitPolicyRequestSchema)` to create a new message.
  */
 export const SetRateLimitPolicyRequestSchema: GenMessage<SetRateLimitPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_admin, 14);
+  messageDesc(file_pushreach_v1_admin, 16);
 
 /**
  * The app after the change.
@@ -460,7 +509,7 @@ export type SetRateLimitPolicyResponse = Message<"pushreach.v1.SetRateLimitPolic
  * Use `create(SetRateLimitPolicyResponseSchema)` to create a new message.
  */
 export const SetRateLimitPolicyResponseSchema: GenMessage<SetRateLimitPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_pushreach_v1_admin, 15);
+  messageDesc(file_pushreach_v1_admin, 17);
 
 /**
  * AdminService manages apps. It needs the operator's admin token
@@ -543,6 +592,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetChannelCredentialsRequestSchema;
     output: typeof SetChannelCredentialsResponseSchema;
+  },
+  /**
+   * RotateReceiptKey gives the app a new receipt key: receipts of new pushes and new device
+   * keys use it; receipts and device keys made with older keys keep working for the overlap
+   * (7 days), then are refused. Hand out new device keys (RegisterDevice, BindPhone) before.
+   *
+   * @generated from rpc pushreach.v1.AdminService.RotateReceiptKey
+   */
+  rotateReceiptKey: {
+    methodKind: "unary";
+    input: typeof RotateReceiptKeyRequestSchema;
+    output: typeof RotateReceiptKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pushreach_v1_admin, 0);
