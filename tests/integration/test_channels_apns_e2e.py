@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -89,8 +90,9 @@ def push_to(tokens: list[str], **extra: Any) -> push_pb2.PushRequest:
 
 
 async def test_apns_devices_get_the_push_id_and_receipt_and_a_410_token_is_skipped_next_time(
-    apns_served: tuple[ApnsEmulatorState, Running],
+    apns_served: tuple[ApnsEmulatorState, Running], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     state, server = apns_served
     app = await server.new_app()
     await set_channel(app, device_pb2.CHANNEL_APNS, CREDS)
@@ -123,6 +125,26 @@ async def test_apns_devices_get_the_push_id_and_receipt_and_a_410_token_is_skipp
     assert silent.sandbox and silent.headers["apns-push-type"] == "background"
     assert silent.payload["aps"] == {"content-available": 1}
     assert state.delivered_to(tok(3)) == []
+    # Neither the device tokens nor the key reach the service's log. (httpx logs each request's
+    # URL, token included, at INFO: `pushreach serve` keeps it at WARNING unless log_level is
+    # DEBUG, see cli.CHATTY_LIBRARIES and test_cli_logging_keeps_request_urls_out.)
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pushreachd"))
+    assert ours and tok(1)[-16:] not in ours and tok(3)[-16:] not in ours
+    assert "PRIVATE KEY" not in ours and KEY.splitlines()[1] not in ours
+
+
+def test_cli_logging_keeps_request_urls_out() -> None:
+    from pushreachd import cli
+
+    names = ["", *cli.CHATTY_LIBRARIES]
+    saved = {name: logging.getLogger(name).level for name in names}
+    try:
+        cli._setup_logging("INFO")
+        assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+        assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 async def test_a_wrong_apns_key_puts_apples_reason_in_every_targets_outcome(
