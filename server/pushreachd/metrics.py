@@ -117,7 +117,8 @@ class Metrics:
         )
         self.device_reports = Counter(
             f"{PREFIX}_device_reports",
-            "Reports from devices over HTTP (receipts, notification state), by kind and outcome: "
+            "Reports from devices over HTTP (kind: receipt, signed = arrival/click signed with the device "
+            "key, state = notification state), by kind and outcome: "
             "accepted, duplicate, unknown_push, unknown_token, refused (bad credential), invalid.",
             ["kind", "outcome"],
             registry=r,

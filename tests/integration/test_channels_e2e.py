@@ -118,10 +118,11 @@ async def test_a_push_mixing_channels_reaches_each_device_through_its_own(
     (hw,) = state.delivered_to("hms", "hw-token-1")
     (xm,) = state.delivered_to("xiaomi", "xm-token-1")
     for delivered in (hw, xm):
-        assert delivered.data["pushreach_push_id"] == pushed.push_id
-        assert delivered.data["pushreach_receipt"]  # the device hands it back on arrival
-    assert hw.data["pushreach_receipt"] != xm.data["pushreach_receipt"]  # bound to each token
-    assert server.service.channel.deliveries[-1].tokens == ("log-token-1",)
+        # One payload serves many tokens on these vendors: the push id only, no receipt (the
+        # device signs its reports with its device key, docs/DEVICES.md).
+        assert delivered.data == {"pushreach_push_id": pushed.push_id}
+    (logged,) = server.service.channel.deliveries[-1].targets
+    assert logged.token == "log-token-1" and logged.receipt  # the log channel keeps its receipt
 
 
 async def test_an_invalid_token_is_marked_skipped_and_valid_again_once_registered(

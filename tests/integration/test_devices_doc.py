@@ -31,17 +31,19 @@ async def test_the_curl_examples_work_as_written(tmp_path: Path) -> None:
             pytest.fail("curl and openssl are needed (.ci/run installs them)")
         pytest.skip("needs curl and openssl")
     examples = curl_examples()
-    assert len(examples) == 4
+    assert len(examples) == 5
     running = await start_service(test_settings(tmp_path, http_listen="127.0.0.1:0"))
     try:
         app = await running.new_app()
         bound = await app.bind("a3f1" * 16, "+8613800000001")
         pushed = await app.push.Push(sms_push(["a3f1" * 16], delay=60), metadata=app.metadata)
         receipt = (await delivered_receipts(running, pushed.push_id))["a3f1" * 16]
+        unreported = await app.push.Push(sms_push(["a3f1" * 16], delay=60), metadata=app.metadata)
         env = dict(
             os.environ,
             PUSHREACH_URL=f"http://127.0.0.1:{running.service.http_port}",
             RECEIPT=receipt,
+            PUSH_ID=unreported.push_id,
             ACCESS_ID=app.access_id,
             TOKEN="a3f1" * 16,
             DEVICE_KEY=bound.device_key,
@@ -58,7 +60,8 @@ async def test_the_curl_examples_work_as_written(tmp_path: Path) -> None:
         assert answers[0] == {"outcome": "ACCEPTED", "push_id": pushed.push_id}
         assert answers[1] == {"outcome": "ACCEPTED", "push_id": pushed.push_id}
         assert [r["outcome"] for r in answers[2]["results"]] == ["DUPLICATE", "DUPLICATE"]
-        assert answers[3] == {"outcome": "ACCEPTED"}
+        assert answers[3] == {"outcome": "ACCEPTED", "push_id": unreported.push_id}  # signed, no receipt
+        assert answers[4] == {"outcome": "ACCEPTED"}
         got = await app.device.GetDevice(device_pb2.GetDeviceRequest(token="a3f1" * 16), metadata=app.metadata)
         assert got.device.notification_state == device_pb2.NOTIFICATION_STATE_DISABLED
     finally:

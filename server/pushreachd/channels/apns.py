@@ -202,6 +202,7 @@ class ApnsChannel:
 
     channel = Channel.APNS
     max_batch = 1000  # tokens per send(); each is its own request, sent concurrently
+    per_token_receipts = True
 
     def __init__(
         self,

@@ -18,7 +18,8 @@ from ..model import Channel, PushOutcome, PushSpec
 
 @dataclass(frozen=True, slots=True)
 class TargetPayload:
-    """One token of a delivery, with the receipt the device hands back on arrival/click."""
+    """One token of a delivery, with the receipt the device hands back on arrival/click ("" on
+    a channel that carries none: its devices sign their reports with the device key)."""
 
     token: str
     receipt: str
@@ -55,6 +56,11 @@ class PushChannel(Protocol):
 
     channel: Channel
     max_batch: int  # tokens per send() call the vendor allows
+    # True (the default of every channel) when each target's payload carries its own receipt;
+    # False for the vendors that send one payload to many tokens (Huawei, Honor, Xiaomi, vivo):
+    # they carry the push id only, get targets without receipts, and their devices sign arrival
+    # and click reports with the device key instead (docs/DEVICES.md).
+    per_token_receipts: bool
 
     async def send(self, delivery: PushDelivery) -> list[TokenOutcome]:
         """Send to every target; one outcome per target, in any order. Raises only for a bug:

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 class LogPushChannel:
     channel = Channel.LOG
     max_batch = 100_000
+    per_token_receipts = True  # kept with each delivery, as the other channels carry them
 
     def __init__(self, keep: int = 1000) -> None:
         self.deliveries: deque[PushDelivery] = deque(maxlen=keep)

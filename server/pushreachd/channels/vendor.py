@@ -208,8 +208,9 @@ def one_of(*choices: Any) -> Callable[[Any], str | None]:
 
 
 def receipt_data(push_id: str, receipt: str) -> dict[str, str]:
-    """The custom key/values every vendor payload carries, as FCM's data does."""
-    return {PUSH_ID_KEY: push_id, RECEIPT_KEY: receipt}
+    """The custom key/values every vendor payload carries, as FCM's data does: the push id, and
+    the receipt unless there is none (a one-payload vendor's targets carry none)."""
+    return {PUSH_ID_KEY: push_id, RECEIPT_KEY: receipt} if receipt else {PUSH_ID_KEY: push_id}
 
 
 def options(delivery: PushDelivery) -> VendorOptions:
@@ -284,8 +285,16 @@ class VendorChannel:
     max_batch: int
     # True when the vendor sends one payload to many tokens (Huawei, Honor, Xiaomi, vivo):
     # then only targets with the same receipt can share a call. False when each message of
-    # a batch has its own payload (OPPO unicast_batch).
+    # a batch has its own payload (OPPO unicast_batch, FCM, webhook).
     shared_payload: bool = True
+    # Derived from shared_payload for every subclass (below): a one-payload vendor carries
+    # the push id only, so deliveries mint no receipts for it and its targets batch 1,000 a call.
+    per_token_receipts: bool = not shared_payload
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "per_token_receipts" not in cls.__dict__:
+            cls.per_token_receipts = not cls.shared_payload
 
     def __init__(
         self,

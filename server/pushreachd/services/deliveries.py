@@ -8,6 +8,10 @@ themselves; every target's outcome is recorded once, and the push is marked deli
 when every target has one, so a crash in between sends the rest (never the answered ones)
 on the next start.
 
+Receipts are minted per channel, for the channels that carry one per target
+(`per_token_receipts`); the one-payload Android vendors carry the push id only, and their
+devices sign arrival and click reports with the device key.
+
 With `sms_info.early_on_push_failure`, a phone all of whose targets of the push definitely
 cannot get it is handed to the fallback at once (`EarlyFallback`).
 """
@@ -73,7 +77,6 @@ class Deliveries:
         leaving its targets for the next start."""
         if not delivery.targets:
             return True
-        delivery = await self.with_receipts(app_id, delivery)
         routes = await self._store.device_routes(app_id, list(delivery.tokens))
         configured = await self._channels.configured(app_id) if self._channels is not None else frozenset()
         default = Channel.WEBHOOK if Channel.WEBHOOK in configured else Channel.LOG
@@ -121,6 +124,8 @@ class Deliveries:
                 TargetOutcome(t.token, channel, PushOutcome.NO_CHANNEL, "credentials_unreadable", now)
                 for t in delivery.targets
             ]
+        if getattr(client, "per_token_receipts", True):  # the one-payload vendors carry none
+            delivery = await self.with_receipts(app_id, delivery)
         started = time.perf_counter()
         try:
             answers = await client.send(delivery)

@@ -21,8 +21,12 @@ than a receipt lives: expire_time and delay are at most 3 days each), then are r
 
 A **device key** (handed out by BindPhone/RegisterDevice) is derived from the app's current
 receipt key and the token: `<key id>.<base64url(HMAC-SHA256(receipt key, "pushreach device
-key\\0" + token))>`. It signs the device's notification-state reports (see `state_mac`); it
+key\\0" + token))>`. It signs the device's notification-state reports (`state_mac`) and, in
+place of a receipt, its arrival and click reports (`event_mac`): the one-payload Android
+vendors carry no receipt (one payload serves 1,000 tokens), so their devices sign instead. It
 stays valid while its receipt key does (after a rotation, hand out new ones within the overlap).
+A signed report names no expiry: its timestamp must be within STATE_SKEW_SECONDS of the
+server's clock, and a replay within that window is harmless (events are idempotent: DUPLICATE).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import os
 import re
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..clock import Clock
@@ -233,6 +238,19 @@ def state_mac(device_key: str, access_id: str, token: str, state: str, timestamp
     return hmac.new(device_key.encode(), state_message(access_id, token, state, timestamp), hashlib.sha256).hexdigest()
 
 
+def event_message(access_id: str, token: str, push_id: str, event: str, timestamp: int) -> bytes:
+    """What a device signs to report an arrival or click without a receipt: the UTF-8 bytes of
+    six lines joined by "\\n", no newline at the end (docs/DEVICES.md). `event` is "arrived" or
+    "clicked" (lower case). Tokens and push ids hold no newline, so the layout is unambiguous."""
+    return f"pushreach-device-event-v1\n{access_id}\n{token}\n{push_id}\n{event}\n{timestamp}".encode()
+
+
+def event_mac(device_key: str, access_id: str, token: str, push_id: str, event: str, timestamp: int) -> str:
+    """Lowercase hex HMAC-SHA256 of `event_message`, keyed with the device key's UTF-8 bytes."""
+    message = event_message(access_id, token, push_id, event, timestamp)
+    return hmac.new(device_key.encode(), message, hashlib.sha256).hexdigest()
+
+
 def receipt_expiry(spec: PushSpec, push_expires_at: float) -> float:
     """Until when a push's receipts are good: while the push may still arrive and, after that,
     for the fallback's delay (a late report can still spare an SMS). Deliveries pass this to
@@ -284,16 +302,31 @@ class Receipts:
     ) -> None:
         """ReceiptError unless `mac` was made with a valid device key of (app, token) and the
         timestamp is within STATE_SKEW_SECONDS of now."""
+        await self._check_device_mac(
+            app_id, token, timestamp, mac, lambda key: state_mac(key, access_id, token, state, timestamp)
+        )
+
+    async def check_event_mac(
+        self, app_id: int, access_id: str, token: str, push_id: str, event: str, timestamp: int, mac: str
+    ) -> None:
+        """As `check_state_mac`, for an arrival or click report (`event_mac`). Whether the push
+        is the app's and the token one of its targets is the store's to say (the caller's)."""
+        await self._check_device_mac(
+            app_id, token, timestamp, mac, lambda key: event_mac(key, access_id, token, push_id, event, timestamp)
+        )
+
+    async def _check_device_mac(
+        self, app_id: int, token: str, timestamp: int, mac: str, expected: Callable[[str], str]
+    ) -> None:
         now = self._clock.time()
         if abs(now - timestamp) > STATE_SKEW_SECONDS:
             raise ReceiptError("stale", f"timestamp more than {STATE_SKEW_SECONDS} s from the server's clock")
         keys = await self._load(app_id, create=False)
         ok = False
-        for key_id in sorted(keys.keys):
+        for key_id in sorted(keys.keys):  # the current key and any retired one still overlapping
             key = keys.valid(key_id, now)
             if key is not None:
-                expected = state_mac(device_key_for(key_id, key, token), access_id, token, state, timestamp)
-                ok |= hmac.compare_digest(expected.encode(), mac.encode())
+                ok |= hmac.compare_digest(expected(device_key_for(key_id, key, token)).encode(), mac.encode())
         if not ok:
             raise ReceiptError("bad_mac", "invalid device MAC")
 
