@@ -85,9 +85,9 @@ class Recording(android.EmulatorState):
 
     named: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def deliver(self, vendor: str, app: str, tokens: list[str], *rest: Any) -> tuple[list[str], list[str]]:
+    def deliver(self, vendor: str, app: str, tokens: list[str], *rest: Any, **more: Any) -> tuple[list[str], list[str]]:
         self.named.update((vendor, t) for t in tokens)
-        return super().deliver(vendor, app, tokens, *rest)
+        return super().deliver(vendor, app, tokens, *rest, **more)
 
 
 @dataclass
