@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 from pushreach import basic_auth as basic  # tests say basic(access_id, secret)
 from pushreach.v1 import (
+    admin_pb2,
     admin_pb2_grpc,
     device_pb2,
     device_pb2_grpc,
@@ -21,6 +25,7 @@ from pushreachd.config import Settings
 from pushreachd.wiring import Overrides, Service
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
 def test_settings(tmp_path: Path, **changes: object) -> Settings:
@@ -121,3 +126,44 @@ async def wait_done(caller: Caller, push_id: str, timeout: float = 10.0) -> push
             return got
         assert asyncio.get_running_loop().time() < deadline, got
         await asyncio.sleep(0.05)
+
+
+# -- push channels -------------------------------------------------------------------------
+
+
+async def set_channel(app: Caller, channel: int, credentials: Mapping[str, Any]) -> admin_pb2.App:
+    """Set one channel's credentials of the app (AdminService, with the admin token)."""
+    got = await app.admin.SetChannelCredentials(
+        admin_pb2.SetChannelCredentialsRequest(
+            access_id=app.access_id, channel=channel, credentials_json=json.dumps(credentials)
+        ),
+        metadata=ADMIN,
+    )
+    return got.app
+
+
+async def register(app: Caller, token: str, channel: int, phone: str = "") -> device_pb2.RegisterDeviceResponse:
+    return await app.device.RegisterDevice(
+        device_pb2.RegisterDeviceRequest(token=token, channel=channel, phone_number=phone), metadata=app.metadata
+    )
+
+
+async def settled(app: Caller, push_id: str, timeout: float = 20.0) -> push_pb2.GetPushResponse:
+    """GetPush once every target has its channel's answer (bounded by `timeout`)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await app.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=app.metadata)
+        if got.funnel.push_pending_count == 0:
+            return got
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.02)
+
+
+def plain_push(tokens: list[str], **extra: Any) -> push_pb2.PushRequest:
+    """A push to these tokens without SMS fallback."""
+    return push_pb2.PushRequest(
+        audience_type=push_pb2.AUDIENCE_TYPE_TOKEN_LIST,
+        token_list=tokens,
+        message=push_pb2.Message(title="Approval needed", content="Expense #42 waits for you"),
+        **extra,
+    )

@@ -20,7 +20,9 @@ async def test_rotating_the_receipt_key_changes_device_keys_and_keeps_the_old_on
 ) -> None:
     app = await server.new_app()
     before = (await app.bind("tok-1", "+8613800138000")).device_key
-    rotated = await app.admin.RotateReceiptKey(admin_pb2.RotateReceiptKeyRequest(access_id=app.access_id), metadata=ADMIN)
+    rotated = await app.admin.RotateReceiptKey(
+        admin_pb2.RotateReceiptKeyRequest(access_id=app.access_id), metadata=ADMIN
+    )
     assert rotated.receipt_key_id == 2  # the first key was made on the first BindPhone
     overlap = rotated.older_keys_expire_time.ToSeconds() - time.time()
     assert 7 * 86400 - 60 < overlap <= 7 * 86400
@@ -38,7 +40,9 @@ async def test_rotating_the_receipt_key_changes_device_keys_and_keeps_the_old_on
         await receipts.check_state_mac(app_row.id, app.access_id, "tok-1", "disabled", now, forged)
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await app.admin.RotateReceiptKey(admin_pb2.RotateReceiptKeyRequest(access_id=app.access_id), metadata=app.metadata)
+        await app.admin.RotateReceiptKey(
+            admin_pb2.RotateReceiptKeyRequest(access_id=app.access_id), metadata=app.metadata
+        )
     assert err.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await app.admin.RotateReceiptKey(admin_pb2.RotateReceiptKeyRequest(access_id="nope"), metadata=ADMIN)

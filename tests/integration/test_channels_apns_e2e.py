@@ -13,19 +13,17 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pushreach.v1 import admin_pb2, device_pb2, push_pb2
+from pushreach.v1 import device_pb2, push_pb2
 from pushreachd.channels.emulator import fcm as fcm_emulator
 from pushreachd.channels.emulator.apns import ApnsEmulatorState, running, sandbox_url
 
-from tests.harness import ADMIN_TOKEN, Caller, Running, start_service, test_settings
+from tests.harness import Running, plain_push, register, set_channel, settled, start_service, test_settings
 
-ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 TEAM, KID, TOPIC = "TEAM123456", "ABC123DEFG", "com.example.app"
 
 
@@ -57,38 +55,6 @@ async def apns_served(tmp_path: Path) -> AsyncIterator[tuple[ApnsEmulatorState, 
         await server.service.stop()
 
 
-async def set_channel(app: Caller, channel: int, credentials: dict[str, Any]) -> None:
-    await app.admin.SetChannelCredentials(
-        admin_pb2.SetChannelCredentialsRequest(
-            access_id=app.access_id, channel=channel, credentials_json=json.dumps(credentials)
-        ),
-        metadata=ADMIN,
-    )
-
-
-async def register(app: Caller, token: str, channel: int) -> None:
-    await app.device.RegisterDevice(device_pb2.RegisterDeviceRequest(token=token, channel=channel), metadata=app.metadata)
-
-
-async def settled(app: Caller, push_id: str, timeout: float = 20.0) -> push_pb2.GetPushResponse:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await app.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=app.metadata)
-        if got.funnel.push_pending_count == 0:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, got
-        await asyncio.sleep(0.02)
-
-
-def push_to(tokens: list[str], **extra: Any) -> push_pb2.PushRequest:
-    return push_pb2.PushRequest(
-        audience_type=push_pb2.AUDIENCE_TYPE_TOKEN_LIST,
-        token_list=tokens,
-        message=push_pb2.Message(title="Approval needed", content="Expense #42 waits for you"),
-        **extra,
-    )
-
-
 async def test_apns_devices_get_the_push_id_and_receipt_and_a_410_token_is_skipped_next_time(
     apns_served: tuple[ApnsEmulatorState, Running], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -101,7 +67,7 @@ async def test_apns_devices_get_the_push_id_and_receipt_and_a_410_token_is_skipp
     state.unregister(tok(3))
     state.fail_next(503, 1)  # one ServiceUnavailable on the way: retried, delivered once
 
-    first = await app.push.Push(push_to([tok(1), tok(2), tok(3)], collapse_id="expense-42"), metadata=app.metadata)
+    first = await app.push.Push(plain_push([tok(1), tok(2), tok(3)], collapse_id="expense-42"), metadata=app.metadata)
     got = await settled(app, first.push_id)
     assert {t.token: (t.push_outcome, t.push_outcome_code) for t in got.targets} == {
         tok(1): (push_pb2.PUSH_OUTCOME_ACCEPTED, ""),
@@ -116,10 +82,12 @@ async def test_apns_devices_get_the_push_id_and_receipt_and_a_410_token_is_skipp
     assert not one.sandbox and one.topic == TOPIC
 
     second = await app.push.Push(
-        push_to([tok(1), tok(3)], environment=push_pb2.ENVIRONMENT_DEV, message_type=push_pb2.MESSAGE_TYPE_MESSAGE),
+        plain_push([tok(1), tok(3)], environment=push_pb2.ENVIRONMENT_DEV, message_type=push_pb2.MESSAGE_TYPE_MESSAGE),
         metadata=app.metadata,
     )
-    assert [(u.value, u.reason) for u in second.unused_targets] == [(tok(3), push_pb2.UNUSED_TARGET_REASON_INVALID_TOKEN)]
+    assert [(u.value, u.reason) for u in second.unused_targets] == [
+        (tok(3), push_pb2.UNUSED_TARGET_REASON_INVALID_TOKEN)
+    ]
     await settled(app, second.push_id)
     silent = state.delivered_to(tok(1))[-1]
     assert silent.sandbox and silent.headers["apns-push-type"] == "background"
@@ -152,10 +120,12 @@ async def test_a_wrong_apns_key_puts_apples_reason_in_every_targets_outcome(
 ) -> None:
     _, server = apns_served
     app = await server.new_app()
-    await set_channel(app, device_pb2.CHANNEL_APNS, {**CREDS, "private_key": pem(ec.generate_private_key(ec.SECP256R1()))})
+    await set_channel(
+        app, device_pb2.CHANNEL_APNS, {**CREDS, "private_key": pem(ec.generate_private_key(ec.SECP256R1()))}
+    )
     await register(app, tok(7), device_pb2.CHANNEL_APNS)
     await register(app, tok(8), device_pb2.CHANNEL_APNS)
-    pushed = await app.push.Push(push_to([tok(7), tok(8)]), metadata=app.metadata)
+    pushed = await app.push.Push(plain_push([tok(7), tok(8)]), metadata=app.metadata)
     got = await settled(app, pushed.push_id)
     assert {(t.push_outcome, t.push_outcome_code) for t in got.targets} == {
         (push_pb2.PUSH_OUTCOME_FAILED, "InvalidProviderToken")
@@ -168,7 +138,9 @@ async def test_a_push_through_pushreach_push_emulator_reaches_apns_fcm_huawei_an
     tmp_path: Path,
 ) -> None:
     """The command as docs/CHANNELS.md shows it: its ready line gives the serve settings."""
-    (tmp_path / "apns-keys.json").write_text(json.dumps([{"team_id": TEAM, "key_id": KID, "private_key": KEY, "topics": [TOPIC]}]))
+    (tmp_path / "apns-keys.json").write_text(
+        json.dumps([{"team_id": TEAM, "key_id": KID, "private_key": KEY, "topics": [TOPIC]}])
+    )
     hms = {"app_id": "10086", "client_secret": "hms-secret-value"}
     (tmp_path / "apps.json").write_text(json.dumps({"hms": [hms]}))
     # The FCM account's token_uri must name the emulator's port: a fixed free port it is.
@@ -176,11 +148,32 @@ async def test_a_push_through_pushreach_push_emulator_reaches_apns_fcm_huawei_an
     account = fcm_emulator.new_service_account("pushreach-demo", f"http://127.0.0.1:{port}{fcm_emulator.TOKEN_PATH}")
     (tmp_path / "fcm.json").write_text(json.dumps(account))
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "pushreachd.cli", "push-emulator", "--listen", f"127.0.0.1:{port}",
-         "--apns-listen", "127.0.0.1:0", "--apns-keys", str(tmp_path / "apns-keys.json"),
-         "--apps", str(tmp_path / "apps.json"), "--fcm-accounts", str(tmp_path / "fcm.json"),
-         "--webhook", "app:whsec-0123456789abcdef", "--ca-file", str(tmp_path / "ca.pem"), "--seconds", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "pushreachd.cli",
+            "push-emulator",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--apns-listen",
+            "127.0.0.1:0",
+            "--apns-keys",
+            str(tmp_path / "apns-keys.json"),
+            "--apps",
+            str(tmp_path / "apps.json"),
+            "--fcm-accounts",
+            str(tmp_path / "fcm.json"),
+            "--webhook",
+            "app:whsec-0123456789abcdef",
+            "--ca-file",
+            str(tmp_path / "ca.pem"),
+            "--seconds",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert emulator.stdout is not None
@@ -192,13 +185,15 @@ async def test_a_push_through_pushreach_push_emulator_reaches_apns_fcm_huawei_an
             await set_channel(app, device_pb2.CHANNEL_APNS, CREDS)
             await set_channel(app, device_pb2.CHANNEL_FCM, account)
             await set_channel(app, device_pb2.CHANNEL_HMS, hms)
-            await set_channel(app, device_pb2.CHANNEL_WEBHOOK, {"url": ready["webhooks"]["app"], "secret": "whsec-0123456789abcdef"})
+            await set_channel(
+                app, device_pb2.CHANNEL_WEBHOOK, {"url": ready["webhooks"]["app"], "secret": "whsec-0123456789abcdef"}
+            )
             await register(app, tok(1), device_pb2.CHANNEL_APNS)
             await register(app, "fcm-token-1", device_pb2.CHANNEL_FCM)
             await register(app, "hw-token-1", device_pb2.CHANNEL_HMS)
             await register(app, "web-token-1", device_pb2.CHANNEL_WEBHOOK)
             tokens = [tok(1), "fcm-token-1", "hw-token-1", "web-token-1"]
-            pushed = await app.push.Push(push_to(tokens), metadata=app.metadata)
+            pushed = await app.push.Push(plain_push(tokens), metadata=app.metadata)
             got = await settled(app, pushed.push_id)
             assert {t.token: t.push_outcome for t in got.targets} == {t: push_pb2.PUSH_OUTCOME_ACCEPTED for t in tokens}
             async with httpx.AsyncClient(base_url=ready["http"]) as client:

@@ -23,10 +23,19 @@ from pushreachd.channels.emulator.android import EmulatorState, running
 from pushreachd.wiring import Overrides
 
 from tests.fakes import FakeSmsProvider
-from tests.harness import ADMIN_TOKEN, Caller, Running, sms_push, start_service, test_settings
+from tests.harness import (
+    ADMIN,
+    Running,
+    plain_push,
+    register,
+    set_channel,
+    settled,
+    sms_push,
+    start_service,
+    test_settings,
+)
 from tests.integration.test_conditions_e2e import bad_request
 
-ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 HMS = {"app_id": "10086", "client_secret": "hms-secret-value"}
 XIAOMI = {"app_secret": "xm-secret==", "package_name": "com.example.app"}
 PHONE_A, PHONE_B = "+8613800138000", "+8613900139000"
@@ -42,7 +51,9 @@ async def emulator() -> AsyncIterator[tuple[EmulatorState, str]]:
 
 
 @pytest.fixture
-async def service(tmp_path: Path, emulator: tuple[EmulatorState, str]) -> AsyncIterator[tuple[Running, FakeSmsProvider]]:
+async def service(
+    tmp_path: Path, emulator: tuple[EmulatorState, str]
+) -> AsyncIterator[tuple[Running, FakeSmsProvider]]:
     _, url = emulator
     sms = FakeSmsProvider()
     settings = test_settings(
@@ -54,50 +65,15 @@ async def service(tmp_path: Path, emulator: tuple[EmulatorState, str]) -> AsyncI
     await running_service.service.stop()
 
 
-async def set_channel(server: Running, app: Caller, channel: int, credentials: dict[str, str]) -> admin_pb2.App:
-    got = await app.admin.SetChannelCredentials(
-        admin_pb2.SetChannelCredentialsRequest(
-            access_id=app.access_id, channel=channel, credentials_json=json.dumps(credentials)
-        ),
-        metadata=ADMIN,
-    )
-    return got.app
-
-
-async def register(app: Caller, token: str, channel: int, phone: str = "") -> device_pb2.RegisterDeviceResponse:
-    return await app.device.RegisterDevice(
-        device_pb2.RegisterDeviceRequest(token=token, channel=channel, phone_number=phone), metadata=app.metadata
-    )
-
-
-async def settled(app: Caller, push_id: str, timeout: float = 10.0) -> push_pb2.GetPushResponse:
-    """GetPush once no target is PENDING any more (bounded)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await app.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=app.metadata)
-        if got.funnel.push_pending_count == 0:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, got
-        await asyncio.sleep(0.02)
-
-
-def plain_push(tokens: list[str]) -> push_pb2.PushRequest:
-    return push_pb2.PushRequest(
-        audience_type=push_pb2.AUDIENCE_TYPE_TOKEN_LIST,
-        token_list=tokens,
-        message=push_pb2.Message(title="Order shipped", content="Order #7 is on its way"),
-    )
-
-
 async def test_a_push_mixing_channels_reaches_each_device_through_its_own(
     service: tuple[Running, FakeSmsProvider], emulator: tuple[EmulatorState, str]
 ) -> None:
     server, _ = service
     state, _ = emulator
     app = await server.new_app()
-    shown = await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    shown = await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     assert list(shown.channels) == [device_pb2.CHANNEL_HMS]
-    await set_channel(server, app, device_pb2.CHANNEL_XIAOMI, XIAOMI)
+    await set_channel(app, device_pb2.CHANNEL_XIAOMI, XIAOMI)
     registered = await register(app, "hw-token-1", device_pb2.CHANNEL_HMS, PHONE_A)
     assert registered.device.channel == device_pb2.CHANNEL_HMS
     assert registered.device.token_state == device_pb2.TOKEN_STATE_VALID and registered.device_key
@@ -131,7 +107,7 @@ async def test_an_invalid_token_is_marked_skipped_and_valid_again_once_registere
     server, _ = service
     state, _ = emulator
     app = await server.new_app()
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     await register(app, "hw-gone", device_pb2.CHANNEL_HMS)
     await register(app, "hw-ok", device_pb2.CHANNEL_HMS)
     state.mark_invalid("hms", "hw-gone")
@@ -164,10 +140,12 @@ async def test_an_invalid_token_is_marked_skipped_and_valid_again_once_registere
     assert got.targets[0].push_outcome == push_pb2.PUSH_OUTCOME_ACCEPTED
 
 
-async def test_a_channel_without_credentials_or_turned_off_gives_no_channel(service: tuple[Running, FakeSmsProvider]) -> None:
+async def test_a_channel_without_credentials_or_turned_off_gives_no_channel(
+    service: tuple[Running, FakeSmsProvider],
+) -> None:
     server, _ = service
     app = await server.new_app()
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     await register(app, "oppo-1", device_pb2.CHANNEL_OPPO)  # the app has no OPPO credentials
     await register(app, "hw-1", device_pb2.CHANNEL_HMS)
     request = plain_push(["oppo-1", "hw-1"])
@@ -187,7 +165,7 @@ async def test_early_on_push_failure_sends_at_once_only_for_a_phone_with_no_reac
     server, sms = service
     state, _ = emulator
     app = await server.new_app()
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     await register(app, "a-only", device_pb2.CHANNEL_HMS, PHONE_A)  # phone A: its one device is gone
     await register(app, "b-gone", device_pb2.CHANNEL_HMS, PHONE_B)  # phone B: one gone, one good
     await register(app, "b-good", device_pb2.CHANNEL_HMS, PHONE_B)
@@ -244,7 +222,7 @@ async def test_bad_channel_credentials_are_refused_naming_the_field_and_never_lo
             metadata=app.metadata,
         )
     assert err.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     shown = await app.admin.GetApp(admin_pb2.GetAppRequest(access_id=app.access_id), metadata=ADMIN)
     assert "hms-secret-value" not in str(shown)
     assert "hms-secret-value" not in caplog.text
@@ -257,7 +235,10 @@ async def test_register_device_refuses_bad_input_naming_the_field(service: tuple
         (device_pb2.RegisterDeviceRequest(token="t", channel=0), "channel"),
         (device_pb2.RegisterDeviceRequest(token="t", channel=42), "channel"),
         (device_pb2.RegisterDeviceRequest(token="", channel=device_pb2.CHANNEL_FCM), "token"),
-        (device_pb2.RegisterDeviceRequest(token="t", channel=device_pb2.CHANNEL_FCM, phone_number="12"), "phone_number"),
+        (
+            device_pb2.RegisterDeviceRequest(token="t", channel=device_pb2.CHANNEL_FCM, phone_number="12"),
+            "phone_number",
+        ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await app.device.RegisterDevice(request, metadata=app.metadata)

@@ -10,23 +10,21 @@ delivered once, an expired access token renewed."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pushreach.v1 import admin_pb2, device_pb2, push_pb2, sms_pb2
+from pushreach.v1 import device_pb2, push_pb2, sms_pb2
 from pushreachd.channels.emulator import fcm as fcm_emulator
 from pushreachd.channels.emulator import webhook as webhook_emulator
 from pushreachd.services.receipts import state_mac
 from pushreachd.wiring import Overrides
 
 from tests.fakes import FakeSmsProvider
-from tests.harness import ADMIN_TOKEN, Caller, Running, sms_push, start_service, test_settings, wait_done
+from tests.harness import Caller, set_channel, settled, sms_push, start_service, test_settings, wait_done
 
-ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SECRET = "whsec-0123456789abcdef"
 PHONES = {"tok0": "+8613800000001", "tok1": "+8613800000002", "tok2": "+8613800000003"}
 
@@ -53,7 +51,10 @@ async def served(tmp_path: Path, fcm: tuple[fcm_emulator.FcmEmulatorState, dict[
     _, account = fcm
     sms = FakeSmsProvider()
     settings = test_settings(
-        tmp_path, http_listen="127.0.0.1:0", http_address_rate_limit=0, http_token_rate_limit=0,
+        tmp_path,
+        http_listen="127.0.0.1:0",
+        http_address_rate_limit=0,
+        http_token_rate_limit=0,
         fcm_endpoint=account["url"],
     )
     running = await start_service(settings, Overrides(sms_provider=sms))
@@ -61,15 +62,6 @@ async def served(tmp_path: Path, fcm: tuple[fcm_emulator.FcmEmulatorState, dict[
         yield running, client, sms
     await running.close()
     await running.service.stop()
-
-
-async def set_channel(app: Caller, channel: int, credentials: dict[str, str]) -> None:
-    await app.admin.SetChannelCredentials(
-        admin_pb2.SetChannelCredentialsRequest(
-            access_id=app.access_id, channel=channel, credentials_json=json.dumps(credentials)
-        ),
-        metadata=ADMIN,
-    )
 
 
 async def received(state: webhook_emulator.WebhookReceiverState, push_id: str, count: int) -> dict[str, str]:
@@ -128,7 +120,9 @@ async def test_a_device_reporting_notifications_off_gets_the_sms_of_notification
     keys = {}
     for token in ("tok0", "tok1"):
         answer = await app.device.RegisterDevice(
-            device_pb2.RegisterDeviceRequest(token=token, channel=device_pb2.CHANNEL_WEBHOOK, phone_number=PHONES[token]),
+            device_pb2.RegisterDeviceRequest(
+                token=token, channel=device_pb2.CHANNEL_WEBHOOK, phone_number=PHONES[token]
+            ),
             metadata=app.metadata,
         )
         keys[token] = answer.device_key
@@ -176,21 +170,13 @@ async def test_a_410_from_the_app_sender_marks_the_token_and_a_503_is_retried_on
     assert len(state.delivered_to("tok-ok")) == 1  # the 503 was retried, delivered once
     again = await app.push.Push(
         push_pb2.PushRequest(
-            audience_type=push_pb2.AUDIENCE_TYPE_TOKEN, token_list=["tok-gone"], message=push_pb2.Message(title="t", content="c")
+            audience_type=push_pb2.AUDIENCE_TYPE_TOKEN,
+            token_list=["tok-gone"],
+            message=push_pb2.Message(title="t", content="c"),
         ),
         metadata=app.metadata,
     )
     assert again.target_count == 0 and again.unused_targets[0].reason == push_pb2.UNUSED_TARGET_REASON_INVALID_TOKEN
-
-
-async def settled(app: Caller, push_id: str) -> push_pb2.GetPushResponse:
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:
-        got = await app.push.GetPush(push_pb2.GetPushRequest(push_id=push_id), metadata=app.metadata)
-        if got.funnel.push_pending_count == 0:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, got
-        await asyncio.sleep(0.02)
 
 
 async def test_fcm_devices_get_the_push_id_and_receipt_in_data_and_unregistered_ones_are_skipped(  # type: ignore[no-untyped-def]

@@ -27,9 +27,19 @@ from pushreachd.services.receipts import event_mac
 from pushreachd.wiring import Overrides
 
 from tests.fakes import FakeSmsProvider
-from tests.harness import Caller, Running, sms_push, start_service, test_settings, wait_done
+from tests.harness import (
+    Caller,
+    Running,
+    register,
+    set_channel,
+    settled,
+    sms_push,
+    start_service,
+    test_settings,
+    wait_done,
+)
 from tests.integration.test_broadcast_e2e import sent_phones
-from tests.integration.test_channels_e2e import HMS, register, set_channel, settled
+from tests.integration.test_channels_e2e import HMS
 
 PHONE_A, PHONE_B = "+8613800138000", "+8613900139000"
 
@@ -92,7 +102,7 @@ async def test_3000_huawei_devices_in_3_calls_and_a_signed_arrival_spares_the_sm
     server, sms, client = served
     state, _ = emulator
     app = await server.new_app()
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     tokens = [f"hw-{i:04d}" for i in range(3000)]
     keys = await hms_devices(app, tokens, {"hw-0000": PHONE_A, "hw-0001": PHONE_B})
 
@@ -124,7 +134,7 @@ async def test_forged_and_foreign_signed_reports_are_refused_and_record_nothing(
     server, sms, client = served
     app = await server.new_app("a")
     other = await server.new_app("b")
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     keys = await hms_devices(app, ["hw-a", "hw-b", "hw-c"], {"hw-a": PHONE_A, "hw-b": PHONE_B})
     other_key = (await other.bind("hw-a", PHONE_A)).device_key  # the same token in another app
     p = await app.push.Push(sms_push(["hw-a", "hw-b"], delay=3), metadata=app.metadata)
@@ -180,7 +190,7 @@ async def test_forged_and_foreign_signed_reports_are_refused_and_record_nothing(
 async def test_a_batch_mixes_receipts_and_signed_reports(served) -> None:  # type: ignore[no-untyped-def]
     server, _, client = served
     app = await server.new_app()
-    await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+    await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
     keys = await hms_devices(app, ["hw-a"], {"hw-a": PHONE_A})
     await app.bind("log-b", PHONE_B)  # the log channel: its target carries a receipt
     pushed = await app.push.Push(
@@ -215,7 +225,7 @@ async def test_a_device_budget_covers_signed_reports(tmp_path: Path, emulator) -
     server, _ = await serve(tmp_path, emulator[1], http_token_rate_limit=0.1)
     try:
         app = await server.new_app()
-        await set_channel(server, app, device_pb2.CHANNEL_HMS, HMS)
+        await set_channel(app, device_pb2.CHANNEL_HMS, HMS)
         keys = await hms_devices(app, ["hw-a"])
         pushed = await app.push.Push(sms_push(["hw-a"], delay=60), metadata=app.metadata)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.service.http_port}") as client:

@@ -27,11 +27,21 @@ from pushreachd.channels.emulator.push import where
 from pushreachd.wiring import Overrides
 
 from tests.fakes import FakeSmsProvider
-from tests.harness import Caller, Running, sms_push, start_service, test_settings, wait_done
+from tests.harness import (
+    Caller,
+    Running,
+    plain_push,
+    register,
+    set_channel,
+    settled,
+    sms_push,
+    start_service,
+    test_settings,
+    wait_done,
+)
 from tests.integration.test_channels_apns_e2e import CREDS as APNS_CREDS
 from tests.integration.test_channels_apns_e2e import KEY as APNS_KEY
 from tests.integration.test_channels_apns_e2e import KID, TEAM, TOPIC, tok
-from tests.integration.test_channels_e2e import plain_push, register, set_channel, settled
 from tests.integration.test_vendor_channels import APP_KEY, CREDS, VENDORS, WRONG_SECRET
 
 CHANNEL = {
@@ -127,7 +137,7 @@ async def vendor_app(w: World, vendor: str, *tokens: str, **creds: str) -> Calle
     """A new app with the vendor's credentials (`creds` overriding some) and `tokens`
     registered on its channel."""
     app = await w.server.new_app()
-    await set_channel(w.server, app, CHANNEL[vendor], {**CREDS[vendor], **creds})
+    await set_channel(app, CHANNEL[vendor], {**CREDS[vendor], **creds})
     for token in tokens:
         await register(app, token, CHANNEL[vendor])
     return app
@@ -165,7 +175,7 @@ async def test_a_push_reaches_the_device_with_its_classification_and_push_id(wor
     }
     (a,) = world.vendors.delivered_to(vendor, "dev-a")
     assert len(world.vendors.delivered_to(vendor, "dev-b")) == 1
-    assert (a.title, a.body) == ("Order shipped", "Order #7 is on its way")
+    assert (a.title, a.body) == ("Approval needed", "Expense #42 waits for you")
     assert {k: a.classification.get(k) for k in CLASSIFIED[vendor]} == CLASSIFIED[vendor]
     assert a.data["pushreach_push_id"] == pushed.push_id
     if per_token_receipts(vendor):
@@ -260,7 +270,7 @@ async def test_a_mixed_push_reaches_each_device_and_the_fallback_judges_each_pho
         (device_pb2.CHANNEL_HMS, CREDS["hms"]),
         (device_pb2.CHANNEL_XIAOMI, CREDS["xiaomi"]),
     ):
-        await set_channel(world.server, app, channel, creds)
+        await set_channel(app, channel, creds)
     devices = {  # token: (channel, phone)
         tok(1): (device_pb2.CHANNEL_APNS, P1),
         "hw-p1": (device_pb2.CHANNEL_HMS, P1),
