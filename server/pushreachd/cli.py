@@ -19,14 +19,14 @@ from typing import Any
 from pushreach.v1 import device_pb2, push_pb2, sms_pb2  # messages only: no grpc import here
 
 from . import config
+from .channels.registry import ChannelContext
 from .clock import SystemClock
 from .errors import DomainError
 from .logcontext import RequestIdFilter
+from .model import App
 from .phone import PhoneMaskingFilter
 from .ports import AddressUnavailable
 from .secrets import SecretBox, SecretError, load_master_key
-from .channels.registry import ChannelContext
-from .model import App
 from .services.apps import AppService
 from .services.channels import AppChannels, parse_channel
 from .services.receipts import Receipts

@@ -21,7 +21,6 @@ from .api.sms import SmsServicer
 from .channels.base import PushChannel
 from .channels.log import LogPushChannel
 from .channels.registry import ENDPOINT_SETTINGS, ChannelContext
-from .services.channels import AppChannels
 from .clock import Clock, SystemClock
 from .config import Settings, parse_host_port
 from .engine.ratelimit import RateLimiter
@@ -35,6 +34,7 @@ from .metrics import Metrics, MetricsServer, TimedSmsProvider
 from .ports import check_listen_addresses
 from .secrets import SecretBox, load_master_key
 from .services.apps import AppService
+from .services.channels import AppChannels
 from .services.devices import DeviceService
 from .services.events import EventService
 from .services.pushes import PushService

@@ -3,13 +3,12 @@ from __future__ import annotations
 import grpc
 from pushreach.v1 import admin_pb2, admin_pb2_grpc
 
-from ..model import RateLimitPolicy
 from ..clock import Clock
-from ..model import Channel
+from ..model import Channel, RateLimitPolicy
 from ..services.apps import AppService
 from ..services.channels import AppChannels
-from ..services.receipts import Receipts
 from ..services.pagination import decode_token, encode_token
+from ..services.receipts import Receipts
 from ..services.validation import Violations, page_size
 from . import convert
 from .auth import Authenticator

@@ -29,9 +29,9 @@ from ..model import (
 from ..store.base import Store
 from ..supervisor import Supervisor
 from .broadcasts import BroadcastResolver
-from .pagination import decode_offset_token, encode_offset_token
 from .channels import AppChannels
 from .deliveries import Deliveries, ReceiptMinter
+from .pagination import decode_offset_token, encode_offset_token
 from .validation import PushDraft, Violations, page_size, validate_push
 
 log = logging.getLogger(__name__)

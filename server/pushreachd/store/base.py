@@ -12,9 +12,9 @@ the call has returned. Times are seconds since the epoch (float), as the caller'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..model import (
     App,
@@ -30,14 +30,15 @@ from ..model import (
     Push,
     PushListItem,
     PushReceipt,
+    PushSpec,
     RateLimitPolicy,
     ReceiptKey,
     Recipient,
+    Route,
     SmsInfo,
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
-    Route,
     Statistics,
     TargetOutcome,
     TargetView,
@@ -80,6 +81,28 @@ class FireJob:
     policy: RateLimitPolicy
     sms_credentials_blob: bytes | None
     due_at: float
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> FireJob:
+        """From a row of JOB_COLUMNS (both stores select them, `p` the push, `a` its app)."""
+        spec = PushSpec.from_json(row[3])
+        assert spec.sms_info is not None
+        return cls(
+            push=row[0],
+            push_id=row[1],
+            app_id=row[2],
+            access_id=row[5],
+            sms_info=spec.sms_info,
+            policy=RateLimitPolicy(row[6], row[7], row[8]),
+            sms_credentials_blob=None if row[9] is None else bytes(row[9]),
+            due_at=row[4],
+        )
+
+
+JOB_COLUMNS = (
+    "p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
+    "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials"
+)
 
 
 @dataclass(frozen=True, slots=True)

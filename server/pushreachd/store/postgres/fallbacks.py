@@ -25,8 +25,8 @@ from ...engine.states import (
     guard,
     sources_of,
 )
-from ...model import FallbackState, PushSpec, RateLimitPolicy, Recipient, SmsStatus
-from ..base import LIVE_PAGE, FireJob, RateWindow, SmsOutcome
+from ...model import FallbackState, Recipient, SmsStatus
+from ..base import JOB_COLUMNS, LIVE_PAGE, FireJob, RateWindow, SmsOutcome
 from ..sqlite.fires import COUNTED
 from .channels import FINAL_FAILURES
 from .database import Database
@@ -207,8 +207,7 @@ class FallbackQueries:
     async def _pending_job(self, c: Conn, push: int) -> FireJob | None:
         """A PENDING fallback as a job, not claimed (early_on_push_failure)."""
         cur = await c.execute(
-            "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, a.same_content_interval, "
-            "a.daily_limit, a.time_zone, a.sms_credentials FROM pushes p JOIN apps a ON a.id = p.app_id "
+            f"SELECT {JOB_COLUMNS} FROM pushes p JOIN apps a ON a.id = p.app_id "
             "WHERE p.id = %s AND p.fallback_state = %s",
             (push, int(FallbackState.PENDING)),
         )
@@ -375,20 +374,4 @@ def _new_owner() -> str:
 
 
 def _jobs(rows: list[tuple[Any, ...]]) -> list[FireJob]:
-    jobs = []
-    for row in rows:
-        spec = PushSpec.from_json(row[3])
-        assert spec.sms_info is not None
-        jobs.append(
-            FireJob(
-                push=row[0],
-                push_id=row[1],
-                app_id=row[2],
-                access_id=row[5],
-                sms_info=spec.sms_info,
-                policy=RateLimitPolicy(row[6], row[7], row[8]),
-                sms_credentials_blob=None if row[9] is None else bytes(row[9]),
-                due_at=row[4],
-            )
-        )
-    return jobs
+    return [FireJob.from_row(row) for row in rows]

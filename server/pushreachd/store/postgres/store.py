@@ -50,8 +50,8 @@ from ..sqlite.rows import receipt_from_json as _receipt_from_json
 from ..sqlite.rows import receipt_to_json as _receipt_to_json
 from ..sqlite.rows import sms_record as _sms_record
 from . import receipt_keys, reporting
-from .database import Database
 from .channels import ChannelQueries
+from .database import Database
 from .fallbacks import FallbackQueries
 from .migrations import migrate
 

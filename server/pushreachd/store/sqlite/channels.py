@@ -11,8 +11,6 @@ from . import apps
 from .rows import CHUNK
 
 
-
-
 def set_credentials(conn: sqlite3.Connection, app_id: int, channel: Channel, blob: bytes, now: float) -> None:
     conn.execute(
         "INSERT INTO channel_credentials (app_id, channel, blob, updated_at) VALUES (?,?,?,?) "

@@ -23,14 +23,12 @@ from ...model import (
     DeliveryReceipt,
     FallbackState,
     PushOutcome,
-    PushSpec,
-    RateLimitPolicy,
     Recipient,
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
 )
-from ..base import FireJob, RateWindow, SmsOutcome
+from ..base import JOB_COLUMNS, FireJob, RateWindow, SmsOutcome
 from . import rows
 from .rows import CHUNK, SMS_COLUMNS, in_list
 
@@ -98,30 +96,12 @@ def pending_job(conn: sqlite3.Connection, push: int) -> FireJob | None:
 
 def _jobs(conn: sqlite3.Connection, pushes: list[int], states: str) -> list[FireJob]:
     found = conn.execute(
-        "SELECT p.id, p.push_id, p.app_id, p.spec, p.fallback_due_at, a.access_id, "
-        "a.same_content_interval, a.daily_limit, a.time_zone, a.sms_credentials "
-        f"FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({in_list(pushes)}) "
+        f"SELECT {JOB_COLUMNS} FROM pushes p JOIN apps a ON a.id = p.app_id WHERE p.id IN ({in_list(pushes)}) "
         f"AND p.fallback_state IN ({states}) "
         # Judging a broadcast before all its targets are known would skip the rest.
         "AND p.id NOT IN (SELECT push FROM broadcasts WHERE done = 0) ORDER BY p.id"
     ).fetchall()
-    jobs = []
-    for row in found:
-        spec = PushSpec.from_json(row[3])
-        assert spec.sms_info is not None
-        jobs.append(
-            FireJob(
-                push=row[0],
-                push_id=row[1],
-                app_id=row[2],
-                access_id=row[5],
-                sms_info=spec.sms_info,
-                policy=RateLimitPolicy(row[6], row[7], row[8]),
-                sms_credentials_blob=row[9],
-                due_at=row[4],
-            )
-        )
-    return jobs
+    return [FireJob.from_row(row) for row in found]
 
 
 def recipients(conn: sqlite3.Connection, jobs: list[FireJob]) -> dict[int, list[Recipient]]:

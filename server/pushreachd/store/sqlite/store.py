@@ -9,10 +9,8 @@ from collections.abc import Callable
 
 from ...model import (
     App,
-    Channel,
-    Route,
-    TargetOutcome,
     Broadcast,
+    Channel,
     DeliveryReceipt,
     Device,
     EventIn,
@@ -26,9 +24,11 @@ from ...model import (
     RateLimitPolicy,
     ReceiptKey,
     Recipient,
+    Route,
     SmsRecord,
     SmsRecordFilter,
     Statistics,
+    TargetOutcome,
     TargetView,
 )
 from ...supervisor import Supervisor
