@@ -28,7 +28,7 @@ from typing import Protocol
 
 from ..channels.base import PushChannel, PushDelivery, TargetPayload, TokenOutcome
 from ..clock import Clock
-from ..model import Channel, PushOutcome, TargetOutcome
+from ..model import Channel, PushOutcome, Route, TargetOutcome
 from ..store.base import Store
 from .channels import AppChannels
 from .receipts import receipt_expiry
@@ -71,13 +71,25 @@ class Deliveries:
         self.early = early
         self.observers: list[PushObserver] = []
 
-    async def deliver(self, push: int, app_id: int, delivery: PushDelivery) -> bool:
-        """Send to every target and record the outcomes. True when every target has one
-        (then the caller marks the push delivered); False when a channel broke (a bug),
-        leaving its targets for the next start."""
+    async def deliver(
+        self,
+        push: int,
+        app_id: int,
+        delivery: PushDelivery,
+        *,
+        routes: Mapping[str, Route] | None = None,
+        mark_delivered: bool = False,
+    ) -> bool:
+        """Send to every target and record the outcomes; True when every target has one, False
+        when a channel broke (a bug), leaving its targets for the next start. `routes`: the
+        targets' routes when the caller has just read them. `mark_delivered`: mark the push
+        delivered in the write of its outcomes once every target has one."""
         if not delivery.targets:
+            if mark_delivered:
+                await self._store.mark_delivered(push, self._clock.time())
             return True
-        routes = await self._store.device_routes(app_id, list(delivery.tokens))
+        if routes is None:
+            routes = await self._store.device_routes(app_id, list(delivery.tokens))
         configured = await self._channels.configured(app_id) if self._channels is not None else frozenset()
         default = Channel.WEBHOOK if Channel.WEBHOOK in configured else Channel.LOG
         disabled = delivery.spec.vendor.disabled_channels if delivery.spec.vendor is not None else frozenset()
@@ -106,7 +118,8 @@ class Deliveries:
             else:
                 outcomes += part
         if outcomes:
-            await self._store.record_outcomes(push, app_id, outcomes)
+            delivered_at = self._clock.time() if complete and mark_delivered else None
+            await self._store.record_outcomes(push, app_id, outcomes, delivered_at)
         if self.early is not None and delivery.spec.sms_info is not None and delivery.spec.sms_info.early_on_push_failure:
             if any(o.outcome.final_failure for o in outcomes):
                 try:

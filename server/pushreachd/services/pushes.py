@@ -21,6 +21,7 @@ from ..model import (
     Push,
     PushReceipt,
     PushSpec,
+    Route,
     Target,
     TargetView,
     UnusedTarget,
@@ -76,10 +77,11 @@ class PushService:
 
     async def push(self, app: App, draft: PushDraft) -> PushReceipt:
         spec = validate_push(draft, self._min_delay)
+        routes: dict[str, Route] = {}
         if spec.audience_type.broadcast:
             targets, unused = [], []  # found after acceptance by self.broadcasts
         else:
-            targets, unused = await self._resolve_targets(app, spec)
+            targets, unused, routes = await self._resolve_targets(app, spec)
         now = self._clock.time()
         due = now + spec.sms_info.delay_trigger_time if spec.sms_info is not None else None
         push_id = secrets.token_hex(10)
@@ -110,10 +112,13 @@ class PushService:
             return stored
         if due is not None:
             self._fallbacks.arm(row_id, due)
-        self._deliver(row_id, app.id, _delivery(app.access_id, push_id, spec, [t.token for t in targets], now))
+        delivery = _delivery(app.access_id, push_id, spec, [t.token for t in targets], now)
+        self._deliver(row_id, app.id, delivery, routes)
         return stored
 
-    async def _resolve_targets(self, app: App, spec: PushSpec) -> tuple[list[Target], list[UnusedTarget]]:
+    async def _resolve_targets(
+        self, app: App, spec: PushSpec
+    ) -> tuple[list[Target], list[UnusedTarget], dict[str, Route]]:
         seen: set[str] = set()
         targets: list[Target] = []
         unused: list[UnusedTarget] = []
@@ -146,13 +151,14 @@ class PushService:
 
     async def _skip_invalid(
         self, app: App, targets: list[Target], unused: list[UnusedTarget]
-    ) -> tuple[list[Target], list[UnusedTarget]]:
-        """Tokens a channel called invalid are not targets until registered again."""
+    ) -> tuple[list[Target], list[UnusedTarget], dict[str, Route]]:
+        """Tokens a channel called invalid are not targets until registered again. Also
+        answers the targets' routes, which their delivery then need not read again."""
         if not targets:
-            return targets, unused
+            return targets, unused, {}
         routes = await self._store.device_routes(app.id, [t.token for t in targets])
         if not any(r.invalid for r in routes.values()):
-            return targets, unused
+            return targets, unused, routes
         kept = []
         for t in targets:
             route = routes.get(t.token)
@@ -160,31 +166,23 @@ class PushService:
                 unused.append(UnusedTarget(t.token, UnusedTargetReason.INVALID_TOKEN))
             else:
                 kept.append(t)
-        return kept, unused
+        return kept, unused, routes
 
-    def _deliver(self, row_id: int, app_id: int, delivery: PushDelivery) -> asyncio.Task[None]:
-        """Hand the push to the channel after it is durable; the caller does not wait for it.
-        Marked delivered once every target has its outcome, so a push accepted just before a
-        crash is delivered after the restart to the targets not yet answered."""
+    def _deliver(
+        self, row_id: int, app_id: int, delivery: PushDelivery, routes: dict[str, Route] | None = None
+    ) -> asyncio.Task[None]:
+        """Hand the push to its channels after it is durable; the caller does not wait for it.
+        Marked delivered with the last outcome, so a push accepted just before a crash is
+        delivered after the restart to the targets not yet answered."""
 
         async def run() -> None:
+            # A store that cannot record outcomes is broken: that is a death (the supervisor).
+            # A shared database that is briefly unreachable is not: the push stays undelivered
+            # and its unanswered targets are handed to their channels again on a later start.
             try:
-                if not await self.deliveries.deliver(row_id, app_id, delivery):
-                    return  # a channel broke: the rest goes on the next start
+                await self.deliveries.deliver(row_id, app_id, delivery, routes=routes, mark_delivered=True)
             except Unavailable:
                 log.warning("push %s not delivered (database unreachable); delivered on a later start",
-                            delivery.push_id)
-                return
-            except Exception:
-                log.exception("delivering push %s failed; delivered again on the next start", delivery.push_id)
-                return
-            # A store that cannot record the mark is broken: that is a death (the supervisor).
-            # A shared database that is briefly unreachable is not: the push stays marked
-            # undelivered and is handed to the channel again on a later start.
-            try:
-                await self._store.mark_delivered(row_id, self._clock.time())
-            except Unavailable:
-                log.warning("delivery of push %s not recorded (database unreachable); redelivered on a later start",
                             delivery.push_id)
 
         task = self._supervisor.spawn(run(), name=f"pushreach-delivery-{delivery.push_id}")

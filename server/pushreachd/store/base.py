@@ -167,9 +167,12 @@ class Store(Protocol):
         """The route of each of `tokens` that was registered or called invalid; the others
         take the app's default channel."""
 
-    async def record_outcomes(self, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
-        """Record each target's push outcome (never over an earlier answer) and mark the
-        tokens answered INVALID_TOKEN invalid on their device, in one transaction."""
+    async def record_outcomes(
+        self, push: int, app_id: int, outcomes: list[TargetOutcome], delivered_at: float | None = None
+    ) -> None:
+        """Record each target's push outcome (never over an earlier answer), mark the tokens
+        answered INVALID_TOKEN invalid on their device and, with `delivered_at`, the push
+        delivered, in one transaction (SQLite: shared with other deliveries' outcomes)."""
 
     async def pending_fallback_job(self, push: int) -> FireJob | None:
         """The push's fallback as a job while it is PENDING (not claimed); else None."""

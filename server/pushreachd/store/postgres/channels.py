@@ -85,8 +85,12 @@ class ChannelQueries:
 
         return await self._db.read(q)
 
-    async def record_outcomes(self, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
+    async def record_outcomes(
+        self, push: int, app_id: int, outcomes: list[TargetOutcome], delivered_at: float | None = None
+    ) -> None:
         async def op(c: Conn) -> None:
+            if delivered_at is not None:
+                await c.execute("UPDATE pushes SET delivered_at=%s WHERE id=%s", (delivered_at, push))
             async with c.cursor() as cur:
                 await cur.executemany(
                     "UPDATE targets SET channel=%s, outcome=%s, outcome_code=%s, outcome_at=%s "

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ...model import Channel, PushOutcome, Route, TargetOutcome
-from . import apps
+from . import apps, pushes
 from .rows import CHUNK
 
 
@@ -82,6 +82,13 @@ def record_outcomes(conn: sqlite3.Connection, push: int, app_id: int, outcomes: 
             "WHERE coalesce(devices.channel, excluded.channel) = excluded.channel AND devices.updated_at <= excluded.updated_at",
             [(app_id, o.token, o.at, int(o.channel), o.at, o.code) for o in invalid],
         )
+
+
+def record_many(conn: sqlite3.Connection, rows: list[tuple[int, int, list[TargetOutcome], float | None]]) -> None:
+    """Several deliveries' outcomes (push, app, outcomes, delivered_at or None), one write."""
+    for push, app_id, outcomes, _ in rows:
+        record_outcomes(conn, push, app_id, outcomes)
+    pushes.mark_delivered(conn, [(at, push) for push, _, _, at in rows if at is not None])
 
 
 def pending_tokens(conn: sqlite3.Connection, push: int) -> list[str]:

@@ -152,8 +152,11 @@ class SqliteStore:
     async def device_routes(self, app_id: int, tokens: list[str]) -> dict[str, Route]:
         return await self._read(lambda c: channels.routes(c, app_id, tokens))
 
-    async def record_outcomes(self, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
-        await self._write(lambda c: channels.record_outcomes(c, push, app_id, outcomes))
+    async def record_outcomes(
+        self, push: int, app_id: int, outcomes: list[TargetOutcome], delivered_at: float | None = None
+    ) -> None:
+        # Many deliveries answer between two commits: their outcomes join one write.
+        await self._writer.join("outcomes", (push, app_id, outcomes, delivered_at), channels.record_many)
 
     async def pending_fallback_job(self, push: int) -> FireJob | None:
         return await self._read(lambda c: fires.pending_job(c, push))
