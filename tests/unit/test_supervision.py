@@ -143,11 +143,11 @@ async def test_claim_worker_and_lane_deaths(tmp_path: Path, inject: str, task: s
     await store.close()
 
 
-async def test_delivery_death_when_the_store_cannot_mark_it(tmp_path: Path) -> None:
+async def test_delivery_death_when_the_store_cannot_record_it(tmp_path: Path) -> None:
     supervisor = Supervisor()
     store, scheduler, pushes, clock = await _scheduler(tmp_path, supervisor)
     app = await store.create_app("a", "a", "v", clock.time())
-    store.mark_delivered = aboom  # type: ignore[method-assign]
+    store.record_outcomes = aboom  # type: ignore[method-assign]  # outcomes and the delivered mark: one write
     await pushes.push(app, sms_push_draft(["t"], 1))
     assert (await died(supervisor)).startswith("pushreach-delivery-")
     await pushes.stop()
