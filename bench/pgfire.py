@@ -115,12 +115,9 @@ def _add_pending(dsn: str, prefix: str, n: int, first_phone: int, due_at: float)
         conn.execute("ANALYZE pushes, targets, devices")
 
 
-def _done(dsn: str, prefix: str) -> int:
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM pushes WHERE push_id LIKE %s AND fallback_state = %s",
-                           (prefix + "%", int(FallbackState.DONE))).fetchone()
+def _done(conn: Any, prefix: str) -> int:
+    row = conn.execute("SELECT count(*) FROM pushes WHERE push_id LIKE %s AND fallback_state = %s",
+                       (prefix + "%", int(FallbackState.DONE))).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -131,7 +128,9 @@ def _phase(dsn: str, key: Path, tmp: Path, prefix: str, n: int, first_phone: int
     counts_file = tmp / f"{prefix}-emulator.json"
     t0 = time.time() + lead
     _add_pending(dsn, prefix, n, first_phone, t0)
-    with _counting_emulator(counts_file) as endpoint, ExitStack() as stack:
+    # Opened before the servers: the database server is shared, its connection slots may run out.
+    with psycopg.connect(dsn, autocommit=True) as conn, _counting_emulator(counts_file) as endpoint, \
+            ExitStack() as stack:
         started = time.time()
         for i in range(instances):
             stack.enter_context(_serve(dsn, key, tmp / f"{prefix}-{i}.log", endpoint))
@@ -139,7 +138,7 @@ def _phase(dsn: str, key: Path, tmp: Path, prefix: str, n: int, first_phone: int
         done = 0
         while time.time() < t0 + limit:
             time.sleep(1.0)
-            done = _done(dsn, prefix)
+            done = _done(conn, prefix)
             if done >= n:
                 break
         time.sleep(1.0)  # the last answers recorded
