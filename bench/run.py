@@ -12,7 +12,7 @@ import traceback
 
 from .common import Config, Figure
 
-ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "apns", "console", "receipts", "broadcast", "pgdriver", "pgingest")
+ALL = ("push", "fanout", "events", "capacity", "restart", "firing", "bigfire", "vendors", "apns", "console", "receipts", "broadcast", "pgdriver", "pgingest", "pgfire")
 
 
 def machine() -> dict[str, object]:
@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import pgingest
 
         steps.append(("pgingest", lambda: pgingest.run(cfg)))
+    if "pgfire" in which:
+        from . import pgfire
+
+        steps.append(("pgfire", lambda: pgfire.run(cfg)))
     for name, step in steps:
         t0 = time.monotonic()
         try:

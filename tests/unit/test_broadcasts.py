@@ -1,10 +1,10 @@
-"""TAG / ALL pushes on real SQLite: targets resolved in pages, durably; the fallback waits for them."""
+"""TAG / ALL pushes on both stores (fixture `store_db`): targets resolved in pages, durably; the
+fallback waits for them. Several instances resolving one push: test_store_postgres.py."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from pushreachd.channels.base import PushDelivery
@@ -21,7 +21,7 @@ from pushreachd.model import (
 from pushreachd.services.devices import DeviceService
 from pushreachd.services.pushes import PushService
 from pushreachd.services.validation import PushDraft, TagItemDraft, TagRuleDraft
-from pushreachd.store.sqlite import SqliteStore
+from pushreachd.store import Store, make_store
 
 from tests.fakes import FakeClock
 
@@ -55,8 +55,8 @@ class Channel(LogPushChannel):
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(str(tmp_path / "unit.db"))
+async def store(store_db: str) -> AsyncIterator[Store]:
+    s = make_store(store_db)
     await s.open()
     try:
         yield s
@@ -80,7 +80,7 @@ def draft(audience: AudienceType, rules: list[TagRuleDraft] | None = None, sms: 
     )
 
 
-async def setup(store: SqliteStore, clock: FakeClock, devices: int) -> tuple[App, DeviceService]:
+async def setup(store: Store, clock: FakeClock, devices: int) -> tuple[App, DeviceService]:
     app = await store.create_app("app", "app", "v", clock.time())
     svc = DeviceService(store, clock)
     for i in range(devices):
@@ -88,13 +88,13 @@ async def setup(store: SqliteStore, clock: FakeClock, devices: int) -> tuple[App
     return app, svc
 
 
-def service(store: SqliteStore, channel: Channel, arming: Arming, clock: FakeClock, page: int = 3) -> PushService:
+def service(store: Store, channel: Channel, arming: Arming, clock: FakeClock, page: int = 3) -> PushService:
     pushes = PushService(store, channel, arming, clock)
     pushes.broadcasts._page = page  # small pages: many transactions even with few devices
     return pushes
 
 
-async def test_all_push_is_accepted_without_targets_then_resolved_in_pages(store: SqliteStore) -> None:
+async def test_all_push_is_accepted_without_targets_then_resolved_in_pages(store: Store) -> None:
     clock, arming, channel = FakeClock(), Arming(), Channel()
     app, _ = await setup(store, clock, 10)
     pushes = service(store, channel, arming, clock)
@@ -109,7 +109,7 @@ async def test_all_push_is_accepted_without_targets_then_resolved_in_pages(store
     assert push.spec.token_list == ()  # GetPush does not list a broadcast's targets in its request
 
 
-async def test_tag_push_targets_only_matching_devices(store: SqliteStore) -> None:
+async def test_tag_push_targets_only_matching_devices(store: Store) -> None:
     clock, arming, channel = FakeClock(), Arming(), Channel()
     app, devices = await setup(store, clock, 9)
     await devices.add_tags(app, ["tok004"], ["vip"])
@@ -127,7 +127,7 @@ async def test_tag_push_targets_only_matching_devices(store: SqliteStore) -> Non
 
 
 async def test_a_resolution_interrupted_resumes_from_its_last_page_and_never_stores_a_target_twice(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     clock, arming = FakeClock(), Arming()
     app, _ = await setup(store, clock, 10)
@@ -163,7 +163,7 @@ async def test_a_resolution_interrupted_resumes_from_its_last_page_and_never_sto
     assert len((await store.recipients_many([job]))[row]) == 10
 
 
-async def test_a_page_is_stored_once_even_by_two_resolvers(store: SqliteStore) -> None:
+async def test_a_page_is_stored_once_even_by_two_resolvers(store: Store) -> None:
     clock = FakeClock()
     app, _ = await setup(store, clock, 4)
     pushes = service(store, Channel(), Arming(), clock)
@@ -176,7 +176,7 @@ async def test_a_page_is_stored_once_even_by_two_resolvers(store: SqliteStore) -
         await store.store_broadcast_page(b.push, "", ["tok000"], "tok000")
 
 
-async def test_cancelled_before_resolution_ends_is_never_claimed(store: SqliteStore) -> None:
+async def test_cancelled_before_resolution_ends_is_never_claimed(store: Store) -> None:
     clock, arming = FakeClock(), Arming()
     app, _ = await setup(store, clock, 4)
     pushes = service(store, Channel(), arming, clock)
@@ -200,7 +200,7 @@ async def test_cancelled_before_resolution_ends_is_never_claimed(store: SqliteSt
         (draft(AudienceType.TOKEN_LIST, [TagRuleDraft([TagItemDraft(["a"])])]), "token_list"),
     ],
 )
-async def test_broadcast_validation_names_the_field(store: SqliteStore, d: PushDraft, field: str) -> None:
+async def test_broadcast_validation_names_the_field(store: Store, d: PushDraft, field: str) -> None:
     clock = FakeClock()
     app = await store.create_app("app", "app", "v", clock.time())
     with pytest.raises(InvalidArgument) as err:
@@ -208,7 +208,7 @@ async def test_broadcast_validation_names_the_field(store: SqliteStore, d: PushD
     assert field in [v.field for v in err.value.violations]
 
 
-async def test_tag_limits_as_tpns(store: SqliteStore) -> None:
+async def test_tag_limits_as_tpns(store: Store) -> None:
     clock = FakeClock()
     app = await store.create_app("app", "app", "v", clock.time())
     devices = DeviceService(store, clock)

@@ -35,6 +35,8 @@ from pushreachd.sms.provider import DeliveryReceipt
 from pushreachd.store import Store, make_store
 from pushreachd.store.base import SmsOutcome
 
+from tests.stores import query
+
 NOW = 1_750_000_000.0
 INFO = SmsInfo(300, TriggerCondition.NOT_ARRIVED, "Pushreach", "123456", "1400000001", ("42",))
 
@@ -304,3 +306,105 @@ async def test_outcomes_are_kept_once_and_a_restart_redelivers_only_unanswered_t
     assert {r.token: r.unreachable for r in recipients[push]} == {"t1": True, "t2": False, "t3": False}
     await store.claim_fallbacks([push], NOW + 300)
     assert await store.pending_fallback_job(push) is None  # claimed: no longer an early fire's
+
+
+# -- early delivery receipts ----------------------------------------------------------------------
+
+
+async def test_a_receipt_that_beats_its_serial_number_is_kept_and_applied_when_it_is_written(store: Store) -> None:
+    app = await app_of(store)
+    row = await add_push(store, app, "p", ["t"])
+    (job,) = await store.claim_fallbacks([row], NOW)
+    window = RateLimiter().window(job.policy, NOW)
+    phones = ("+8613800000001", "+8613800000002")
+    await store.reserve_sms_many([(job, phones, window)], NOW)
+    await store.dispatch_sms([(job.push, p) for p in phones], NOW)
+    # The provider's callback arrives before the call's answer is recorded: nothing to match yet.
+    early = [DeliveryReceipt(phones[0], "s-1", True, NOW + 1, "DELIVRD"), DeliveryReceipt(phones[1], "s-2", False, NOW + 1)]
+    assert await store.apply_receipts(early) == 0
+    await store.finish_sms_many(
+        [(job.push, SmsOutcome(p, SmsStatus.SENT, serial_no=s)) for p, s in zip(phones, ("s-1", "s-2"))], NOW + 2
+    )
+    records = {r.phone_number: r for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
+    assert records[phones[0]].status is SmsStatus.DELIVERED and records[phones[0]].report_code == "DELIVRD"
+    assert records[phones[1]].status is SmsStatus.UNDELIVERED
+    # Applied once: the same receipt again changes nothing, and is not kept again.
+    assert await store.apply_receipts(early) == 0
+
+
+async def test_kept_receipts_of_serial_numbers_that_never_come_are_purged(store: Store, store_db: str) -> None:
+    assert await store.apply_receipts([DeliveryReceipt("+8613800000001", "never", True, NOW)]) == 0
+    assert query(store_db, "SELECT count(*) FROM pending_receipts") == [(1,)]
+    await store.purge_expired(None, NOW - 1, 100)
+    assert query(store_db, "SELECT count(*) FROM pending_receipts") == [(1,)]
+    await store.purge_expired(None, NOW + 1, 100)
+    assert query(store_db, "SELECT count(*) FROM pending_receipts") == [(0,)]
+
+
+# -- tags and broadcasts (TAG / ALL pushes) -------------------------------------------------------
+
+
+async def test_tags_are_changed_in_one_call_and_refused_whole_past_a_limit(store: Store) -> None:
+    app = await app_of(store)
+    await store.modify_tags(app.id, NOW, add=[("t1", "a"), ("t1", "b"), ("t2", "a")], max_per_token=2, max_per_app=3)
+    assert (await store.get_device(app.id, "t1")).tags == ("a", "b")  # type: ignore[union-attr]
+    with pytest.raises(FailedPrecondition, match="t1"):  # a third tag on t1
+        await store.modify_tags(app.id, NOW + 1, add=[("t2", "b"), ("t1", "c")], max_per_token=2, max_per_app=3)
+    assert (await store.get_device(app.id, "t2")).tags == ("a",)  # type: ignore[union-attr]  # undone whole
+    await store.modify_tags(app.id, NOW + 2, add=[("t3", "c")], max_per_token=2, max_per_app=3)
+    with pytest.raises(FailedPrecondition, match="distinct tags"):  # a fourth tag in the app
+        await store.modify_tags(app.id, NOW + 3, add=[("t3", "d")], max_per_token=2, max_per_app=3)
+    # Clear, then remove, then add, in one call; a removal frees room on the token.
+    await store.modify_tags(
+        app.id, NOW + 4, clear=["t2"], remove=[("t1", "a")], add=[("t1", "c")], max_per_token=2, max_per_app=3
+    )
+    assert (await store.get_device(app.id, "t1")).tags == ("b", "c")  # type: ignore[union-attr]
+    assert (await store.get_device(app.id, "t2")).tags == ()  # type: ignore[union-attr]
+    other = await app_of(store, "app-2")  # limits are per app
+    await store.modify_tags(other.id, NOW, add=[("t1", "x"), ("t1", "y")], max_per_token=2, max_per_app=3)
+    assert await store.broadcast_page(app.id, "", 10, with_tags=True) == [
+        ("t1", frozenset({"b", "c"})),
+        ("t2", frozenset()),
+        ("t3", frozenset({"c"})),
+    ]
+    assert await store.broadcast_page(app.id, "t1", 1, with_tags=False) == [("t2", frozenset())]
+
+
+async def add_broadcast(store: Store, app: App, push_id: str) -> int:
+    due = NOW + 300
+    spec = PushSpec(AudienceType.ALL, (), (), "t", "c", resend_by_sms=True, sms_info=INFO)
+    receipt = PushReceipt(push_id, 0, (), NOW, due)
+    _, row = await store.create_push(NewPush(push_id, app.id, spec, (), NOW, due, "", receipt), "")
+    assert row is not None
+    return row
+
+
+async def test_a_broadcast_is_stored_page_by_page_and_its_fallback_waits_for_the_last(store: Store) -> None:
+    app = await app_of(store)
+    row = await add_broadcast(store, app, "b1")
+    (b,) = await store.open_broadcasts()
+    assert (b.push, b.push_id, b.cursor, b.next_seq, b.delivered_seq) == (row, "b1", "", 0, 0)
+    assert (await store.get_push(app.id, "b1")).targets_pending  # type: ignore[union-attr]
+    # Not redelivered on start (its resolver delivers it), not loaded, not claimable.
+    assert (await store.undelivered_pushes(row, NOW + 1, None, 10))[0] == []
+    assert row not in dict(await store.live_fallbacks())
+    assert await store.claim_fallbacks([row], NOW + 1000) == []
+    assert await store.pending_fallback_job(row) is None
+
+    assert await store.store_broadcast_page(row, "", ["t1", "t2"], "t2") == 0
+    with pytest.raises(FailedPrecondition):  # the cursor moved on: a page is stored once
+        await store.store_broadcast_page(row, "", ["t1", "t2"], "t2")
+    assert await store.store_broadcast_page(row, "t2", ["t4"], "t5") == 2
+    assert await store.broadcast_tokens(row, 1, 3) == ["t2", "t4"]
+    await store.mark_broadcast_delivered(row, 3)
+    await store.mark_broadcast_delivered(row, 1)  # never backwards
+    (b,) = await store.open_broadcasts()
+    assert (b.cursor, b.next_seq, b.delivered_seq) == ("t5", 3, 3)
+    await store.finish_broadcast(row, NOW + 5)
+    assert await store.open_broadcasts() == []
+    push = await store.get_push(app.id, "b1")
+    assert push is not None and push.target_count == 3 and not push.targets_pending
+    assert [t.token for t in await store.push_targets(row, 0, 10)] == ["t1", "t2", "t4"]
+    assert row in dict(await store.live_fallbacks())
+    (job,) = await store.claim_fallbacks([row], NOW + 1000)
+    assert [r.token for r in (await store.recipients_many([job]))[row]] == ["t1", "t2", "t4"]

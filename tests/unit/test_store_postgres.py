@@ -1,6 +1,8 @@
 """PostgreSQL-only: several instances on one database. The behaviour every store shares is
 in test_store.py; here, what only sharing adds: concurrent migrations, claims that never
-overlap, leases that expire, rate limits seen across instances, a lost connection."""
+overlap, leases that expire, rate limits seen across instances, a lost connection, broadcasts
+resolved by one instance at a time and never stored twice, receipts that beat their serial
+number on another instance."""
 
 from __future__ import annotations
 
@@ -9,15 +11,19 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from pushreachd.channels.base import PushDelivery
 from pushreachd.engine.ratelimit import RateLimiter
-from pushreachd.errors import Unavailable
+from pushreachd.errors import FailedPrecondition, Unavailable
 from pushreachd.model import FallbackState, RateLimitPolicy, SmsRecordFilter, SmsStatus
+from pushreachd.services.broadcasts import BroadcastResolver
+from pushreachd.sms.provider import DeliveryReceipt
 from pushreachd.store.base import SmsOutcome
 from pushreachd.store.postgres import PostgresStore
 from pushreachd.store.postgres.migrations import MIGRATIONS
 
+from tests.fakes import FakeClock
 from tests.stores import reset_schema
-from tests.unit.test_store import NOW, add_push, app_of
+from tests.unit.test_store import NOW, add_broadcast, add_push, app_of
 
 
 @pytest.fixture
@@ -159,3 +165,127 @@ async def test_a_lost_connection_answers_unavailable_then_recovers_by_itself(pai
         pytest.fail("reads did not recover")
     assert a.database.healthy
     assert changes in ([], [False, True]) or changes[-1] is True, "health turned back on by itself"
+
+
+# -- broadcasts (TAG / ALL pushes) shared by instances ---------------------------------------------
+
+
+class _Arming:
+    def __init__(self) -> None:
+        self.armed: dict[int, float] = {}
+
+    def arm(self, push: int, due_at: float) -> None:
+        self.armed[push] = due_at
+
+
+def _resolver(store: PostgresStore, handed: list[str], arming: _Arming, clock: FakeClock) -> BroadcastResolver:
+    async def deliver(push: int, app_id: int, delivery: PushDelivery) -> bool:
+        handed.extend(delivery.tokens)
+        await asyncio.sleep(0.005)  # a channel call: let the other instance run
+        return True
+
+    return BroadcastResolver(store, deliver, arming, clock, page=3)
+
+
+async def test_a_broadcast_is_resolved_by_the_instance_holding_it_and_freed_when_it_stops(pg: str) -> None:
+    a, b = PostgresStore(pg, owner="a", lease_seconds=0.3), PostgresStore(pg, owner="b", lease_seconds=0.3)
+    await a.open()
+    await b.open()
+    try:
+        app = await app_of(a)
+        row = await add_broadcast(a, app, "b1")
+        await asyncio.sleep(0.5)  # longer than a lease: a renews it
+        assert await b.open_broadcasts() == []
+        with pytest.raises(FailedPrecondition):
+            await b.store_broadcast_page(row, "", ["t1"], "t1")
+        with pytest.raises(FailedPrecondition):
+            await b.broadcast_tokens(row, 0, 1)
+        assert [x.push for x in await a.open_broadcasts()] == [row]  # its own
+        await a.close()  # a stops: what it held is free at once
+        (taken,) = await b.open_broadcasts()
+        assert taken.push == row and _sql(pg, "SELECT owner FROM broadcasts") == [("b",)]
+        # b crashes (its lease is not renewed any more, and runs out): a new instance takes over.
+        b._resolving.clear()
+        await asyncio.sleep(0.4)
+        c = PostgresStore(pg, owner="c")
+        await c.open()
+        try:
+            assert [x.push for x in await c.open_broadcasts()] == [row]
+        finally:
+            await c.close()
+    finally:
+        await b.close()
+
+
+async def test_two_instances_resuming_the_same_broadcast_store_every_target_once(pg: str) -> None:
+    origin = PostgresStore(pg, owner="origin")
+    await origin.open()
+    app = await app_of(origin)
+    tokens = [f"tok{i:03}" for i in range(40)]
+    for t in tokens:
+        await origin.bind_phone(app.id, t, "+86138" + t[3:].rjust(8, "0"), NOW)
+    row = await add_broadcast(origin, app, "b1")
+    (b,) = await origin.open_broadcasts()
+    await origin.close()  # stopped before resolving it
+    # Both resume it at once and leases do not keep them apart (here: two instances given one
+    # instance_id, so each takes the other's lease for its own): the cursor's compare-and-set
+    # alone keeps every target unique.
+    x, y = PostgresStore(pg, owner="same"), PostgresStore(pg, owner="same")
+    await x.open()
+    await y.open()
+    clock, arming = FakeClock(), _Arming()
+    handed_x: list[str] = []
+    handed_y: list[str] = []
+    try:
+        # First, the plain race on one page: one store wins, the other is told it moved on.
+        got = await asyncio.gather(
+            x.store_broadcast_page(row, "", tokens[:3], tokens[2]),
+            y.store_broadcast_page(row, "", tokens[:3], tokens[2]),
+            return_exceptions=True,
+        )
+        assert sorted(type(g).__name__ for g in got) == ["FailedPrecondition", "int"]
+        rx, ry = _resolver(x, handed_x, arming, clock), _resolver(y, handed_y, arming, clock)
+        rx.submit(b)  # from the start: its first page is already stored, so this one is refused
+        ry.submit(b)
+        for _ in range(2000):  # bounded; a resolver that lost a race retries after a (fake) wait
+            if not rx.running and not ry.running:
+                break
+            await asyncio.sleep(0.002)
+            await clock.advance(30)
+        assert not rx.running and not ry.running
+    finally:
+        await x.close()
+        await y.close()
+    stored = _sql(pg, "SELECT token, seq FROM targets WHERE push = %s ORDER BY seq", (row,))
+    assert [t for t, _ in stored] == tokens  # every device once, in token order
+    assert [s for _, s in stored] == list(range(len(tokens)))
+    assert _sql(pg, "SELECT target_count FROM pushes WHERE id = %s", (row,)) == [(len(tokens),)]
+    assert _sql(pg, "SELECT done, next_seq FROM broadcasts WHERE push = %s", (row,)) == [(True, len(tokens))]
+    assert set(handed_x) | set(handed_y) >= set(tokens[3:])  # handed over at least once
+    assert arming.armed == {row: b.fallback_due_at}
+
+
+async def test_a_receipt_that_beats_its_serial_number_on_another_instance_is_applied(
+    pair: tuple[PostgresStore, PostgresStore], pg: str,
+) -> None:
+    a, b = pair
+    app = await app_of(a)
+    row = await add_push(a, app, "p", ["t"])
+    (job,) = await a.claim_fallbacks([row], NOW)
+    window = RateLimiter().window(job.policy, NOW)
+    phones = tuple(f"+86138000000{i:02}" for i in range(30))
+    await a.reserve_sms_many([(job, phones, window)], NOW)
+    await a.dispatch_sms([(row, p) for p in phones], NOW)
+    # The first phone's receipt reaches b before a has recorded the answer: kept.
+    assert await b.apply_receipts([DeliveryReceipt(phones[0], "s-0", True, NOW + 1, "DELIVRD")]) == 0
+    assert _sql(pg, "SELECT serial_no FROM pending_receipts") == [("s-0",)]
+    await a.finish_sms_many([(row, SmsOutcome(phones[0], SmsStatus.SENT, serial_no="s-0"))], NOW + 2)
+    # The others' receipts reach b while a records their answers: applied whichever commits first.
+    await asyncio.gather(
+        *(b.apply_receipts([DeliveryReceipt(p, f"s-{i}", True, NOW + 1)]) for i, p in enumerate(phones) if i),
+        *(a.finish_sms_many([(row, SmsOutcome(p, SmsStatus.SENT, serial_no=f"s-{i}"))], NOW + 2)
+          for i, p in enumerate(phones) if i),
+    )
+    statuses = {r.phone_number: r.status for r in await a.list_sms_records(app.id, SmsRecordFilter(), None, 100)}
+    assert statuses == {p: SmsStatus.DELIVERED for p in phones}
+    assert _sql(pg, "SELECT count(*) FROM pending_receipts") == [(0,)]

@@ -61,30 +61,6 @@ async def add_push(
     return row
 
 
-# Not yet in the shared suite: the PostgreSQL store does not keep early receipts yet.
-async def test_a_receipt_that_beats_its_serial_number_is_kept_and_applied_when_it_is_written(
-    store: SqliteStore,
-) -> None:
-    app = await app_of(store)
-    row = await add_push(store, app, "p", ["t"])
-    (job,) = await store.claim_fallbacks([row], NOW)
-    window = RateLimiter().window(job.policy, NOW)
-    phones = ("+8613800000001", "+8613800000002")
-    await store.reserve_sms_many([(job, phones, window)], NOW)
-    await store.dispatch_sms([(job.push, p) for p in phones], NOW)
-    # The provider's callback arrives before the call's answer is recorded: nothing to match yet.
-    early = [DeliveryReceipt(phones[0], "s-1", True, NOW + 1, "DELIVRD"), DeliveryReceipt(phones[1], "s-2", False, NOW + 1)]
-    assert await store.apply_receipts(early) == 0
-    await store.finish_sms_many(
-        [(job.push, SmsOutcome(p, SmsStatus.SENT, serial_no=s)) for p, s in zip(phones, ("s-1", "s-2"))], NOW + 2
-    )
-    records = {r.phone_number: r for r in await store.list_sms_records(app.id, SmsRecordFilter(), None, 10)}
-    assert records[phones[0]].status is SmsStatus.DELIVERED and records[phones[0]].report_code == "DELIVRD"
-    assert records[phones[1]].status is SmsStatus.UNDELIVERED
-    # Applied once: the same receipt again changes nothing, and is not kept again.
-    assert await store.apply_receipts(early) == 0
-
-
 # -- indexes for every query the engine makes --------------------------------------------------------
 
 # Full scans that are by design (the receipt poller's occasional list of sources).

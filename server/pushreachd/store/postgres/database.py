@@ -318,6 +318,17 @@ class Database:
         self._set_healthy(False)
 
 
+async def lock_keys(conn: psycopg.AsyncConnection, keys: list[str]) -> None:
+    """Transaction-level advisory locks on `keys`, taken in one order, so two transactions
+    locking some of the same keys wait for each other instead of deadlocking."""
+    if keys:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM "
+            "(SELECT hashtextextended(x, 0) AS k FROM unnest(%s::text[]) AS x ORDER BY 1) s",
+            (sorted(set(keys)),),
+        )
+
+
 def _domain(exc: Exception) -> Exception:
     """A statement error that concerns one write only: itself, unless it is a lock conflict
     with another instance, which the caller may retry."""

@@ -28,8 +28,9 @@ from ...engine.states import (
 from ...model import FallbackState, Recipient, SmsStatus
 from ..base import JOB_COLUMNS, LIVE_PAGE, FireJob, RateWindow, SmsOutcome
 from ..sqlite.fires import COUNTED
+from . import receipts
 from .channels import FINAL_FAILURES
-from .database import Database
+from .database import Database, lock_keys
 
 log = logging.getLogger(__name__)
 Conn = psycopg.AsyncConnection
@@ -37,6 +38,9 @@ DB_NOW = "extract(epoch FROM clock_timestamp())"  # the one clock every instance
 _COUNTED = [int(s) for s in COUNTED]
 _IN_FLIGHT = [int(s) for s in SmsStatus if s.in_flight]
 UNKNOWN_MESSAGE = "the service stopped before the provider answered; not sent again"
+# A broadcast's fallback waits until every target is known: its resolver arms it then, and
+# judging it earlier would skip the targets not found yet (as SQLite's fires.py).
+NOT_RESOLVING = "NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.push = pushes.id AND NOT b.done)"
 
 
 class FallbackQueries:
@@ -68,7 +72,8 @@ class FallbackQueries:
 
         async def q(c: Conn) -> list[tuple[int, float]]:
             cur = await c.execute(
-                "SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s) AND id > %s ORDER BY id LIMIT %s",
+                f"SELECT id, fallback_due_at FROM pushes WHERE fallback_state = ANY(%s) AND id > %s AND {NOT_RESOLVING} "
+                "ORDER BY id LIMIT %s",
                 (live, after, limit),
             )
             return [(r[0], r[1]) for r in await cur.fetchall()]
@@ -84,7 +89,8 @@ class FallbackQueries:
         async def q(c: Conn) -> list[tuple[int, float]]:
             cur = await c.execute(
                 "SELECT id, fallback_due_at FROM pushes WHERE fallback_state IN (%s, %s) AND fallback_state = %s "
-                "AND fallback_due_at <= %s AND (fallback_due_at, id) > (%s, %s) ORDER BY fallback_due_at, id LIMIT %s",
+                f"AND fallback_due_at <= %s AND (fallback_due_at, id) > (%s, %s) AND {NOT_RESOLVING} "
+                "ORDER BY fallback_due_at, id LIMIT %s",
                 (int(FallbackState.PENDING), int(FallbackState.FIRING), int(FallbackState.PENDING), through, a_due,
                  a_id, limit),
             )
@@ -157,7 +163,7 @@ class FallbackQueries:
     def _claimable_sql(self) -> str:
         return (
             "(fallback_state = %(pending)s OR (fallback_state = %(firing)s AND (fire_owner = %(owner)s "
-            f"OR lease_until IS NULL OR lease_until < {DB_NOW})))"
+            f"OR lease_until IS NULL OR lease_until < {DB_NOW}))) AND {NOT_RESOLVING}"
         )
 
     def _claim_args(self, ids: list[int]) -> dict[str, Any]:
@@ -208,7 +214,8 @@ class FallbackQueries:
         """A PENDING fallback as a job, not claimed (early_on_push_failure)."""
         cur = await c.execute(
             f"SELECT {JOB_COLUMNS} FROM pushes p JOIN apps a ON a.id = p.app_id "
-            "WHERE p.id = %s AND p.fallback_state = %s",
+            "WHERE p.id = %s AND p.fallback_state = %s "
+            "AND NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.push = p.id AND NOT b.done)",
             (push, int(FallbackState.PENDING)),
         )
         jobs = _jobs(await cur.fetchall())
@@ -242,13 +249,7 @@ class FallbackQueries:
         async def op(c: Conn) -> list[tuple[list[str], int]]:
             # Every (app, phone) of the call locked in one order: two instances reserving for
             # the same numbers wait for each other instead of deadlocking.
-            keys = sorted({f"{job.app_id}:{phone}" for job, phones, _ in reservations for phone in phones})
-            if keys:
-                await c.execute(
-                    "SELECT count(pg_advisory_xact_lock(k)) FROM "
-                    "(SELECT hashtextextended(x, 0) AS k FROM unnest(%s::text[]) AS x ORDER BY 1) s",
-                    (keys,),
-                )
+            await lock_keys(c, [f"{job.app_id}:{phone}" for job, phones, _ in reservations for phone in phones])
             return [await _reserve(c, job, phones, window, now) for job, phones, window in reservations]
 
         return await self._fdb.transaction(op)
@@ -284,7 +285,11 @@ class FallbackQueries:
                 (int(o.status), o.code, o.message, o.serial_no, o.fee, o.rate_limit_rule, now, push, o.phone_number, allowed)
             )
 
+        # A receipt kept because it beat its serial number is applied with it (receipts.py).
+        written = sorted({(o.serial_no, o.phone_number) for _, o in outcomes if o.serial_no})
+
         async def op(c: Conn) -> None:
+            await receipts.lock_written(c, written)
             async with c.cursor() as cur:
                 for rows in by_status.values():
                     await cur.executemany(
@@ -292,6 +297,7 @@ class FallbackQueries:
                         "fee=%s, rate_limit_rule=%s, sent_at=%s WHERE push=%s AND phone=%s AND status = ANY(%s)",
                         rows,
                     )
+            await receipts.apply_pending(c, written)
 
         if by_status:
             await self._fdb.transaction(op)

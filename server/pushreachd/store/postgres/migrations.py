@@ -152,6 +152,45 @@ MIGRATIONS: list[str] = [
     UPDATE targets t SET channel = 9, outcome = 2, outcome_at = p.delivered_at
         FROM pushes p WHERE p.id = t.push AND p.delivered_at IS NOT NULL;
     """,
+    # 5: as SQLite's 5 and 6: delivery receipts kept until their record has its serial number;
+    # device tags; the resolution of TAG / ALL pushes, one row per push, held by one instance
+    # at a time under a lease (owner, lease_until on the database's clock) as fires are.
+    """
+    CREATE TABLE pending_receipts (
+        serial_no TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        delivered BOOLEAN NOT NULL,
+        receive_time DOUBLE PRECISION NOT NULL,
+        code TEXT NOT NULL,
+        description TEXT NOT NULL,
+        PRIMARY KEY (serial_no, phone)
+    );
+    CREATE INDEX pending_receipts_by_time ON pending_receipts(receive_time);
+    CREATE TABLE device_tags (
+        app_id BIGINT NOT NULL,
+        token TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        added_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (app_id, token, tag)
+    );
+    CREATE TABLE app_tags (
+        app_id BIGINT NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (app_id, tag)
+    );
+    CREATE TABLE broadcasts (
+        push BIGINT PRIMARY KEY,
+        app_id BIGINT NOT NULL,
+        cursor TEXT NOT NULL DEFAULT '',
+        next_seq INTEGER NOT NULL DEFAULT 0,
+        delivered_seq INTEGER NOT NULL DEFAULT 0,
+        done BOOLEAN NOT NULL DEFAULT false,
+        owner TEXT NOT NULL DEFAULT '',
+        lease_until DOUBLE PRECISION
+    );
+    -- Claims, and the fallback queries' "not while its targets are still being found".
+    CREATE INDEX broadcasts_open ON broadcasts(push) WHERE NOT done;
+    """,
 ]
 
 

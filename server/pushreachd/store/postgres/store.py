@@ -2,8 +2,9 @@
 
 The same behaviour as the SQLite store (one persistence suite runs against both); what differs
 is how it is shared: ingest writes go through the group-commit writer (database.py), firing
-goes through short transactions with row and advisory locks (fallbacks.py), so any number of
-instances may use one database.
+goes through short transactions with row and advisory locks (fallbacks.py), tags and the
+resolution of TAG / ALL pushes through locks and leases of their own (audiences.py), early
+delivery receipts through receipts.py; so any number of instances may use one database.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from ...engine.states import SMS_TRANSITIONS, sources_of
 from ...errors import AlreadyExists, FailedPrecondition, NotFound
 from ...model import (
     App,
-    Broadcast,
     Channel,
     DeliveryReceipt,
     Device,
@@ -49,7 +49,8 @@ from ..sqlite.rows import push as _push_row
 from ..sqlite.rows import receipt_from_json as _receipt_from_json
 from ..sqlite.rows import receipt_to_json as _receipt_to_json
 from ..sqlite.rows import sms_record as _sms_record
-from . import receipt_keys, reporting
+from . import receipt_keys, receipts, reporting
+from .audiences import BroadcastQueries
 from .channels import ChannelQueries
 from .database import Database
 from .fallbacks import FallbackQueries
@@ -58,10 +59,6 @@ from .migrations import migrate
 log = logging.getLogger(__name__)
 Conn = psycopg.AsyncConnection
 
-_NO_TAGS = (
-    "tags and tag / all-device audiences are not available on the PostgreSQL store yet "
-    "(docs/DEPLOYMENT.md); run on SQLite for them"
-)
 _APP_COLUMNS = (
     "id, access_id, name, secret_verifier, created_at, sms_credentials, "
     "same_content_interval, daily_limit, time_zone, secret_sealed, "
@@ -89,7 +86,7 @@ async def _all(conn: Conn, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
     return await cur.fetchall()
 
 
-class PostgresStore(FallbackQueries, ChannelQueries):
+class PostgresStore(FallbackQueries, ChannelQueries, BroadcastQueries):
     def __init__(
         self,
         dsn: str,
@@ -102,9 +99,10 @@ class PostgresStore(FallbackQueries, ChannelQueries):
     ) -> None:
         self._supervisor = supervisor or Supervisor()
         self._db = Database(dsn, pool_size=pool_size, prepare_threshold=prepare_threshold, supervisor=self._supervisor)
-        super().__init__(self._db, owner=owner, lease_seconds=lease_seconds)
+        FallbackQueries.__init__(self, self._db, owner=owner, lease_seconds=lease_seconds)
+        BroadcastQueries.__init__(self)
         self._marks: tuple[list[tuple[float, int]], Any] | None = None  # (rows, future) still open
-        self._renewer: asyncio.Task[None] | None = None
+        self._renewers: list[asyncio.Task[None]] = []
 
     # -- life cycle and what the wiring reads ----------------------------------------------
 
@@ -129,14 +127,19 @@ class PostgresStore(FallbackQueries, ChannelQueries):
             await migrate(conn)
 
         await self._db.open(setup)
-        self._renewer = self._supervisor.spawn(self.renew_loop(), name="pushreach-lease-renewal", forever=True)
+        self._renewers = [
+            self._supervisor.spawn(self.renew_loop(), name="pushreach-lease-renewal", forever=True),
+            self._supervisor.spawn(self.broadcast_lease_loop(), name="pushreach-broadcast-leases", forever=True),
+        ]
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._supervisor.release(self._renewer)
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
-            self._renewer = None
+        for task in self._renewers:
+            self._supervisor.release(task)
+            task.cancel()
+        await asyncio.gather(*self._renewers, return_exceptions=True)
+        if self._renewers:
+            await self.release_broadcasts()
+        self._renewers = []
         await self._db.close()
 
     # -- apps ---------------------------------------------------------------------------
@@ -290,9 +293,6 @@ class PostgresStore(FallbackQueries, ChannelQueries):
         return await self._db.read(q)
 
     async def create_push(self, push: NewPush, fingerprint: str) -> tuple[PushReceipt, int | None]:
-        if push.spec.audience_type.broadcast:
-            raise FailedPrecondition(_NO_TAGS)
-
         async def op(conn: Conn) -> tuple[PushReceipt, int | None]:
             if push.request_id:
                 prior = await _one(
@@ -324,6 +324,8 @@ class PostgresStore(FallbackQueries, ChannelQueries):
             )
             assert row is not None
             row_id = row[0]
+            if spec.audience_type.broadcast:  # targets are found after acceptance (audiences.py)
+                await self._open_broadcast(conn, row_id, push.app_id)
             if push.targets:
                 async with conn.cursor() as cur:
                     await cur.execute(
@@ -346,9 +348,12 @@ class PostgresStore(FallbackQueries, ChannelQueries):
             return push.receipt, row_id
 
         try:
-            return await self._db.write(op)
+            receipt, row_id = await self._db.write(op)
         except _RequestRace:
             return await self.create_push(push, fingerprint)  # now answered from the first
+        if row_id is not None and push.spec.audience_type.broadcast:
+            self._resolves(row_id)  # this instance resolves it (services/broadcasts.py): keep its lease
+        return receipt, row_id
 
     @staticmethod
     def _push(row: tuple[Any, ...] | None, tokens: list[str] | None = None) -> Push | None:
@@ -359,6 +364,13 @@ class PostgresStore(FallbackQueries, ChannelQueries):
             row = await _one(c, f"SELECT {_PUSH_COLUMNS} FROM pushes p WHERE push_id=%s AND app_id=%s", (push_id, app_id))
             if row is None:
                 return None
+            found = self._push(row)
+            assert found is not None
+            if found.spec.audience_type.broadcast:
+                open_ = await _one(c, "SELECT NOT done FROM broadcasts WHERE push=%s", (row[0],))
+                return replace(found, targets_pending=bool(open_ and open_[0]))
+            if not found.spec.audience_type.by_token:
+                return found  # targets found from accounts: not the request's
             tokens = [r[0] for r in await _all(c, "SELECT token FROM targets WHERE push=%s ORDER BY seq", (row[0],))]
             return self._push(row, tokens)
 
@@ -392,7 +404,8 @@ class PostgresStore(FallbackQueries, ChannelQueries):
         async def op(c: Conn) -> int:
             cur = await c.execute(
                 "UPDATE pushes SET delivered_at=%s WHERE delivered_at IS NULL AND accepted_at <= %s AND id <= %s "
-                "AND accepted_at + (spec::jsonb->>'expire_time')::float8 <= %s",
+                "AND accepted_at + (spec::jsonb->>'expire_time')::float8 <= %s "
+                "AND NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.push = pushes.id)",  # their resolver delivers them
                 (now, now, through, now),
             )
             return cur.rowcount
@@ -409,6 +422,7 @@ class PostgresStore(FallbackQueries, ChannelQueries):
                 f"SELECT {_PUSH_COLUMNS}, a.access_id FROM pushes p JOIN apps a ON a.id = p.app_id "
                 "WHERE p.delivered_at IS NULL AND (p.accepted_at, p.id) > (%s, %s) AND p.id <= %s "
                 "AND p.accepted_at + (p.spec::jsonb->>'expire_time')::float8 > %s "
+                "AND NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.push = p.id) "  # their resolver delivers them
                 "ORDER BY p.accepted_at, p.id LIMIT %s",
                 (a_at, a_id, through, now, limit),
             )
@@ -550,6 +564,7 @@ class PostgresStore(FallbackQueries, ChannelQueries):
             token=token,
             phone_number=row[0],
             accounts=accounts,
+            tags=await BroadcastQueries._tags(conn, app_id, token),
             notifications_enabled=None if row[1] is None else bool(row[1]),
             notification_state_time=row[2],
             updated_at=row[3],
@@ -631,34 +646,6 @@ class PostgresStore(FallbackQueries, ChannelQueries):
 
         return await self._db.write(op)
 
-    # -- tags and broadcasts: not on PostgreSQL yet ------------------------------------------
-    # Tag storage and background resolution of TAG / ALL pushes exist on SQLite only; here
-    # they are refused with a message that says so (create_push refuses those audiences), and
-    # no broadcast is ever open.
-
-    async def modify_tags(self, app_id: int, now: float, **_: object) -> None:
-        raise FailedPrecondition(_NO_TAGS)
-
-    async def open_broadcasts(self) -> list[Broadcast]:
-        return []
-
-    async def broadcast_page(
-        self, app_id: int, after: str, limit: int, *, with_tags: bool
-    ) -> list[tuple[str, frozenset[str]]]:
-        raise FailedPrecondition(_NO_TAGS)
-
-    async def store_broadcast_page(self, push: int, expected_cursor: str, tokens: list[str], cursor: str) -> int:
-        raise FailedPrecondition(_NO_TAGS)
-
-    async def broadcast_tokens(self, push: int, from_seq: int, to_seq: int) -> list[str]:
-        raise FailedPrecondition(_NO_TAGS)
-
-    async def mark_broadcast_delivered(self, push: int, through_seq: int) -> None:
-        raise FailedPrecondition(_NO_TAGS)
-
-    async def finish_broadcast(self, push: int, now: float) -> None:
-        raise FailedPrecondition(_NO_TAGS)
-
     # -- events -------------------------------------------------------------------------
 
     async def record_events(self, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]:
@@ -712,21 +699,9 @@ class PostgresStore(FallbackQueries, ChannelQueries):
 
         return await self._db.read(q)
 
-    async def apply_receipts(self, receipts: list[DeliveryReceipt]) -> int:
-        async def op(conn: Conn) -> int:
-            matched = 0
-            for rc in receipts:
-                status = SmsStatus.DELIVERED if rc.delivered else SmsStatus.UNDELIVERED
-                allowed = [int(s) for s in sources_of(SMS_TRANSITIONS, status)]
-                cur = await conn.execute(
-                    "UPDATE sms_records SET status=%s, received_at=%s, report_code=%s, report_description=%s "
-                    "WHERE serial_no=%s AND serial_no != '' AND phone=%s AND status = ANY(%s)",
-                    (int(status), rc.receive_time, rc.code, rc.description, rc.serial_no, rc.phone_number, allowed),
-                )
-                matched += cur.rowcount
-            return matched
-
-        return await self._db.write(op)
+    async def apply_receipts(self, found: list[DeliveryReceipt]) -> int:
+        # Its own transaction (retried after a deadlock), under the locks receipts.py takes.
+        return await self._db.transaction(lambda c: receipts.apply_receipts(c, found))
 
     async def sms_sources(self) -> list[tuple[str, bytes, str]]:
         async def q(c: Conn) -> list[tuple[str, bytes, str]]:
@@ -805,7 +780,9 @@ class PostgresStore(FallbackQueries, ChannelQueries):
                     for r in await _all(
                         conn,
                         "SELECT id FROM pushes WHERE accepted_at < %s AND fallback_state = ANY(%s) "
-                        "AND coalesce(fallback_ended_at, accepted_at) < %s LIMIT %s FOR UPDATE SKIP LOCKED",
+                        "AND coalesce(fallback_ended_at, accepted_at) < %s "
+                        "AND NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.push = pushes.id AND NOT b.done) "
+                        "LIMIT %s FOR UPDATE SKIP LOCKED",
                         (finished_before, over, finished_before, limit),
                     )
                 ]
@@ -813,9 +790,12 @@ class PostgresStore(FallbackQueries, ChannelQueries):
                     records = (await conn.execute("DELETE FROM sms_records WHERE push = ANY(%s)", (ids,))).rowcount
                     targets = (await conn.execute("DELETE FROM targets WHERE push = ANY(%s)", (ids,))).rowcount
                     pushes = (await conn.execute("DELETE FROM pushes WHERE id = ANY(%s)", (ids,))).rowcount
+                    await conn.execute("DELETE FROM broadcasts WHERE push = ANY(%s)", (ids,))
             idempotency = (
                 await conn.execute("DELETE FROM idempotency WHERE created_at < %s", (idempotency_before,))
             ).rowcount
+            # Receipts kept for a serial number that never came (not ours, or its record is gone).
+            await conn.execute("DELETE FROM pending_receipts WHERE receive_time < %s", (idempotency_before,))
             return PurgeCounts(pushes, targets, records, idempotency)
 
         return await self._db.transaction(op)
