@@ -37,6 +37,7 @@ from pushreachd.model import (
 )
 from pushreachd.phone import is_mainland
 from pushreachd.services.pushes import PushService
+from pushreachd.errors import Unavailable
 from pushreachd.sms.provider import SendOutcome, SmsErrorKind, SmsProviderError
 from pushreachd.sms.sender import SmsSender
 from pushreachd.store import make_store
@@ -389,6 +390,35 @@ async def test_provider_outcomes_are_recorded_per_phone(engine: Engine) -> None:
     assert by_phone[PHONES[2]].rate_limit_rule == PROVIDER_RULE
     report = engine.reports[-1]
     assert (report.sent, report.failed, report.rate_limited) == (1, 1, 1)
+
+
+async def test_answers_are_written_once_the_store_is_back_not_left_sending(engine: Engine) -> None:
+    """A busy or briefly unreachable store (PostgreSQL's pool exhausted by a burst) must not
+    turn sent SMS into UNKNOWN: the answers are written when it is back."""
+    tokens = await three_phones(engine)
+    real = engine.store.finish_sms_many
+    failures, calls = 3, 0
+
+    async def flaky(outcomes, now):  # type: ignore[no-untyped-def]
+        nonlocal failures, calls
+        calls += 1
+        if failures:
+            failures -= 1
+            raise Unavailable("the database is unreachable: PoolTimeout")
+        return await real(outcomes, now)
+
+    engine.store.finish_sms_many = flaky  # type: ignore[method-assign]
+    receipt = await engine.push(tokens)
+    await engine.clock.advance(DELAY)
+    for _ in range(500):  # bounded: the retries wait 0.5 + 1 + 2 s on the fake clock
+        if calls > 3:
+            break
+        await engine.clock.advance(0.5)
+        await asyncio.sleep(0.01)
+    await engine.done(receipt.push_id)
+    assert calls == 4
+    assert [r.status for r in await engine.records(receipt.push_id)] == [SmsStatus.SENT] * 3
+    assert engine.provider.calls == 1, "the SMS were sent once; only their answers waited"
 
 
 async def test_a_permanent_provider_error_fails_the_records_and_ends_the_fallback(engine: Engine) -> None:

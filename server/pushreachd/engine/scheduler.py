@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from ..clock import Clock
+from ..errors import Unavailable
 from ..model import RateLimitPolicy, SmsStatus
 from ..phone import mask_phone
 from ..sms.batching import coalesce
@@ -53,6 +54,7 @@ from .timer import WheelTimer
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0  # a fire that failed (e.g. the database was busy) is tried again after this
+ANSWER_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0)  # ~1 min for SMS answers to be written
 
 _STATUS_OF = {
     SendOutcome.SENT: SmsStatus.SENT,
@@ -498,8 +500,21 @@ class Scheduler:
             if r.outcome is not SendOutcome.SENT:
                 log.info("SMS for push %s to %s: %s %s", job.push_id, mask_phone(r.phone_number), r.outcome.name, r.code)
         if outcomes:
-            await self._store.finish_sms_many(outcomes, self._clock.time())
+            await self._record_answers(outcomes)
         return set()
+
+    async def _record_answers(self, outcomes: list[tuple[int, SmsOutcome]]) -> None:
+        """Write the provider's answers. They are sent SMS: a store that is only busy or briefly
+        away (PostgreSQL's pool exhausted by a burst) is waited for, with capped backoff, rather
+        than leave the records SENDING, which the next start would record UNKNOWN."""
+        for delay in ANSWER_RETRY_DELAYS:
+            try:
+                await self._store.finish_sms_many(outcomes, self._clock.time())
+                return
+            except Unavailable as exc:
+                log.warning("recording %d SMS answer(s) failed (%s); retrying in %gs", len(outcomes), exc, delay)
+                await self._clock.sleep(delay)
+        await self._store.finish_sms_many(outcomes, self._clock.time())
 
 
 class _Stopping(Exception):
