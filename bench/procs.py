@@ -22,7 +22,10 @@ PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 # The per-app request budget (2,000 req/s by default) is switched off: the benchmarks measure
 # what the service can take, not the budget an operator chose.
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PUSHREACH_LOG_LEVEL": "WARNING", "PUSHREACH_APP_RATE_LIMIT": "0"}
+# The server and client come from this checkout (not whatever the venv's editable install points at).
+_PATH = [str(ROOT), str(ROOT / "server"), str(ROOT / "clients" / "python")]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(_PATH), "PUSHREACH_LOG_LEVEL": "WARNING",
+       "PUSHREACH_APP_RATE_LIMIT": "0"}
 
 
 def free_port() -> int:
