@@ -29,6 +29,16 @@ def event_delta(deltas: dict[int, list[int]], slot: int, before: tuple[float | N
         d[1] += clicked
 
 
+def by_slot(slot_of_push: dict[int, int], arrived: dict[int, int], clicked: dict[int, int]) -> dict[int, list[int]]:
+    """Per-push counts of newly arrived / clicked targets as slot -> [arrived, clicked]."""
+    deltas: dict[int, list[int]] = {}
+    for push, n in arrived.items():
+        deltas.setdefault(slot_of_push[push], [0, 0])[0] += n
+    for push, n in clicked.items():
+        deltas.setdefault(slot_of_push[push], [0, 0])[1] += n
+    return deltas
+
+
 @dataclass(frozen=True)
 class Plan:
     counted: tuple[int, int]  # slots first <= k < last come from the counters (empty when first >= last)

@@ -97,7 +97,7 @@ def _like(text: str) -> str:
 async def list_pushes(
     c: Conn, app_id: int, query: str, before: tuple[float, int] | None, limit: int
 ) -> list[PushListItem]:
-    title = "title"  # a column since migration 5 (in pushes_by_app_time with push_id)
+    title = "title"  # a column since the console migration (in pushes_by_app_time with push_id)
     sql = (
         f"SELECT id, push_id, {title}, accepted_at, target_count, fallback_state, fallback_due_at "
         "FROM pushes WHERE app_id=%s"

@@ -814,7 +814,9 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
             ([k[0] for k in keys], [k[1] for k in keys]),
         ):
             times[(push, token)] = [arrived_at, clicked_at]
-    before = {key: (t[0], t[1]) for key, t in times.items()}
+    # Newly arrived / clicked targets per push, counted as the outcomes are decided.
+    arrived_new: dict[int, int] = {}
+    clicked_new: dict[int, int] = {}
     changed: dict[tuple[int, str], list[float | None]] = {}
     outcomes = []
     for e in events:
@@ -834,6 +836,8 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
                 outcomes.append(EventOutcome.DUPLICATE)
                 continue
             t[0] = at
+            if arrived_at is None and clicked_at is None:
+                arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE)
         else:
             if clicked_at is not None and clicked_at <= at:
@@ -841,6 +845,10 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
                 continue
             t[0] = at if arrived_at is None else min(arrived_at, at)  # a click implies arrival
             t[1] = at
+            if clicked_at is None:
+                clicked_new[push] = clicked_new.get(push, 0) + 1
+                if arrived_at is None:
+                    arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE)
         changed[key] = t
     if changed:
@@ -849,10 +857,7 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
                 "UPDATE targets SET arrived_at=%s, clicked_at=%s WHERE push=%s AND token=%s",
                 [(t[0], t[1], push, token) for (push, token), t in changed.items()],
             )
-        deltas: dict[int, list[int]] = {}
-        for key, t in changed.items():
-            slot_sums.event_delta(deltas, slots[key[0]], before[key], (t[0], t[1]))
-        await reporting.add_events(conn, app_id, deltas)
+        await reporting.add_events(conn, app_id, slot_sums.by_slot(slots, arrived_new, clicked_new))
     return outcomes
 
 

@@ -99,7 +99,9 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
             (json.dumps(list(tokens)), push),
         ):
             times[(push, token)] = [arrived_at, clicked_at]
-    before = {key: (t[0], t[1]) for key, t in times.items()}
+    # Newly arrived / clicked targets per push, counted as the outcomes are decided.
+    arrived_new: dict[int, int] = {}
+    clicked_new: dict[int, int] = {}
     changed: dict[tuple[int, str], list[float | None]] = {}
     outcomes = []
     for e in events:
@@ -119,6 +121,8 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
                 outcomes.append(EventOutcome.DUPLICATE)
                 continue
             t[0] = at
+            if arrived_at is None and clicked_at is None:
+                arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE)
         else:
             if clicked_at is not None and clicked_at <= at:
@@ -127,6 +131,10 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
             # A click implies arrival: record the arrival too if none came first.
             t[0] = at if arrived_at is None else min(arrived_at, at)
             t[1] = at
+            if clicked_at is None:
+                clicked_new[push] = clicked_new.get(push, 0) + 1
+                if arrived_at is None:
+                    arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE)
         changed[key] = t
     if changed:
@@ -134,10 +142,7 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
             "UPDATE targets SET arrived_at=?, clicked_at=? WHERE push=? AND token=?",
             [(t[0], t[1], push, token) for (push, token), t in changed.items()],
         )
-        deltas: dict[int, list[int]] = {}
-        for key, t in changed.items():
-            slot_sums.event_delta(deltas, slots[key[0]], before[key], (t[0], t[1]))
-        stats.add_events(conn, app_id, deltas)
+        stats.add_events(conn, app_id, slot_sums.by_slot(slots, arrived_new, clicked_new))
     return outcomes
 
 
