@@ -51,6 +51,9 @@ def run(cfg: Config) -> list[Figure]:
         # Spread over 30 days, so the charts have something in every bucket.
         dbgen.add_pending(db, n_pushes, lambda i: now + 3600, accepted_at=now - 30 * 86400, delay=3600,
                           phones=True, spread_seconds=30 * 86400 - 60)
+        # A store with a past: half the targets arrived, a fifth clicked, a third of the pushes
+        # fired an SMS (so the SMS page and the overview's SMS figures have rows to read).
+        dbgen.add_history(db)
         http_port = procs.free_port()
         with procs.pushreach(db, "--http-listen", f"127.0.0.1:{http_port}"):
             base = f"http://127.0.0.1:{http_port}/console/"

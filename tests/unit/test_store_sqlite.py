@@ -26,6 +26,7 @@ from pushreachd.model import (
 )
 from pushreachd.store.base import SmsOutcome
 from pushreachd.store.sqlite import SqliteStore
+from pushreachd.store.sqlite.migrations import MIGRATIONS
 
 from tests.unit.test_store import exercise
 
@@ -92,6 +93,8 @@ async def test_every_engine_query_uses_an_index(tmp_path: Path, monkeypatch: pyt
         offenders = []
         for sql in set(statements):
             if not re.match(r"\s*(SELECT|UPDATE|DELETE|INSERT)", sql, re.I) or "schema_version" in sql:
+                continue
+            if any(sql.strip() in m for m in MIGRATIONS):  # a migration's backfill reads every row once
                 continue
             if any(sql.startswith(a) for a in ALLOWED_SCANS):
                 continue

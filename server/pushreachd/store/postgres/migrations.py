@@ -151,7 +151,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE targets ADD COLUMN outcome_at DOUBLE PRECISION;
     UPDATE targets t SET channel = 9, outcome = 2, outcome_at = p.delivered_at
         FROM pushes p WHERE p.id = t.push AND p.delivered_at IS NOT NULL;
-    """,
+    """,    # 5 in this tree; it must come after the tags migration when both are merged (then 6).
     # 5: as SQLite's 5 and 6: delivery receipts kept until their record has its serial number;
     # device tags; the resolution of TAG / ALL pushes, one row per push, held by one instance
     # at a time under a lease (owner, lease_until on the database's clock) as fires are.
@@ -190,6 +190,136 @@ MIGRATIONS: list[str] = [
     );
     -- Claims, and the fallback queries' "not while its targets are still being found".
     CREATE INDEX broadcasts_open ON broadcasts(push) WHERE NOT done;
+    """,
+    # 6: as SQLite's 8: what the console reads fast. The title in a column, in the app's time index
+    # (a title search reads the index, not every spec); counters per (app, 15-minute slot of
+    # accepted_at), kept by statement triggers for pushes, SMS records and deleted targets, and
+    # by the event writes for arrivals and clicks. Each backend adds to its own row (shard =
+    # pg_backend_pid()), so concurrent writers never wait on one another's counter row; readers
+    # sum the shards.
+    """
+    ALTER TABLE pushes ADD COLUMN title TEXT NOT NULL DEFAULT '';
+    UPDATE pushes SET title = coalesce(spec::jsonb->>'title', '');
+    DROP INDEX pushes_by_app_time;
+    CREATE INDEX pushes_by_app_time ON pushes(app_id, accepted_at, id) INCLUDE (push_id, title);
+    CREATE TABLE push_stats (
+        app_id BIGINT NOT NULL,
+        slot BIGINT NOT NULL,  -- trunc(accepted_at / 900) of the pushes counted
+        shard INTEGER NOT NULL,
+        pushes BIGINT NOT NULL DEFAULT 0,
+        targets BIGINT NOT NULL DEFAULT 0,
+        pending BIGINT NOT NULL DEFAULT 0,
+        arrived BIGINT NOT NULL DEFAULT 0,
+        clicked BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (app_id, slot, shard)
+    );
+    CREATE TABLE sms_stats (
+        app_id BIGINT NOT NULL,
+        slot BIGINT NOT NULL,
+        status SMALLINT NOT NULL,
+        shard INTEGER NOT NULL,
+        records BIGINT NOT NULL DEFAULT 0,
+        fee BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (app_id, slot, status, shard)
+    );
+    INSERT INTO push_stats (app_id, slot, shard, pushes, targets, pending)
+        SELECT app_id, trunc(accepted_at / 900)::bigint, 0, count(*), sum(target_count),
+            count(*) FILTER (WHERE fallback_state = 2)
+        FROM pushes GROUP BY 1, 2;
+    INSERT INTO push_stats AS s (app_id, slot, shard, arrived, clicked)
+        SELECT p.app_id, trunc(p.accepted_at / 900)::bigint, 0, count(coalesce(t.arrived_at, t.clicked_at)),
+            count(t.clicked_at)
+        FROM pushes p JOIN targets t ON t.push = p.id GROUP BY 1, 2
+        ON CONFLICT (app_id, slot, shard) DO UPDATE SET arrived = excluded.arrived, clicked = excluded.clicked;
+    INSERT INTO sms_stats (app_id, slot, status, shard, records, fee)
+        SELECT p.app_id, trunc(p.accepted_at / 900)::bigint, r.status, 0, count(*), sum(r.fee)
+        FROM pushes p JOIN sms_records r ON r.push = p.id GROUP BY 1, 2, 3;
+
+    CREATE FUNCTION push_stats_pushes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO push_stats AS s (app_id, slot, shard, pushes, targets, pending, arrived, clicked)
+                SELECT app_id, trunc(accepted_at / 900)::bigint, pg_backend_pid(), count(*), sum(target_count),
+                    count(*) FILTER (WHERE fallback_state = 2), 0, 0
+                FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
+                ON CONFLICT (app_id, slot, shard) DO UPDATE SET pushes = s.pushes + excluded.pushes, targets = s.targets + excluded.targets, pending = s.pending + excluded.pending, arrived = s.arrived + excluded.arrived, clicked = s.clicked + excluded.clicked;
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO push_stats AS s (app_id, slot, shard, pushes, targets, pending, arrived, clicked)
+                SELECT n.app_id, trunc(n.accepted_at / 900)::bigint, pg_backend_pid(), 0,
+                    sum(n.target_count - o.target_count),
+                    sum((n.fallback_state = 2)::int - (o.fallback_state = 2)::int), 0, 0
+                FROM new_rows n JOIN old_rows o ON o.id = n.id
+                WHERE n.target_count <> o.target_count OR (n.fallback_state = 2) <> (o.fallback_state = 2)
+                GROUP BY 1, 2 ORDER BY 1, 2
+                ON CONFLICT (app_id, slot, shard) DO UPDATE SET pushes = s.pushes + excluded.pushes, targets = s.targets + excluded.targets, pending = s.pending + excluded.pending, arrived = s.arrived + excluded.arrived, clicked = s.clicked + excluded.clicked;
+        ELSE
+            -- A push deleted before its targets and records takes their counts with it (their
+            -- triggers then find no push).
+            INSERT INTO push_stats AS s (app_id, slot, shard, pushes, targets, pending, arrived, clicked)
+                SELECT o.app_id, trunc(o.accepted_at / 900)::bigint, pg_backend_pid(), -count(*),
+                    -sum(o.target_count), -count(*) FILTER (WHERE o.fallback_state = 2),
+                    -coalesce(sum((SELECT count(coalesce(arrived_at, clicked_at)) FROM targets WHERE push = o.id)), 0),
+                    -coalesce(sum((SELECT count(clicked_at) FROM targets WHERE push = o.id)), 0)
+                FROM old_rows o GROUP BY 1, 2 ORDER BY 1, 2
+                ON CONFLICT (app_id, slot, shard) DO UPDATE SET pushes = s.pushes + excluded.pushes, targets = s.targets + excluded.targets, pending = s.pending + excluded.pending, arrived = s.arrived + excluded.arrived, clicked = s.clicked + excluded.clicked;
+            INSERT INTO sms_stats AS s (app_id, slot, status, shard, records, fee)
+                SELECT o.app_id, trunc(o.accepted_at / 900)::bigint, r.status, pg_backend_pid(), -count(*), -sum(r.fee)
+                FROM old_rows o JOIN sms_records r ON r.push = o.id GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (app_id, slot, status, shard) DO UPDATE SET records = s.records + excluded.records, fee = s.fee + excluded.fee;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER push_stats_insert AFTER INSERT ON pushes REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION push_stats_pushes();
+    CREATE TRIGGER push_stats_update AFTER UPDATE ON pushes REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION push_stats_pushes();
+    CREATE TRIGGER push_stats_delete AFTER DELETE ON pushes REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION push_stats_pushes();
+
+    CREATE FUNCTION push_stats_targets_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO push_stats AS s (app_id, slot, shard, pushes, targets, pending, arrived, clicked)
+            SELECT p.app_id, trunc(p.accepted_at / 900)::bigint, pg_backend_pid(), 0, 0, 0,
+                -count(coalesce(o.arrived_at, o.clicked_at)), -count(o.clicked_at)
+            FROM old_rows o JOIN pushes p ON p.id = o.push
+            WHERE o.arrived_at IS NOT NULL OR o.clicked_at IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (app_id, slot, shard) DO UPDATE SET pushes = s.pushes + excluded.pushes, targets = s.targets + excluded.targets, pending = s.pending + excluded.pending, arrived = s.arrived + excluded.arrived, clicked = s.clicked + excluded.clicked;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER push_stats_targets_delete AFTER DELETE ON targets REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION push_stats_targets_deleted();
+
+    CREATE FUNCTION sms_stats_records() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO sms_stats AS s (app_id, slot, status, shard, records, fee)
+                SELECT p.app_id, trunc(p.accepted_at / 900)::bigint, n.status, pg_backend_pid(), count(*), sum(n.fee)
+                FROM new_rows n JOIN pushes p ON p.id = n.push GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (app_id, slot, status, shard) DO UPDATE SET records = s.records + excluded.records, fee = s.fee + excluded.fee;
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO sms_stats AS s (app_id, slot, status, shard, records, fee)
+                SELECT p.app_id, trunc(p.accepted_at / 900)::bigint, c.status, pg_backend_pid(), sum(c.n), sum(c.fee)
+                FROM (SELECT o.push, o.status, -1 AS n, -o.fee AS fee FROM old_rows o JOIN new_rows n ON n.id = o.id
+                          WHERE n.status <> o.status OR n.fee <> o.fee
+                      UNION ALL
+                      SELECT n.push, n.status, 1, n.fee FROM old_rows o JOIN new_rows n ON n.id = o.id
+                          WHERE n.status <> o.status OR n.fee <> o.fee) c
+                JOIN pushes p ON p.id = c.push GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (app_id, slot, status, shard) DO UPDATE SET records = s.records + excluded.records, fee = s.fee + excluded.fee;
+        ELSE
+            INSERT INTO sms_stats AS s (app_id, slot, status, shard, records, fee)
+                SELECT p.app_id, trunc(p.accepted_at / 900)::bigint, o.status, pg_backend_pid(), -count(*), -sum(o.fee)
+                FROM old_rows o JOIN pushes p ON p.id = o.push GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (app_id, slot, status, shard) DO UPDATE SET records = s.records + excluded.records, fee = s.fee + excluded.fee;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER sms_stats_insert AFTER INSERT ON sms_records REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION sms_stats_records();
+    CREATE TRIGGER sms_stats_update AFTER UPDATE ON sms_records REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION sms_stats_records();
+    CREATE TRIGGER sms_stats_delete AFTER DELETE ON sms_records REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION sms_stats_records();
     """,
 ]
 

@@ -44,6 +44,7 @@ from ...model import (
     TargetView,
 )
 from ...supervisor import Supervisor
+from .. import slots as slot_sums
 from ..base import PurgeCounts
 from ..sqlite.rows import push as _push_row
 from ..sqlite.rows import receipt_from_json as _receipt_from_json
@@ -309,13 +310,14 @@ class PostgresStore(FallbackQueries, ChannelQueries, BroadcastQueries):
             state = FallbackState.PENDING if push.fallback_due_at is not None else FallbackState.NONE
             row = await _one(
                 conn,
-                "INSERT INTO pushes (app_id, push_id, request_id, spec, accepted_at, target_count, "
-                "fallback_state, fallback_due_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+                "INSERT INTO pushes (app_id, push_id, request_id, spec, title, accepted_at, target_count, "
+                "fallback_state, fallback_due_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
                 (
                     push.app_id,
                     push.push_id,
                     push.request_id,
                     spec_json,
+                    spec.title,  # the console's search reads it from the index pushes_by_app_time
                     push.accepted_at,
                     len(push.targets),
                     int(state),
@@ -716,46 +718,7 @@ class PostgresStore(FallbackQueries, ChannelQueries, BroadcastQueries):
         return await self._db.read(q)
 
     async def statistics(self, app_id: int, start: float, end: float) -> Statistics:
-        async def q(c: Conn) -> Statistics:
-            row = await _one(
-                c,
-                "SELECT count(*), coalesce(sum(target_count), 0), count(*) FILTER (WHERE fallback_state = %s) "
-                "FROM pushes WHERE app_id=%s AND accepted_at >= %s AND accepted_at < %s",
-                (int(FallbackState.PENDING), app_id, start, end),
-            )
-            assert row is not None
-            pushes, targets, pending = row
-            row = await _one(
-                c,
-                "SELECT count(coalesce(t.arrived_at, t.clicked_at)), count(t.clicked_at) FROM pushes p "
-                "JOIN targets t ON t.push = p.id WHERE p.app_id=%s AND p.accepted_at >= %s AND p.accepted_at < %s",
-                (app_id, start, end),
-            )
-            assert row is not None
-            arrived, clicked = row
-            by_status: dict[SmsStatus, int] = {}
-            fee = 0
-            for status, count, fees in await _all(
-                c,
-                "SELECT r.status, count(*), coalesce(sum(r.fee), 0) FROM pushes p JOIN sms_records r ON r.push = p.id "
-                "WHERE p.app_id=%s AND p.accepted_at >= %s AND p.accepted_at < %s GROUP BY r.status",
-                (app_id, start, end),
-            ):
-                by_status[SmsStatus(status)] = count
-                fee += int(fees)
-            return Statistics(
-                start_time=start,
-                end_time=end,
-                push_count=pushes,
-                target_count=int(targets),
-                arrived_count=arrived,
-                clicked_count=clicked,
-                sms_by_status=by_status,
-                sms_fee=fee,
-                pending_fallback_count=pending,
-            )
-
-        return await self._db.read(q)
+        return await self._db.read(lambda c: reporting.statistics(c, app_id, start, end))
 
     async def statistics_by_slot(self, app_id: int, start: float, end: float) -> list[Statistics]:
         return await self._db.read(lambda c: reporting.statistics_by_slot(c, app_id, start, end))
@@ -810,13 +773,15 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
     current times (locked: another instance may record an event for the same target), one
     executemany for the targets that change. Each outcome is what taking the events one by one
     in order would have answered."""
-    pushes = dict(
-        await _all(
-            conn,
-            "SELECT push_id, id FROM pushes WHERE push_id = ANY(%s) AND app_id = %s",
-            (list({e.push_id for e in events}), app_id),
-        )
-    )
+    pushes: dict[str, int] = {}
+    slots: dict[int, int] = {}
+    for push_id, push, accepted_at in await _all(
+        conn,
+        "SELECT push_id, id, accepted_at FROM pushes WHERE push_id = ANY(%s) AND app_id = %s",
+        (list({e.push_id for e in events}), app_id),
+    ):
+        pushes[push_id] = push
+        slots[push] = slot_sums.slot_of(accepted_at)
     keys = list({(pushes[e.push_id], e.token) for e in events if e.push_id in pushes})
     times: dict[tuple[int, str], list[float | None]] = {}
     if keys:
@@ -829,6 +794,9 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
             ([k[0] for k in keys], [k[1] for k in keys]),
         ):
             times[(push, token)] = [arrived_at, clicked_at]
+    # Newly arrived / clicked targets per push, counted as the outcomes are decided.
+    arrived_new: dict[int, int] = {}
+    clicked_new: dict[int, int] = {}
     changed: dict[tuple[int, str], list[float | None]] = {}
     outcomes = []
     for e in events:
@@ -848,6 +816,8 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
                 outcomes.append(EventOutcome.DUPLICATE)
                 continue
             t[0] = at
+            if arrived_at is None and clicked_at is None:
+                arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE)
         else:
             if clicked_at is not None and clicked_at <= at:
@@ -855,6 +825,10 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
                 continue
             t[0] = at if arrived_at is None else min(arrived_at, at)  # a click implies arrival
             t[1] = at
+            if clicked_at is None:
+                clicked_new[push] = clicked_new.get(push, 0) + 1
+                if arrived_at is None:
+                    arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE)
         changed[key] = t
     if changed:
@@ -863,6 +837,7 @@ async def _record_push_events(conn: Conn, app_id: int, events: list[EventIn]) ->
                 "UPDATE targets SET arrived_at=%s, clicked_at=%s WHERE push=%s AND token=%s",
                 [(t[0], t[1], push, token) for (push, token), t in changed.items()],
             )
+        await reporting.add_events(conn, app_id, slot_sums.by_slot(slots, arrived_new, clicked_new))
     return outcomes
 
 

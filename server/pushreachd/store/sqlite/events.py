@@ -6,6 +6,8 @@ import json
 import sqlite3
 
 from ...model import EventIn, EventOutcome, EventType
+from .. import slots as slot_sums
+from . import stats
 
 
 def record(conn: sqlite3.Connection, app_id: int, events: list[EventIn], now: float) -> list[EventOutcome]:
@@ -19,21 +21,27 @@ def record(conn: sqlite3.Connection, app_id: int, events: list[EventIn], now: fl
             if outcomes[i] is None:
                 outcomes[i] = _record_notification_state(conn, app_id, e, now)
         return outcomes  # type: ignore[return-value]
-    push_rows: dict[str, int | None] = {}
+    push_rows: dict[str, tuple[int, int] | None] = {}
+    deltas: dict[int, list[int]] = {}
     found = []
     for e in events:
         if e.event_type.about_push:
             if e.push_id not in push_rows:
-                row = conn.execute("SELECT id FROM pushes WHERE push_id=? AND app_id=?", (e.push_id, app_id)).fetchone()
-                push_rows[e.push_id] = row[0] if row else None
+                row = conn.execute(
+                    "SELECT id, accepted_at FROM pushes WHERE push_id=? AND app_id=?", (e.push_id, app_id)
+                ).fetchone()
+                push_rows[e.push_id] = (row[0], slot_sums.slot_of(row[1])) if row else None
             push = push_rows[e.push_id]
-            found.append(EventOutcome.UNKNOWN_PUSH if push is None else _record_push_event(conn, push, e))
+            found.append(EventOutcome.UNKNOWN_PUSH if push is None else _record_push_event(conn, *push, e, deltas))
         else:
             found.append(_record_notification_state(conn, app_id, e, now))
+    stats.add_events(conn, app_id, deltas)
     return found
 
 
-def _record_push_event(conn: sqlite3.Connection, push: int, e: EventIn) -> EventOutcome:
+def _record_push_event(
+    conn: sqlite3.Connection, push: int, slot: int, e: EventIn, deltas: dict[int, list[int]]
+) -> EventOutcome:
     row = conn.execute("SELECT arrived_at, clicked_at FROM targets WHERE push=? AND token=?", (push, e.token)).fetchone()
     if row is None:
         return EventOutcome.UNKNOWN_TOKEN
@@ -42,6 +50,7 @@ def _record_push_event(conn: sqlite3.Connection, push: int, e: EventIn) -> Event
         if arrived_at is not None and arrived_at <= e.event_time:
             return EventOutcome.DUPLICATE
         conn.execute("UPDATE targets SET arrived_at=? WHERE push=? AND token=?", (e.event_time, push, e.token))
+        slot_sums.event_delta(deltas, slot, (arrived_at, clicked_at), (e.event_time, clicked_at))
         return EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE
     if clicked_at is not None and clicked_at <= e.event_time:
         return EventOutcome.DUPLICATE
@@ -50,6 +59,7 @@ def _record_push_event(conn: sqlite3.Connection, push: int, e: EventIn) -> Event
         "UPDATE targets SET clicked_at=?, arrived_at=min(coalesce(arrived_at, ?), ?) WHERE push=? AND token=?",
         (e.event_time, e.event_time, e.event_time, push, e.token),
     )
+    slot_sums.event_delta(deltas, slot, (arrived_at, clicked_at), (e.event_time, e.event_time))
     return EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE
 
 
@@ -67,14 +77,16 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
 
     Each event's outcome is what `_record_push_event` would have answered taking the events
     one by one in order (an event for the same target as an earlier one sees its effect)."""
-    pushes = dict(
-        conn.execute(
-            # CROSS JOIN: the named pushes first, each found by its unique push_id.
-            "SELECT j.value, p.id FROM json_each(?) j CROSS JOIN pushes p ON p.push_id = j.value "
-            "WHERE p.app_id = ?",
-            (json.dumps(list({e.push_id for e in events})), app_id),
-        ).fetchall()
-    )
+    pushes: dict[str, int] = {}
+    slots: dict[int, int] = {}
+    for push_id, push, accepted_at in conn.execute(
+        # CROSS JOIN: the named pushes first, each found by its unique push_id.
+        "SELECT j.value, p.id, p.accepted_at FROM json_each(?) j CROSS JOIN pushes p ON p.push_id = j.value "
+        "WHERE p.app_id = ?",
+        (json.dumps(list({e.push_id for e in events})), app_id),
+    ):
+        pushes[push_id] = push
+        slots[push] = slot_sums.slot_of(accepted_at)
     tokens_of: dict[int, set[str]] = {}
     for e in events:
         if e.push_id in pushes:
@@ -87,6 +99,9 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
             (json.dumps(list(tokens)), push),
         ):
             times[(push, token)] = [arrived_at, clicked_at]
+    # Newly arrived / clicked targets per push, counted as the outcomes are decided.
+    arrived_new: dict[int, int] = {}
+    clicked_new: dict[int, int] = {}
     changed: dict[tuple[int, str], list[float | None]] = {}
     outcomes = []
     for e in events:
@@ -106,6 +121,8 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
                 outcomes.append(EventOutcome.DUPLICATE)
                 continue
             t[0] = at
+            if arrived_at is None and clicked_at is None:
+                arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if arrived_at is None else EventOutcome.DUPLICATE)
         else:
             if clicked_at is not None and clicked_at <= at:
@@ -114,6 +131,10 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
             # A click implies arrival: record the arrival too if none came first.
             t[0] = at if arrived_at is None else min(arrived_at, at)
             t[1] = at
+            if clicked_at is None:
+                clicked_new[push] = clicked_new.get(push, 0) + 1
+                if arrived_at is None:
+                    arrived_new[push] = arrived_new.get(push, 0) + 1
             outcomes.append(EventOutcome.ACCEPTED if clicked_at is None else EventOutcome.DUPLICATE)
         changed[key] = t
     if changed:
@@ -121,6 +142,7 @@ def _record_push_events(conn: sqlite3.Connection, app_id: int, events: list[Even
             "UPDATE targets SET arrived_at=?, clicked_at=? WHERE push=? AND token=?",
             [(t[0], t[1], push, token) for (push, token), t in changed.items()],
         )
+        stats.add_events(conn, app_id, slot_sums.by_slot(slots, arrived_new, clicked_new))
     return outcomes
 
 

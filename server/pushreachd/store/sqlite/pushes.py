@@ -48,13 +48,14 @@ def create(conn: sqlite3.Connection, push: NewPush, fingerprint: str) -> tuple[P
     spec_json = spec.to_json(tokens=spec.audience_type.by_account)
     state = FallbackState.PENDING if push.fallback_due_at is not None else FallbackState.NONE
     cur = conn.execute(
-        "INSERT INTO pushes (app_id, push_id, request_id, spec, accepted_at, target_count, "
-        "fallback_state, fallback_due_at) VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO pushes (app_id, push_id, request_id, spec, title, accepted_at, target_count, "
+        "fallback_state, fallback_due_at) VALUES (?,?,?,?,?,?,?,?,?)",
         (
             push.app_id,
             push.push_id,
             push.request_id,
             spec_json,
+            spec.title,  # the console's search reads it from the index pushes_by_app_time
             push.accepted_at,
             len(push.targets),
             int(state),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from ...model import (
     FallbackState,
@@ -13,6 +14,7 @@ from ...model import (
     SmsStatus,
     Statistics,
 )
+from .. import slots
 from ..base import STATISTICS_SLOT
 
 
@@ -59,87 +61,63 @@ def funnel(c: sqlite3.Connection, push: int) -> Funnel:
 
 
 def statistics(c: sqlite3.Connection, app_id: int, start: float, end: float) -> Statistics:
-    pushes, targets, pending = c.execute(
-        "SELECT count(*), coalesce(sum(target_count), 0), "
-        f"coalesce(sum(fallback_state = {int(FallbackState.PENDING)}), 0) "
-        "FROM pushes WHERE app_id=? AND accepted_at >= ? AND accepted_at < ?",
-        (app_id, start, end),
-    ).fetchone()
-    arrived, clicked = c.execute(
-        "SELECT count(coalesce(t.arrived_at, t.clicked_at)), count(t.clicked_at) FROM pushes p "
-        "JOIN targets t ON t.push = p.id WHERE p.app_id=? AND p.accepted_at >= ? AND p.accepted_at < ?",
-        (app_id, start, end),
-    ).fetchone()
-    by_status: dict[SmsStatus, int] = {}
-    fee = 0
-    for status, count, fees in c.execute(
-        "SELECT r.status, count(*), coalesce(sum(r.fee), 0) FROM pushes p JOIN sms_records r ON r.push = p.id "
-        "WHERE p.app_id=? AND p.accepted_at >= ? AND p.accepted_at < ? GROUP BY r.status",
-        (app_id, start, end),
-    ):
-        by_status[SmsStatus(status)] = count
-        fee += fees
-    return Statistics(
-        start_time=start,
-        end_time=end,
-        push_count=pushes,
-        target_count=targets,
-        arrived_count=arrived,
-        clicked_count=clicked,
-        sms_by_status=by_status,
-        sms_fee=fee,
-        pending_fallback_count=pending,
-    )
+    return slots.total(statistics_by_slot(c, app_id, start, end), start, end)
 
 
 def statistics_by_slot(c: sqlite3.Connection, app_id: int, start: float, end: float) -> list[Statistics]:
-    """The same sums as `statistics`, grouped by STATISTICS_SLOT-second slot of accepted_at."""
+    """Whole slots from the counters (push_stats, sms_stats), the range's ends scanned (slots.plan)."""
+    plan = slots.plan(start, end)
+    found: dict[int, slots.Sums] = {}
+
+    def of(k: int) -> slots.Sums:
+        return found.setdefault(k, slots.new_sums())
+
+    first, last = plan.counted
+    if first < last:
+        found = {
+            k: [pushes, targets, pending, arrived, clicked, {}, 0]
+            for k, pushes, targets, pending, arrived, clicked in c.execute(
+                "SELECT slot, pushes, targets, pending, arrived, clicked FROM push_stats "
+                "WHERE app_id=? AND slot >= ? AND slot < ?",
+                (app_id, first, last),
+            )
+        }
+        for k, status, records, fee in c.execute(
+            "SELECT slot, status, records, fee FROM sms_stats WHERE app_id=? AND slot >= ? AND slot < ? AND records != 0",
+            (app_id, first, last),
+        ):
+            slots.add_sms(of(k), status, records, fee)
+    for sign, ranges in ((1, plan.add), (-1, plan.subtract)):
+        for lo, hi in ranges:
+            _scan(c, app_id, lo, hi, of, sign)
+    return slots.statistics(found, start, end)
+
+
+def _scan(c: sqlite3.Connection, app_id: int, start: float, end: float, of: Callable[[int], slots.Sums],
+          sign: int) -> None:
+    """The pushes accepted in [start, end), by slot, read from the rows."""
     slot = f"CAST(p.accepted_at / {STATISTICS_SLOT} AS INTEGER)"
     where = "p.app_id=? AND p.accepted_at >= ? AND p.accepted_at < ?"
     args = (app_id, start, end)
-    slots: dict[int, dict] = {}
-
-    def of(k: int) -> dict:
-        return slots.setdefault(k, {"pushes": 0, "targets": 0, "pending": 0, "arrived": 0, "clicked": 0,
-                                    "by_status": {}, "fee": 0})
-
     for k, pushes, targets, pending in c.execute(
         f"SELECT {slot}, count(*), coalesce(sum(p.target_count), 0), "
         f"coalesce(sum(p.fallback_state = {int(FallbackState.PENDING)}), 0) "
         f"FROM pushes p WHERE {where} GROUP BY 1",
         args,
     ):
-        s = of(k)
-        s["pushes"], s["targets"], s["pending"] = pushes, targets, pending
+        slots.add_pushes(of(k), pushes, targets, pending, sign)
     for k, arrived, clicked in c.execute(
         f"SELECT {slot}, count(coalesce(t.arrived_at, t.clicked_at)), count(t.clicked_at) "
         f"FROM pushes p JOIN targets t ON t.push = p.id WHERE {where} GROUP BY 1",
         args,
     ):
-        s = of(k)
-        s["arrived"], s["clicked"] = arrived, clicked
+        slots.add_events(of(k), arrived, clicked, sign)
     for k, status, count, fees in c.execute(
         f"SELECT {slot}, r.status, count(*), coalesce(sum(r.fee), 0) "
         f"FROM pushes p JOIN sms_records r ON r.push = p.id WHERE {where} GROUP BY 1, 2",
         args,
     ):
-        s = of(k)
-        s["by_status"][SmsStatus(status)] = count
-        s["fee"] += fees
-    return [
-        Statistics(
-            start_time=max(start, k * STATISTICS_SLOT),
-            end_time=min(end, (k + 1) * STATISTICS_SLOT),
-            push_count=s["pushes"],
-            target_count=s["targets"],
-            arrived_count=s["arrived"],
-            clicked_count=s["clicked"],
-            sms_by_status=s["by_status"],
-            sms_fee=s["fee"],
-            pending_fallback_count=s["pending"],
-        )
-        for k, s in sorted(slots.items())
-    ]
+        slots.add_sms(of(k), status, count, fees, sign)
 
 
 def _like(text: str) -> str:
@@ -149,8 +127,10 @@ def _like(text: str) -> str:
 def list_pushes(
     c: sqlite3.Connection, app_id: int, query: str, before: tuple[float, int] | None, limit: int
 ) -> list[PushListItem]:
+    # The filter reads pushes_by_app_time (app_id, accepted_at, push_id, title) newest first and
+    # fetches a row only for what it keeps, so a search matching nothing reads the index only.
     sql = (
-        "SELECT id, push_id, json_extract(spec, '$.title'), accepted_at, target_count, fallback_state, "
+        "SELECT id, push_id, title, accepted_at, target_count, fallback_state, "
         "fallback_due_at FROM pushes WHERE app_id=?"
     )
     args: list[object] = [app_id]
@@ -158,11 +138,11 @@ def list_pushes(
         sql += " AND (accepted_at < ? OR (accepted_at = ? AND id < ?))"
         args += [before[0], before[0], before[1]]
     if query:
-        sql += " AND (push_id LIKE ? ESCAPE '\\' OR json_extract(spec, '$.title') LIKE ? ESCAPE '\\')"
+        sql += " AND (push_id LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\')"
         args += [_like(query) + "%", "%" + _like(query) + "%"]
     sql += " ORDER BY accepted_at DESC, id DESC LIMIT ?"
     args.append(limit)
     return [
-        PushListItem(r[0], r[1], r[2] or "", r[3], r[4], FallbackState(r[5]), r[6])
+        PushListItem(r[0], r[1], r[2], r[3], r[4], FallbackState(r[5]), r[6])
         for r in c.execute(sql, args)
     ]
