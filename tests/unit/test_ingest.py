@@ -99,7 +99,9 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others_marks(store: Store,
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pushreachd.model import EventIn, EventOutcome, EventType  # noqa: E402
+from pushreachd.store import slots as slot_sums  # noqa: E402
 from pushreachd.store.sqlite import events as sqlite_store  # noqa: E402
+from pushreachd.store.sqlite import stats as sqlite_stats  # noqa: E402
 
 _event = st.builds(
     EventIn,
@@ -116,9 +118,17 @@ def _apply(conn: sqlite3.Connection, app_id: int, messages: list[list[EventIn]],
         if set_based:
             outcomes.extend(sqlite_store._record_push_events(conn, app_id, events))
         else:  # the per-event statements, the reference
+            deltas: dict[int, list[int]] = {}
             for e in events:
-                row = conn.execute("SELECT id FROM pushes WHERE push_id=? AND app_id=?", (e.push_id, app_id)).fetchone()
-                outcomes.append(EventOutcome.UNKNOWN_PUSH if row is None else sqlite_store._record_push_event(conn, row[0], e))
+                row = conn.execute(
+                    "SELECT id, accepted_at FROM pushes WHERE push_id=? AND app_id=?", (e.push_id, app_id)
+                ).fetchone()
+                if row is None:
+                    outcomes.append(EventOutcome.UNKNOWN_PUSH)
+                else:
+                    slot = slot_sums.slot_of(row[1])
+                    outcomes.append(sqlite_store._record_push_event(conn, row[0], slot, e, deltas))
+            sqlite_stats.add_events(conn, app_id, deltas)
     return outcomes
 
 
@@ -144,7 +154,10 @@ def test_events_in_sets_answer_and_store_what_one_by_one_would(tmp_path_factory:
                 conn.execute("INSERT INTO targets (push, token, seq) VALUES (?,?,?)", (row, token, seq))
         outcomes = _apply(conn, 1, messages, set_based)
         stored = conn.execute("SELECT push, token, arrived_at, clicked_at FROM targets ORDER BY push, token").fetchall()
-        results.append((outcomes, stored))
+        counted = conn.execute(  # the console's counters agree with the rows either way
+            "SELECT app_id, slot, sum(arrived), sum(clicked) FROM push_stats GROUP BY app_id, slot ORDER BY 1, 2"
+        ).fetchall()
+        results.append((outcomes, stored, counted))
         conn.close()
     assert results[0] == results[1]
 
