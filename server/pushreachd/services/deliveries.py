@@ -109,7 +109,10 @@ class Deliveries:
                 groups.setdefault(channel, []).append(target)
         self._observe_unsent(outcomes)
         sent = await asyncio.gather(
-            *(self._send(app_id, channel, dataclasses.replace(delivery, targets=tuple(ts))) for channel, ts in groups.items())
+            *(
+                self._send(app_id, channel, dataclasses.replace(delivery, targets=tuple(ts)))
+                for channel, ts in groups.items()
+            )
         )
         complete = True
         for part in sent:
@@ -120,7 +123,8 @@ class Deliveries:
         if outcomes:
             delivered_at = self._clock.time() if complete and mark_delivered else None
             await self._store.record_outcomes(push, app_id, outcomes, delivered_at)
-        if self.early is not None and delivery.spec.sms_info is not None and delivery.spec.sms_info.early_on_push_failure:
+        info = delivery.spec.sms_info
+        if self.early is not None and info is not None and info.early_on_push_failure:
             if any(o.outcome.final_failure for o in outcomes):
                 try:
                     await self.early.fire_early(push)

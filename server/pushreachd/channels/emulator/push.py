@@ -97,7 +97,8 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         ca_file,
     ):
         print(json.dumps(where(http_url, apns_url, ca_file, sorted(receiver.secrets))), flush=True)
-        print(f"push emulator on {http_url} (vendors, FCM, webhooks) and {apns_url} (APNs)", file=sys.stderr, flush=True)
+        print(f"push emulator on {http_url} (vendors, FCM, webhooks) and {apns_url} (APNs)", file=sys.stderr,
+              flush=True)
         if args.seconds > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.seconds)
