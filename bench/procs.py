@@ -22,7 +22,10 @@ PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 # The per-app request budget (2,000 req/s by default) is switched off: the benchmarks measure
 # what the service can take, not the budget an operator chose.
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PUSHREACH_LOG_LEVEL": "WARNING", "PUSHREACH_APP_RATE_LIMIT": "0"}
+# This checkout's server and client come first on the path, so that a worktree benchmarks its
+# own code, not the editable install's.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("", "server", "clients/python")),
+       "PUSHREACH_LOG_LEVEL": "WARNING", "PUSHREACH_APP_RATE_LIMIT": "0"}
 
 
 def free_port() -> int:
