@@ -63,6 +63,11 @@ def routes(conn: sqlite3.Connection, app_id: int, tokens: list[str]) -> dict[str
     return found
 
 
+def routes_many(conn: sqlite3.Connection, asked: list[tuple[int, list[str]]]) -> list[dict[str, Route]]:
+    """`routes` for each (app, tokens) asked, in order."""
+    return [routes(conn, app_id, tokens) for app_id, tokens in asked]
+
+
 def record_outcomes(conn: sqlite3.Connection, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
     """Each target's outcome, once (a redelivery never overwrites an answer); tokens the
     channel called invalid are marked on their device, which later pushes then skip."""
