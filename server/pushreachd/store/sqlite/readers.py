@@ -91,7 +91,7 @@ class ReaderPool:
 
         try:
             trip = asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._conn(), group.args))
-        except BaseException as exc:  # the pool is shut down: nobody may wait forever
+        except RuntimeError as exc:  # the pool is shut down: nobody may wait forever
             self._busy.discard(name)
             group.future.set_exception(exc)
             return
