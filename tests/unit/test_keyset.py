@@ -24,7 +24,7 @@ def test_keyset_is_a_set(slack: int, ops: list[tuple[str, int]], ascending: list
             ref.add(key)
         for op, key in ops:
             if op == "add":
-                ks.add(key)
+                assert ks.add(key) == (key not in ref)
                 ref.add(key)
             elif op == "discard":
                 assert ks.discard(key) == (key in ref)

@@ -53,25 +53,29 @@ class KeySet:
             return self._alive[i] == 1
         return key in self._extra
 
-    def add(self, key: int) -> None:
+    def add(self, key: int) -> bool:
+        """Add `key`; True if it was not in the set."""
         keys = self._keys
         if not keys or key > keys[-1]:  # the usual case: a larger id than any so far
             keys.append(key)
             self._alive.append(1)
             self._len += 1
-            return
+            return True
         i = self._find(key)
         if i >= 0:
-            if not self._alive[i]:
-                self._alive[i] = 1
-                self._dead -= 1
-                self._len += 1
-            return
-        if key not in self._extra:
-            self._extra.add(key)
+            if self._alive[i]:
+                return False
+            self._alive[i] = 1
+            self._dead -= 1
             self._len += 1
-            if len(self._extra) > len(keys) // 8 + _SLACK:
-                self._rebuild()
+            return True
+        if key in self._extra:
+            return False
+        self._extra.add(key)
+        self._len += 1
+        if len(self._extra) > len(keys) // 8 + _SLACK:
+            self._rebuild()
+        return True
 
     def discard(self, key: int) -> bool:
         """Remove `key`; True if it was in the set."""

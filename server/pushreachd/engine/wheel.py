@@ -77,12 +77,12 @@ class TimingWheel:
     def add(self, deadline_ms: int, key: int) -> None:
         """Schedule `key` (an int64) at `deadline_ms`, replacing its previous deadline."""
         t = -(-deadline_ms // self._tick_ms)
-        replaced = key in self._live or key in self._moved
+        was_live = not self._live.add(key)
+        replaced = was_live or key in self._moved
         if replaced:
-            if self._moved.get(key) == t and key in self._live:
+            if was_live and self._moved.get(key) == t:
                 return  # same tick: the existing copy already stands for it
             self._moved[key] = t  # every older copy with another tick is now stale
-        self._live.add(key)
         self._place(key, t)
         if replaced:
             self._maybe_compact()
