@@ -35,8 +35,9 @@ class TimingWheel:
 
     Memory (1M pending must fit well under 100 MB, so no per-entry objects): the live keys in a
     `KeySet` (about 9 bytes a key, see keyset.py), and slots that are flat int64 arrays of
-    (key, tick) pairs, so a pending entry costs about 25 bytes, whatever its deadline. Removal is lazy: `cancel` only drops
-    the key from the set and a re-add leaves the old copy behind. `_moved` records the current
+    (key, tick) pairs, so a pending entry costs about 25 bytes, whatever its deadline.
+    Removal is lazy: `cancel` only drops the key from the set and a re-add leaves the old copy
+    behind. `_moved` records the current
     tick of keys that were cancelled or re-added (-1: not pending), which is how a copy is
     recognised as stale; a key absent from `_moved` has no stale copy.
     `_maybe_compact` drops stale copies and clears `_moved` once they outnumber live keys.
