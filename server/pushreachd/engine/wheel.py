@@ -37,9 +37,9 @@ class TimingWheel:
     `KeySet` (about 9 bytes a key, see keyset.py), and slots that are flat int64 arrays of
     (key, tick) pairs, so a pending entry costs about 25 bytes, whatever its deadline.
     Removal is lazy: `cancel` only drops the key from the set and a re-add leaves the old copy
-    behind. `_moved` records the current
-    tick of keys that were cancelled or re-added (-1: not pending), which is how a copy is
-    recognised as stale; a key absent from `_moved` has no stale copy.
+    behind. `_moved` records the current tick of keys that were cancelled or re-added (-1: not
+    pending), which is how a copy is recognised as stale; a key absent from `_moved` has no
+    stale copy.
     `_maybe_compact` drops stale copies and clears `_moved` once they outnumber live keys.
 
     Invariants (tested against a heap-based reference in tests/unit/test_wheel.py):
