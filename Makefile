@@ -61,7 +61,7 @@ protos: $(VENV)/.installed node_modules/.installed $(TS)/node_modules/.installed
 	$(BIN)/python scripts/gen_protos.py
 
 ## bench: run the benchmarks in bench/ and print their figures
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(CONSOLE_BUILT)  # the console row loads the built pages
 	$(BIN)/python -m bench
 
 clean:

@@ -12,6 +12,8 @@ import asyncio
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -103,6 +105,40 @@ async def _unary_events(target: str, md: tuple, pairs: list[tuple[str, str]], *,
         return await closed_loop(call, concurrency=concurrency, count=len(requests) - 50, seconds=seconds)
 
 
+class _CpuUsed:
+    seconds: float = 0.0
+
+    def per_call_us(self, calls: int) -> float:
+        return self.seconds / max(1, calls) * 1e6
+
+
+@contextmanager
+def _server_cpu(pid: int) -> Iterator[_CpuUsed]:
+    """Server CPU (all threads, user + system) used inside the block. Unlike req/s, it does not
+    move with what else runs on the machine, so it tells two versions apart on a shared box."""
+    used = _CpuUsed()
+    t0 = procs.cpu_seconds(pid)
+    try:
+        yield used
+    finally:
+        used.seconds = procs.cpu_seconds(pid) - t0
+
+
+def _cpu_extra(cpu: dict[str, list[float]]) -> dict[str, object]:
+    """Server CPU per call of every round (includes the warm-up's 50 calls: <1 % of a round)."""
+    return {"server_cpu_us_per_call": min(cpu["pushreach"]), "noop_cpu_us_per_call": min(cpu["noop"]),
+            "server_cpu_us_rounds": [round(x) for x in cpu["pushreach"]],
+            "noop_cpu_us_rounds": [round(x) for x in cpu["noop"]]}
+
+
+def _cpu_figure(bench: str, metric: str, cpu: dict[str, list[float]]) -> Figure:
+    """Server CPU per call beside the req/s row: the lowest round of each server."""
+    return Figure(bench, metric, min(cpu["pushreach"]), "µs CPU/call", baseline="no-op server, same calls",
+                  baseline_value=min(cpu["noop"]), target="- (for the req/s row above)",
+                  extra={"server_cpu_us_rounds": [round(x) for x in cpu["pushreach"]],
+                         "noop_cpu_us_rounds": [round(x) for x in cpu["noop"]]})
+
+
 def _copy_store(db: Path, to: Path) -> None:
     """An online copy of the running server's SQLite store (the backup API, WAL included)."""
     src, dst = sqlite3.connect(db), sqlite3.connect(to)
@@ -113,9 +149,10 @@ def _copy_store(db: Path, to: Path) -> None:
         dst.close()
 
 
-async def _store_ceiling(db: Path, messages: list[event_pb2.ReportEventsRequest], *, streams: int) -> tuple[int, float]:
+async def _store_ceiling(db: Path, messages: list[event_pb2.ReportEventsRequest], *, streams: int) -> tuple[int, float, float]:
     """Record `messages` through SqliteStore.record_events (one call per message, `streams`
-    callers at once, as the server's stream handlers do): events and seconds taken."""
+    callers at once, as the server's stream handlers do): events, seconds taken and CPU seconds
+    used (this process does nothing else meanwhile)."""
     store = SqliteStore(str(db))
     await store.open()
     try:
@@ -125,7 +162,7 @@ async def _store_ceiling(db: Path, messages: list[event_pb2.ReportEventsRequest]
             for m in messages
         ]
         queue = iter(batches)
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
 
         async def caller() -> int:
             n = 0
@@ -135,7 +172,7 @@ async def _store_ceiling(db: Path, messages: list[event_pb2.ReportEventsRequest]
             return n
 
         counts = await asyncio.gather(*(caller() for _ in range(streams)))
-        return sum(counts), time.perf_counter() - started
+        return sum(counts), time.perf_counter() - started, time.process_time() - cpu0
     finally:
         await store.close()
 
@@ -148,15 +185,18 @@ def run(cfg: Config, which: set[str]) -> list[Figure]:
         db = Path(tmp) / "ingest.db"
         access_id, secret = procs.create_app(db)
         md = basic(access_id, secret)
-        with procs.pushreach(db) as (target, server), procs.noop_server() as (noop, _):
+        with procs.pushreach(db) as (target, server), procs.noop_server() as (noop, noop_proc):
             # -- push ingest ---------------------------------------------------------------
             if "push" in which:
                 count, seconds, conc = (3000, 8.0, 64) if q else (15000, 20.0, 64)
                 best = {"pushreach": Run(), "noop": Run()}
+                cpu = {"pushreach": [], "noop": []}  # server CPU µs per call, every round
                 for r in range(rounds):
-                    for name, tgt in (("noop", noop), ("pushreach", target)):
-                        res, _ = asyncio.run(_push_run(tgt, md, tokens_per_push=1, concurrency=conc,
-                                                       count=count, seconds=seconds, offset=r * count))
+                    for name, tgt, pid in (("noop", noop, noop_proc.pid), ("pushreach", target, server.pid)):
+                        with _server_cpu(pid) as used:
+                            res, _ = asyncio.run(_push_run(tgt, md, tokens_per_push=1, concurrency=conc,
+                                                           count=count, seconds=seconds, offset=r * count))
+                        cpu[name].append(used.per_call_us(res.calls))
                         if res.rate > best[name].rate:
                             best[name] = res
                 p, n = best["pushreach"], best["noop"]
@@ -166,8 +206,10 @@ def run(cfg: Config, which: set[str]) -> list[Figure]:
                     target=">= 0.8 x no-op", met=p.rate >= 0.8 * n.rate,
                     extra={"concurrency": conc, "calls": p.calls, "errors": p.errors, "first_error": p.first_error,
                            "p50_ms": p.pct(50) * 1e3, "p99_ms": p.pct(99) * 1e3,
-                           "noop_p50_ms": n.pct(50) * 1e3, "noop_p99_ms": n.pct(99) * 1e3},
+                           "noop_p50_ms": n.pct(50) * 1e3, "noop_p99_ms": n.pct(99) * 1e3,
+                           **_cpu_extra(cpu)},
                 ))
+                figures.append(_cpu_figure("push ingest", "server CPU per single-target Push", cpu))
             # -- fan-out (also makes the pushes the events below are about) ------------------
             push_ids: list[str] = []
             if "fanout" in which or "events" in which:
@@ -198,8 +240,10 @@ def run(cfg: Config, which: set[str]) -> list[Figure]:
                 # on a copy of the store taken now (so they are fresh arrivals there too).
                 ceiling_db = Path(tmp) / "ceiling.db"
                 _copy_store(db, ceiling_db)
-                p, p_sent, p_accepted = asyncio.run(_stream_run(target, md, messages, streams=4, per_stream=per_stream, seconds=seconds))
-                c_sent, c_seconds = asyncio.run(_store_ceiling(ceiling_db, messages, streams=4))
+                with _server_cpu(server.pid) as used:
+                    p, p_sent, p_accepted = asyncio.run(_stream_run(target, md, messages, streams=4,
+                                                                    per_stream=per_stream, seconds=seconds))
+                c_sent, c_seconds, c_cpu = asyncio.run(_store_ceiling(ceiling_db, messages, streams=4))
                 p_rate, c_rate = p_sent / p.elapsed, c_sent / c_seconds
                 figures.append(Figure(
                     "event ingest", "ReportEvents stream, 500 events/message, durable", p_rate, "events/s",
@@ -209,14 +253,22 @@ def run(cfg: Config, which: set[str]) -> list[Figure]:
                     extra={"events": p_sent, "accepted": p_accepted, "streams": 4, "errors": p.errors,
                            "first_error": p.first_error},
                 ))
+                figures.append(Figure(
+                    "event ingest", "server CPU per streamed event", used.per_call_us(p_sent), "µs CPU/event",
+                    baseline="the store's ceiling: CPU per event, no gRPC", baseline_value=c_cpu / max(1, c_sent) * 1e6,
+                    target="- (for the events/s row above)",
+                ))
                 n_unary = min(len(pairs), 5000 if q else 15000)
                 conc = 64
                 best = {"pushreach": Run(), "noop": Run()}
+                cpu = {"pushreach": [], "noop": []}
                 for r in range(rounds):
-                    for name, tgt in (("noop", noop), ("pushreach", target)):
+                    for name, tgt, pid in (("noop", noop, noop_proc.pid), ("pushreach", target, server.pid)):
                         lo = (r * n_unary) % max(1, len(pairs) - n_unary)  # fresh pairs each round
-                        res = asyncio.run(_unary_events(tgt, md, pairs[lo:lo + n_unary], concurrency=conc,
-                                                        seconds=8.0 if q else 20.0))
+                        with _server_cpu(pid) as used:
+                            res = asyncio.run(_unary_events(tgt, md, pairs[lo:lo + n_unary], concurrency=conc,
+                                                            seconds=8.0 if q else 20.0))
+                        cpu[name].append(used.per_call_us(res.calls))
                         if res.rate > best[name].rate:
                             best[name] = res
                 p, n = best["pushreach"], best["noop"]
@@ -225,6 +277,7 @@ def run(cfg: Config, which: set[str]) -> list[Figure]:
                     baseline="no-op unary, same client", baseline_value=n.rate,
                     target=">= 0.8 x no-op", met=p.rate >= 0.8 * n.rate,
                     extra={"concurrency": conc, "calls": p.calls, "errors": p.errors, "first_error": p.first_error,
-                           "p50_ms": p.pct(50) * 1e3, "p99_ms": p.pct(99) * 1e3},
+                           "p50_ms": p.pct(50) * 1e3, "p99_ms": p.pct(99) * 1e3, **_cpu_extra(cpu)},
                 ))
+                figures.append(_cpu_figure("event ingest", "server CPU per unary ReportEvent", cpu))
     return figures

@@ -48,7 +48,6 @@ from .sms.sender import SmsSender
 from .sms.tencent import TencentSmsProvider
 from .store import is_postgres_url, make_store
 from .store.instance_lock import InstanceLock
-from .store.postgres import PostgresStore
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -220,7 +219,11 @@ class Service:
         # left reach this wheel too; health follows the database connection.
         self.watcher: DueWatcher | None = None
         self._watcher_task: asyncio.Task[None] | None = None
-        if isinstance(self.store, PostgresStore):
+        if is_postgres_url(settings.db):
+            # Imported only here: the PostgreSQL driver is ~17 MB of an SQLite server's RSS.
+            from .store.postgres import PostgresStore
+
+            assert isinstance(self.store, PostgresStore)
             self.watcher = DueWatcher(self.store, self.scheduler, self.clock, takeover=settings.tick_ms / 1000 * 5)
             self.store.database.on_health = self._database_health
         self.port = 0

@@ -190,3 +190,13 @@ async def test_any_text_is_refused_without_a_crash(env, text: str) -> None:  # t
         await receipts.verify(text)
 
 
+
+
+def test_receipts_minted_together_are_the_ones_minted_one_by_one() -> None:
+    from pushreachd.services.receipts import ReceiptClaims, encode_receipt, encode_receipts
+
+    key = bytes(range(32))
+    tokens = ["tok-1", "ab" * 32, "é-token", ""]
+    together = encode_receipts(key, 7, 300, "0123456789abcdef0123", tokens, 1_750_000_000.5)
+    alone = [encode_receipt(key, ReceiptClaims(7, 300, "0123456789abcdef0123", t, 1_750_000_000.5)) for t in tokens]
+    assert together == alone and len(set(together)) == len(tokens)

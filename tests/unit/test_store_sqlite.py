@@ -144,3 +144,49 @@ async def test_cancelling_the_writer_ends_it_and_cancels_its_waiters(tmp_path) -
     await asyncio.wait_for(asyncio.gather(writer, return_exceptions=True), timeout=5)
     assert writer.cancelled()
     assert waiter.cancelled()
+
+
+# -- joined reads -----------------------------------------------------------------------------------
+
+
+async def test_routes_asked_at_once_share_one_trip_and_each_caller_gets_its_own(store: SqliteStore) -> None:
+    from pushreachd.model import Channel, Route
+
+    app = await store.create_app("AID1", "a", "verifier", NOW)
+    other = await store.create_app("AID2", "b", "verifier", NOW)
+    await store.register_device(app.id, "tok-a", Channel.FCM, "", NOW)
+    await store.register_device(other.id, "tok-a", Channel.APNS, "", NOW)
+    trips: list[int] = []
+    real = store._readers._pool.submit
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        trips.append(1)
+        return real(*args, **kwargs)
+
+    store._readers._pool.submit = counted  # type: ignore[method-assign]
+    got = await asyncio.gather(*(
+        store.device_routes(a.id, toks) for a, toks in [(app, ["tok-a"]), (other, ["tok-a", "tok-b"]), (app, ["tok-b"])] * 10
+    ))
+    assert got == [{"tok-a": Route(Channel.FCM, False)}, {"tok-a": Route(Channel.APNS, False)}, {}] * 10
+    assert len(trips) == 1
+    assert await store.device_routes(app.id, ["tok-a"]) == {"tok-a": Route(Channel.FCM, False)}  # alone
+    assert len(trips) == 2
+
+
+async def test_a_joined_read_that_fails_fails_its_callers_and_the_next_trip_still_runs(store: SqliteStore) -> None:
+    def broken(conn: sqlite3.Connection, args: list[int]) -> list[int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    results = await asyncio.gather(*(store._readers.join("x", i, broken) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    doubled = await asyncio.gather(*(store._readers.join("x", i, lambda c, a: [2 * x for x in a]) for i in range(3)))
+    assert doubled == [0, 2, 4]
+
+
+async def test_a_cancelled_caller_of_a_joined_read_leaves_the_others_their_answer(store: SqliteStore) -> None:
+    slow = [store._readers.join("y", i, lambda c, a: [x + 1 for x in a]) for i in range(3)]
+    tasks = [asyncio.ensure_future(s) for s in slow]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0] == 1 and results[2] == 3 and isinstance(results[1], asyncio.CancelledError)

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from .. import heap
 from ..clock import Clock
 from ..errors import Unavailable
 from ..model import RateLimitPolicy, SmsStatus
@@ -187,6 +188,8 @@ class Scheduler:
                 self._timer.add(due_at, push)
             armed += len(page)
             if len(page) < self._live_page:
+                # The pages' rows are freed, but glibc keeps their memory mapped: give it back.
+                heap.trim()
                 return armed
             after = page[-1][0]
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import heapq
 from array import array
 
+from .keyset import KeySet
+
 
 class TimingWheel:
     """Hierarchical timing wheel (Kafka TimingWheel / Linux timer.c style) over int keys.
@@ -31,12 +33,13 @@ class TimingWheel:
     in a small heap by start tick (at most levels * wheel_size of them), so `advance` over a
     jump of days visits only non-empty slots instead of every tick in between.
 
-    Memory (1M pending must fit well under 100 MB, so no per-entry objects): a set of live
-    keys, and slots that are flat int64 arrays of (key, tick) pairs, so a pending entry costs
-    one set slot plus 16 bytes, whatever its deadline. Removal is lazy: `cancel` only drops
-    the key from the set and a re-add leaves the old copy behind. `_moved` records the current
-    tick of keys that were cancelled or re-added (-1: not pending), which is how a copy is
-    recognised as stale; a key absent from `_moved` has no stale copy.
+    Memory (1M pending must fit well under 100 MB, so no per-entry objects): the live keys in a
+    `KeySet` (about 9 bytes a key, see keyset.py), and slots that are flat int64 arrays of
+    (key, tick) pairs, so a pending entry costs about 25 bytes, whatever its deadline.
+    Removal is lazy: `cancel` only drops the key from the set and a re-add leaves the old copy
+    behind. `_moved` records the current tick of keys that were cancelled or re-added (-1: not
+    pending), which is how a copy is recognised as stale; a key absent from `_moved` has no
+    stale copy.
     `_maybe_compact` drops stale copies and clears `_moved` once they outnumber live keys.
 
     Invariants (tested against a heap-based reference in tests/unit/test_wheel.py):
@@ -57,7 +60,7 @@ class TimingWheel:
         self._tick_ms = tick_ms
         self._size = wheel_size
         self._tick = start_ms // tick_ms  # every slot starting at or before this tick is done
-        self._live: set[int] = set()
+        self._live = KeySet()
         self._moved: dict[int, int] = {}  # key -> current tick (-1 once cancelled)
         self._due_now = _pairs()  # copies whose tick was already reached when placed
         self._widths: list[int] = []  # level n: slot width in ticks (wheel_size ** n)
@@ -75,21 +78,20 @@ class TimingWheel:
     def add(self, deadline_ms: int, key: int) -> None:
         """Schedule `key` (an int64) at `deadline_ms`, replacing its previous deadline."""
         t = -(-deadline_ms // self._tick_ms)
-        replaced = key in self._live or key in self._moved
+        was_live = not self._live.add(key)
+        replaced = was_live or key in self._moved
         if replaced:
-            if self._moved.get(key) == t and key in self._live:
+            if was_live and self._moved.get(key) == t:
                 return  # same tick: the existing copy already stands for it
             self._moved[key] = t  # every older copy with another tick is now stale
-        self._live.add(key)
         self._place(key, t)
         if replaced:
             self._maybe_compact()
 
     def cancel(self, key: int) -> bool:
         """Forget `key`; True if it was pending. Its slot copy is dropped lazily."""
-        if key not in self._live:
+        if not self._live.discard(key):
             return False
-        self._live.remove(key)
         self._moved[key] = -1
         self._maybe_compact()
         return True
@@ -105,14 +107,14 @@ class TimingWheel:
     def advance(self, now_ms: int) -> list[int]:
         """Move time to `now_ms` and return (and remove) every key due by then, each once."""
         target = now_ms // self._tick_ms
-        live, moved = self._live, self._moved
+        moved = self._moved
         expired: list[int] = []
         if self._due_now:
             pairs, self._due_now = self._due_now, _pairs()
             self._copies -= len(pairs) // 2
             it = iter(pairs)
             for key, t in zip(it, it):
-                if key in live and moved.get(key, t) == t:
+                if moved.get(key, t) == t:
                     self._fire(key, expired)
         heap = self._heap
         while heap and heap[0][0] <= target:
@@ -127,8 +129,8 @@ class TimingWheel:
             self._tick = start
             it = iter(pairs)
             for key, t in zip(it, it):
-                if key not in live or moved.get(key, t) != t:
-                    continue  # cancelled, already fired, or re-added with another tick
+                if moved.get(key, t) != t:
+                    continue  # cancelled, or re-added with another tick
                 if t == start:
                     self._fire(key, expired)
                 else:
@@ -139,9 +141,11 @@ class TimingWheel:
 
     def _fire(self, key: int, expired: list[int]) -> None:
         # Copies of one add all carry the same tick and so all come due in this same
-        # advance: once the key has left `live`, the others are skipped, never re-fired.
-        self._live.remove(key)
-        expired.append(key)
+        # advance: the first takes the key out of `live`, the others find it gone and are
+        # skipped, never re-fired. (So `advance` looks a key up once, when it fires: a copy
+        # whose key is not in `_moved` is neither cancelled nor stale.)
+        if self._live.discard(key):
+            expired.append(key)
 
     def _place(self, key: int, t: int) -> None:
         self._copies += 1

@@ -108,12 +108,14 @@ class Deliveries:
             else:
                 groups.setdefault(channel, []).append(target)
         self._observe_unsent(outcomes)
-        sent = await asyncio.gather(
-            *(
-                self._send(app_id, channel, dataclasses.replace(delivery, targets=tuple(ts)))
-                for channel, ts in groups.items()
+        if len(groups) == 1:  # the usual case: no task and no gather for one channel
+            ((channel, ts),) = groups.items()
+            sent = [await self._send(app_id, channel, dataclasses.replace(delivery, targets=tuple(ts)))]
+        else:
+            sent = await asyncio.gather(
+                *(self._send(app_id, channel, dataclasses.replace(delivery, targets=tuple(ts)))
+                  for channel, ts in groups.items())
             )
-        )
         complete = True
         for part in sent:
             if part is None:

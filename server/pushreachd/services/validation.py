@@ -132,13 +132,16 @@ def check_token(v: Violations, path: str, token: str) -> None:
         v.add(path, "printable ASCII without spaces only")
 
 
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # below 0x20, except tab, LF and CR
+
+
 def check_text(v: Violations, path: str, text: str, max_len: int, *, required: bool = True) -> None:
     if not text.strip():
         if required:
             v.add(path, "required")
     elif len(text) > max_len:
         v.add(path, f"at most {max_len} characters")
-    elif any(ord(ch) < 0x20 and ch not in "\t\n\r" for ch in text):
+    elif _TEXT_CONTROL.search(text):
         v.add(path, "control characters are not allowed")
 
 

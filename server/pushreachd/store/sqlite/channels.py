@@ -63,15 +63,22 @@ def routes(conn: sqlite3.Connection, app_id: int, tokens: list[str]) -> dict[str
     return found
 
 
-def record_outcomes(conn: sqlite3.Connection, push: int, app_id: int, outcomes: list[TargetOutcome]) -> None:
-    """Each target's outcome, once (a redelivery never overwrites an answer); tokens the
-    channel called invalid are marked on their device, which later pushes then skip."""
+def routes_many(conn: sqlite3.Connection, asked: list[tuple[int, list[str]]]) -> list[dict[str, Route]]:
+    """`routes` for each (app, tokens) asked, in order."""
+    return [routes(conn, app_id, tokens) for app_id, tokens in asked]
+
+
+def record_many(conn: sqlite3.Connection, rows: list[tuple[int, int, list[TargetOutcome], float | None]]) -> None:
+    """Several deliveries' outcomes (push, app, outcomes, delivered_at or None), one write:
+    each target's outcome once (a redelivery never overwrites an answer: the first wins), one
+    statement for all of them; tokens the channel called invalid are marked on their device,
+    which later pushes then skip."""
     conn.executemany(
         "UPDATE targets SET channel=?, outcome=?, outcome_code=?, outcome_at=? WHERE push=? AND token=? "
         "AND outcome IS NULL",
-        [(int(o.channel), int(o.outcome), o.code, o.at, push, o.token) for o in outcomes],
+        [(int(o.channel), int(o.outcome), o.code, o.at, push, o.token) for push, _, outcomes, _ in rows for o in outcomes],
     )
-    invalid = [o for o in outcomes if o.outcome is PushOutcome.INVALID_TOKEN]
+    invalid = [(app_id, o) for _, app_id, outcomes, _ in rows for o in outcomes if o.outcome is PushOutcome.INVALID_TOKEN]
     if invalid:
         # Only while the device is still on the channel that answered: a device registered
         # again meanwhile (a fresh token, another channel) stays valid.
@@ -80,14 +87,8 @@ def record_outcomes(conn: sqlite3.Connection, push: int, app_id: int, outcomes: 
             "VALUES (?,?,?,?,?,?) ON CONFLICT (app_id, token) DO UPDATE SET invalid_at=excluded.invalid_at, "
             "invalid_reason=excluded.invalid_reason, updated_at=excluded.updated_at "
             "WHERE coalesce(devices.channel, excluded.channel) = excluded.channel AND devices.updated_at <= excluded.updated_at",
-            [(app_id, o.token, o.at, int(o.channel), o.at, o.code) for o in invalid],
+            [(app_id, o.token, o.at, int(o.channel), o.at, o.code) for app_id, o in invalid],
         )
-
-
-def record_many(conn: sqlite3.Connection, rows: list[tuple[int, int, list[TargetOutcome], float | None]]) -> None:
-    """Several deliveries' outcomes (push, app, outcomes, delivered_at or None), one write."""
-    for push, app_id, outcomes, _ in rows:
-        record_outcomes(conn, push, app_id, outcomes)
     pushes.mark_delivered(conn, [(at, push) for push, _, _, at in rows if at is not None])
 
 

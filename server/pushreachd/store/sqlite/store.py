@@ -150,7 +150,8 @@ class SqliteStore:
         return await self._write(lambda c: devices.change(c, app_id, token, now, how))
 
     async def device_routes(self, app_id: int, tokens: list[str]) -> dict[str, Route]:
-        return await self._read(lambda c: channels.routes(c, app_id, tokens))
+        # Every push reads its targets' routes: pushes accepted at once share one trip.
+        return await self._readers.join("routes", (app_id, tokens), channels.routes_many)
 
     async def record_outcomes(
         self, push: int, app_id: int, outcomes: list[TargetOutcome], delivered_at: float | None = None
