@@ -16,6 +16,7 @@ from ..model import (
     Statistics,
     StatisticsInterval,
 )
+from ..store import slots as slot_sums
 from ..store.base import Store
 from .pagination import decode_token, encode_token
 from .validation import Violations, page_size, validate_phone
@@ -100,7 +101,7 @@ class ReportingService:
             j = i
             while j < len(slots) and slots[j].start_time < hi:
                 j += 1
-            acc = _sum(lo, hi, slots[i:j])  # a month of hours is 2,880 slots: no object per step
+            acc = slot_sums.total(slots[i:j], lo, hi)  # a month of hours is 2,880 slots: no object per step
             i = j
             buckets.append(acc)
             total = _add(total, acc)
@@ -162,24 +163,6 @@ def _bucket_edges(start: float, end: float, interval: StatisticsInterval, zone: 
             edges.append(t)
     edges.append(end)
     return edges
-
-
-def _sum(start: float, end: float, slots: list[Statistics]) -> Statistics:
-    by: dict[SmsStatus, int] = {}
-    for s in slots:
-        for status, n in s.sms_by_status.items():
-            by[status] = by.get(status, 0) + n
-    return Statistics(
-        start_time=start,
-        end_time=end,
-        push_count=sum(s.push_count for s in slots),
-        target_count=sum(s.target_count for s in slots),
-        arrived_count=sum(s.arrived_count for s in slots),
-        clicked_count=sum(s.clicked_count for s in slots),
-        sms_by_status=by,
-        sms_fee=sum(s.sms_fee for s in slots),
-        pending_fallback_count=sum(s.pending_fallback_count for s in slots),
-    )
 
 
 def _add(a: Statistics, b: Statistics) -> Statistics:
