@@ -32,6 +32,14 @@ class FakeClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
         await fut
 
+    async def sleeping(self, timeout: float = 10.0) -> None:
+        """Wait (bounded, in real time) until some task sleeps on this clock: the point where
+        advancing it wakes that task rather than running past work still under way."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not any(not fut.done() for _, _, fut in self._sleepers):
+            assert asyncio.get_running_loop().time() < deadline, "nothing went to sleep on the fake clock"
+            await asyncio.sleep(0.005)
+
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking sleepers in deadline order, and let them run."""
         target = self._now + seconds

@@ -188,13 +188,15 @@ def _resolver(store: PostgresStore, handed: list[str], arming: _Arming, clock: F
 
 
 async def test_a_broadcast_is_resolved_by_the_instance_holding_it_and_freed_when_it_stops(pg: str) -> None:
-    a, b = PostgresStore(pg, owner="a", lease_seconds=0.3), PostgresStore(pg, owner="b", lease_seconds=0.3)
+    # Leases of 1.5 s, renewed every 0.5 s: long enough that a loaded machine's late renewal
+    # does not let the lease lapse (0.3 s did, under CI's load).
+    a, b = PostgresStore(pg, owner="a", lease_seconds=1.5), PostgresStore(pg, owner="b", lease_seconds=1.5)
     await a.open()
     await b.open()
     try:
         app = await app_of(a)
         row = await add_broadcast(a, app, "b1")
-        await asyncio.sleep(0.5)  # longer than a lease: a renews it
+        await asyncio.sleep(2.0)  # longer than a lease: a renews it
         assert await b.open_broadcasts() == []
         with pytest.raises(FailedPrecondition):
             await b.store_broadcast_page(row, "", ["t1"], "t1")
@@ -206,7 +208,7 @@ async def test_a_broadcast_is_resolved_by_the_instance_holding_it_and_freed_when
         assert taken.push == row and _sql(pg, "SELECT owner FROM broadcasts") == [("b",)]
         # b crashes (its lease is not renewed any more, and runs out): a new instance takes over.
         b._resolving.clear()
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(2.0)
         c = PostgresStore(pg, owner="c")
         await c.open()
         try:
