@@ -25,9 +25,9 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
 from pushreachd.channels import apns
 from pushreachd.channels.base import Backoff, PushDelivery, TargetPayload
+from pushreachd.channels.vendor import trust
 from pushreachd.clock import SystemClock
 from pushreachd.model import AudienceType, PushOutcome, PushSpec
 
@@ -112,7 +112,7 @@ async def _run(cfg: Config, url: str, ca_file: str, key_pem: str) -> list[Figure
     tokens = [f"{i:064x}" for i in range(max(n, BIG_PUSH))]
     clock = SystemClock()
     creds = {"key_id": KID, "team_id": TEAM, "topic": TOPIC, "private_key": key_pem}
-    verify = apns.ssl_context(ca_file)
+    verify = trust(ca_file)
     channel = apns.ApnsChannel(creds, clock=clock, endpoint=url, verify=verify, backoff=Backoff(attempts=0))
     bare = httpx.AsyncClient(http1=False, http2=True, verify=verify, timeout=30.0)
     bearer = jwt.encode({"iss": TEAM, "iat": int(clock.time())}, key_pem, algorithm="ES256", headers={"kid": KID})

@@ -14,6 +14,7 @@ from pushreachd.channels import apns
 from pushreachd.channels.base import Backoff, PushDelivery, TargetPayload
 from pushreachd.channels.emulator.apns import ApnsEmulatorState, running, sandbox_url
 from pushreachd.channels.registry import ChannelContext
+from pushreachd.channels.vendor import trust
 from pushreachd.model import AudienceType, Channel, Environment, MessageType, PushOutcome, PushSpec, VendorOptions
 
 from tests.fakes import FakeClock
@@ -60,7 +61,7 @@ def open_channel(emu, **kw) -> apns.ApnsChannel:  # type: ignore[no-untyped-def]
     _, url, ca_file, clock = emu
     creds = {**CREDS, **kw.pop("creds", {})}
     return apns.ApnsChannel(creds, clock=clock, endpoint=url, sandbox_endpoint=sandbox_url(url),
-                            verify=apns.ssl_context(ca_file), backoff=kw.pop("backoff", NO_WAIT), **kw)
+                            verify=trust(ca_file), backoff=kw.pop("backoff", NO_WAIT), **kw)
 
 
 async def test_accepted_with_apns_id_exact_headers_and_payload(emulator) -> None:  # type: ignore[no-untyped-def]
@@ -351,7 +352,7 @@ async def test_emulator_refuses_oversize_payload_itself(emulator) -> None:  # ty
 
     bearer = jwt.encode({"iss": TEAM, "iat": int(clock.time())}, KEY, algorithm="ES256", headers={"kid": KID})
     body = json.dumps({"aps": {"alert": "x" * 5000}}).encode()
-    async with httpx.AsyncClient(http1=False, http2=True, verify=apns.ssl_context(ca_file)) as client:
+    async with httpx.AsyncClient(http1=False, http2=True, verify=trust(ca_file)) as client:
         response = await client.post(f"{url}/3/device/{tok(1)}", content=body,
                                      headers={"authorization": f"bearer {bearer}", "apns-topic": TOPIC})
     assert (response.status_code, response.json()) == (413, {"reason": "PayloadTooLarge"})
@@ -395,7 +396,7 @@ async def test_command_line_emulator_serves_keys_file(tmp_path) -> None:  # type
         url, ca_file = await asyncio.wait_for(ready, 10)
         assert ca_file == str(tmp_path / "ca.pem")
         clock = SystemClock()
-        ch = apns.ApnsChannel(CREDS, clock=clock, endpoint=url, verify=apns.ssl_context(ca_file), backoff=NO_WAIT)
+        ch = apns.ApnsChannel(CREDS, clock=clock, endpoint=url, verify=trust(ca_file), backoff=NO_WAIT)
         try:
             outcomes = await ch.send(delivery(clock, [tok(1), tok(9)]))  # type: ignore[arg-type]
         finally:

@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import certifi
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -186,15 +185,6 @@ class _Retry(Exception):
         self.code = code
         self.message = message
         self.retry_after = retry_after
-
-
-def ssl_context(ca_file: str = "") -> ssl.SSLContext | bool:
-    """Public CAs, plus `ca_file` (PEM) when given (the emulator's CA, a private gateway)."""
-    if not ca_file:
-        return True
-    context = ssl.create_default_context(cafile=certifi.where())
-    context.load_verify_locations(cafile=ca_file)
-    return context
 
 
 class ApnsChannel:
@@ -356,6 +346,6 @@ def create(credentials: Mapping[str, Any], context: Any) -> ApnsChannel:
         clock=context.clock,
         endpoint=vendor.endpoint(context, "apns_endpoint", DEFAULT_ENDPOINT),
         sandbox_endpoint=vendor.endpoint(context, "apns_sandbox_endpoint", DEFAULT_SANDBOX_ENDPOINT),
-        verify=ssl_context(getattr(context, "ca_file", "")),
+        verify=vendor.trust(getattr(context, "ca_file", "")),
         timeout=float(getattr(context, "timeout", 0) or 0),
     )

@@ -27,7 +27,6 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import certifi
 import httpx
 import requests
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -153,14 +152,6 @@ def _private_key(value: Any) -> str | None:
 # -- transport ------------------------------------------------------------------------------------
 
 
-def ssl_context(ca_file: str) -> ssl.SSLContext:
-    """The public CAs (certifi) and `ca_file` beside them."""
-    context = ssl.create_default_context(cafile=certifi.where())
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    return context
-
-
 class TrustingAdapter(HTTPAdapter):
     """A requests adapter that verifies servers with the given SSL context."""
 
@@ -177,8 +168,9 @@ def token_session(ca_file: str) -> requests.Session:
     """The requests session google-auth's token exchange runs on: with `ca_file`, it
     verifies servers against certifi and that file (tests, private gateways)."""
     session = requests.Session()
-    if ca_file:
-        session.mount("https://", TrustingAdapter(ssl_context(ca_file)))
+    context = vendor.trust(ca_file)
+    if isinstance(context, ssl.SSLContext):
+        session.mount("https://", TrustingAdapter(context))
     return session
 
 
@@ -218,7 +210,7 @@ class FcmChannel(vendor.VendorChannel):
             # HTTP/2 where FCM speaks it (one connection carries the many concurrent sends);
             # plain http to a loopback emulator stays HTTP/1.1.
             http = httpx.AsyncClient(
-                http2=True, verify=ssl_context(ca_file), timeout=httpx.Timeout(timeout), follow_redirects=False
+                http2=True, verify=vendor.trust(ca_file), timeout=httpx.Timeout(timeout), follow_redirects=False
             )
             own_http = True
         super().__init__(credentials, clock=clock, http=http, own_http=own_http, backoff=backoff)

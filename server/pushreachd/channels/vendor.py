@@ -252,14 +252,20 @@ def all_outcomes(
     return [TokenOutcome(t.token, outcome, code, message, vendor_id) for t in targets]
 
 
+def trust(ca_file: str = "") -> ssl.SSLContext | bool:
+    """What every channel verifies its servers with: the public CAs (certifi), plus `ca_file`
+    (PEM) beside them when given (the emulator's CA, a private gateway); True without one."""
+    if not ca_file:
+        return True
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 def client_for(context: Any) -> httpx.AsyncClient:
     """The HTTP client a channel built by `create(credentials, context)` owns: the context's
     timeout, and its `ca_file` trusted beside the public CAs (tests, private gateways)."""
-    ca_file = getattr(context, "ca_file", "")
-    verify: ssl.SSLContext | bool = True
-    if ca_file:
-        verify = ssl.create_default_context(cafile=certifi.where())
-        verify.load_verify_locations(cafile=ca_file)
+    verify = trust(getattr(context, "ca_file", ""))
     timeout = float(getattr(context, "timeout", 0) or 0)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout) if timeout > 0 else HTTP_TIMEOUT, verify=verify, follow_redirects=False
