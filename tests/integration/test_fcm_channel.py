@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pushreachd.channels import fcm
 from pushreachd.channels.base import Backoff, PushDelivery, TargetPayload
+from pushreachd.channels.emulator import serving
 from pushreachd.channels.emulator.fcm import TOKEN_PATH, FcmEmulatorState, new_service_account, running
 from pushreachd.channels.registry import ChannelContext
 from pushreachd.model import AudienceType, MessageType, PushOutcome, PushSpec
@@ -373,7 +374,7 @@ async def test_mounts_beside_android_vendors_and_webhook(keys) -> None:  # type:
     app = android.create_app(vendors)
     fcm_emulator.add_routes(app, fcm_state)
     webhook_emulator.add_routes(app, receiver)
-    async with fcm_emulator.serving(app) as url:
+    async with serving(app) as url:
         account = {**keys[0], "token_uri": f"{url}{TOKEN_PATH}"}
         fcm_state.add_account(account)
         channels = [

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pushreach.v1 import device_pb2, event_pb2, push_pb2
 from pushreachd.channels import hms, honor, oppo, vivo, xiaomi
-from pushreachd.channels.emulator import android, apns, fcm
+from pushreachd.channels.emulator import android, apns, fcm, serving
 from pushreachd.channels.emulator.push import where
 from pushreachd.wiring import Overrides
 
@@ -122,7 +122,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     apns_state.add_key(TEAM, KID, APNS_KEY, [TOPIC])
     app = android.create_app(vendors)
     fcm.add_routes(app, fcm_state)
-    async with fcm.serving(app) as url, apns.running(apns_state) as (apns_url, ca_file):
+    async with serving(app) as url, apns.running(apns_state) as (apns_url, ca_file):
         sms = FakeSmsProvider()
         settings = test_settings(tmp_path, **where(url, apns_url, ca_file, [])["serve_settings"])
         server = await start_service(settings, Overrides(sms_provider=sms))

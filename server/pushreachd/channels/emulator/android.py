@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import serving
+
 log = logging.getLogger(__name__)
 
 VENDORS = ("hms", "honor", "xiaomi", "oppo", "vivo")
@@ -196,16 +198,8 @@ def add_control_routes(app: web.Application, state: EmulatorState) -> None:
 @contextlib.asynccontextmanager
 async def running(state: EmulatorState, host: str = "127.0.0.1", port: int = 0):  # type: ignore[no-untyped-def]
     """Serve the emulator for the duration of the block; yields its base URL."""
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    try:
-        server = site._server  # the bound port, when 0 was asked for
-        bound = server.sockets[0].getsockname()[1] if server and server.sockets else port  # type: ignore[union-attr]
-        yield f"http://{host}:{bound}"
-    finally:
-        await runner.cleanup()
+    async with serving(create_app(state), host, port, shutdown_timeout=60.0) as url:  # aiohttp's default grace
+        yield url
 
 
 # -- command line -----------------------------------------------------------------------------

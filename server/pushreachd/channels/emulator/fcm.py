@@ -43,6 +43,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from . import serving
+
 TOKEN_PATH = "/fcm/token"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -343,23 +345,6 @@ def _oauth_error(error: str, description: str) -> web.Response:
 
 
 # -- serving (tests) and the command line -------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[str]:
-    """Serve `app` for the duration of the block; yields its base URL (https with ssl_context)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a "slow" answer must not hold the test
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
-    try:
-        server = site._server  # the bound port, when 0 was asked for
-        bound = server.sockets[0].getsockname()[1] if server and server.sockets else port  # type: ignore[union-attr]
-        yield f"{'https' if ssl_context else 'http'}://{host}:{bound}"
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from . import android, apns, fcm, webhook
+from . import android, apns, fcm, serving, webhook
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +92,7 @@ async def serve_from_args(args: argparse.Namespace) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     ca_target = os.path.abspath(args.ca_file) if args.ca_file else ""
-    async with fcm.serving(app, host, port) as http_url, apns.running(apns_state, apns_host, apns_port, ca_target) as (
+    async with serving(app, host, port) as http_url, apns.running(apns_state, apns_host, apns_port, ca_target) as (
         apns_url,
         ca_file,
     ):

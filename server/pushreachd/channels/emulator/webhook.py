@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..webhook import SIGNATURE_HEADER, TOLERANCE, verify_signature
-from .fcm import serving
+from . import serving
 
 FAULTS = ("unavailable", "slow")
 MAX_BODY = 64 * 1024
