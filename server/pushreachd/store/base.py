@@ -12,7 +12,7 @@ the call has returned. Times are seconds since the epoch (float), as the caller'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,12 +29,14 @@ from ..model import (
     NewPush,
     Push,
     PushListItem,
+    PushOutcome,
     PushReceipt,
     PushSpec,
     RateLimitPolicy,
     ReceiptKey,
     Recipient,
     Route,
+    SmsCounts,
     SmsInfo,
     SmsRecord,
     SmsRecordFilter,
@@ -43,6 +45,36 @@ from ..model import (
     TargetOutcome,
     TargetView,
 )
+
+
+def funnel_of(
+    by_outcome: Sequence[Sequence[Any]], sms_by_status: Mapping[int, int], no_phone: int, arrived_after_sms: int
+) -> Funnel:
+    """A push's funnel from what both stores read: its targets grouped by push outcome (rows of
+    outcome or NULL, targets, arrived, clicked), its SMS records by status, the targets without
+    phone, and the arrivals reported after their phone's SMS."""
+    counts = {outcome: n for outcome, n, _, _ in by_outcome}
+    sms = SmsCounts.of({SmsStatus(status): n for status, n in sms_by_status.items()})
+    return Funnel(
+        target_count=sum(n for _, n, _, _ in by_outcome),
+        arrived_count=sum(arrived for _, _, arrived, _ in by_outcome),
+        clicked_count=sum(clicked for _, _, _, clicked in by_outcome),
+        push_accepted_count=counts.get(int(PushOutcome.ACCEPTED), 0),
+        push_invalid_token_count=counts.get(int(PushOutcome.INVALID_TOKEN), 0),
+        push_failed_count=counts.get(int(PushOutcome.FAILED), 0),
+        push_expired_count=counts.get(int(PushOutcome.EXPIRED), 0),
+        push_no_channel_count=counts.get(int(PushOutcome.NO_CHANNEL), 0),
+        push_pending_count=counts.get(None, 0) + counts.get(int(PushOutcome.PENDING), 0),
+        sms_sent_count=sms.sent,
+        sms_delivered_count=sms.delivered,
+        sms_failed_count=sms.failed,
+        sms_rate_limited_count=sms.rate_limited,
+        no_phone_count=no_phone,
+        arrived_after_sms_count=arrived_after_sms,
+        sms_unknown_count=sms.unknown,
+        sms_undelivered_count=sms.undelivered,
+        sms_pending_count=sms.pending,
+    )
 
 
 class RateWindow(Protocol):

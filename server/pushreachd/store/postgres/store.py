@@ -36,7 +36,6 @@ from ...model import (
     PushReceipt,
     RateLimitPolicy,
     ReceiptKey,
-    SmsCounts,
     SmsRecord,
     SmsRecordFilter,
     SmsStatus,
@@ -45,7 +44,7 @@ from ...model import (
 )
 from ...supervisor import Supervisor
 from .. import slots as slot_sums
-from ..base import PurgeCounts
+from ..base import PurgeCounts, funnel_of
 from ..sqlite.rows import push as _push_row
 from ..sqlite.rows import receipt_from_json as _receipt_from_json
 from ..sqlite.rows import receipt_to_json as _receipt_to_json
@@ -478,13 +477,12 @@ class PostgresStore(FallbackQueries, ChannelQueries, BroadcastQueries):
 
     async def push_funnel(self, push: int) -> Funnel:
         async def q(c: Conn) -> Funnel:
-            row = await _one(
+            by_outcome = await _all(
                 c,
-                "SELECT count(*), count(coalesce(arrived_at, clicked_at)), count(clicked_at) FROM targets WHERE push=%s",
+                "SELECT outcome, count(*), count(coalesce(arrived_at, clicked_at)), count(clicked_at) FROM targets "
+                "WHERE push=%s GROUP BY outcome",
                 (push,),
             )
-            assert row is not None
-            targets, arrived, clicked = row
             by_status = dict(await _all(c, "SELECT status, count(*) FROM sms_records WHERE push=%s GROUP BY status", (push,)))
             no_phone_row = await _one(c, "SELECT no_phone_count FROM pushes WHERE id=%s", (push,))
             after_row = await _one(
@@ -495,28 +493,8 @@ class PostgresStore(FallbackQueries, ChannelQueries, BroadcastQueries):
                 "WHERE t.push=%s AND r.sent_at IS NOT NULL AND coalesce(t.arrived_at, t.clicked_at) > r.sent_at",
                 (push,),
             )
-
-            by_outcome = dict(await _all(c, "SELECT outcome, count(*) FROM targets WHERE push=%s GROUP BY outcome", (push,)))
-            sms = SmsCounts.of({SmsStatus(status): count for status, count in by_status.items()})
-            return Funnel(
-                push_accepted_count=by_outcome.get(int(PushOutcome.ACCEPTED), 0),
-                push_invalid_token_count=by_outcome.get(int(PushOutcome.INVALID_TOKEN), 0),
-                push_failed_count=by_outcome.get(int(PushOutcome.FAILED), 0),
-                push_expired_count=by_outcome.get(int(PushOutcome.EXPIRED), 0),
-                push_no_channel_count=by_outcome.get(int(PushOutcome.NO_CHANNEL), 0),
-                push_pending_count=by_outcome.get(None, 0) + by_outcome.get(int(PushOutcome.PENDING), 0),
-                target_count=targets,
-                arrived_count=arrived,
-                clicked_count=clicked,
-                sms_sent_count=sms.sent,
-                sms_delivered_count=sms.delivered,
-                sms_failed_count=sms.failed,
-                sms_rate_limited_count=sms.rate_limited,
-                no_phone_count=no_phone_row[0] if no_phone_row else 0,
-                arrived_after_sms_count=after_row[0] if after_row else 0,
-                sms_unknown_count=sms.unknown,
-                sms_undelivered_count=sms.undelivered,
-                sms_pending_count=sms.pending,
+            return funnel_of(
+                by_outcome, dict(by_status), no_phone_row[0] if no_phone_row else 0, after_row[0] if after_row else 0
             )
 
         return await self._db.read(q)

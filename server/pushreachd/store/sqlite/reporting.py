@@ -9,20 +9,18 @@ from ...model import (
     FallbackState,
     Funnel,
     PushListItem,
-    PushOutcome,
-    SmsCounts,
-    SmsStatus,
     Statistics,
 )
 from .. import slots
-from ..base import STATISTICS_SLOT
+from ..base import STATISTICS_SLOT, funnel_of
 
 
 def funnel(c: sqlite3.Connection, push: int) -> Funnel:
-    targets, arrived, clicked = c.execute(
-        "SELECT count(*), count(coalesce(arrived_at, clicked_at)), count(clicked_at) FROM targets WHERE push=?",
+    by_outcome = c.execute(
+        "SELECT outcome, count(*), count(coalesce(arrived_at, clicked_at)), count(clicked_at) FROM targets "
+        "WHERE push=? GROUP BY outcome",
         (push,),
-    ).fetchone()
+    ).fetchall()
     by_status = dict(c.execute("SELECT status, count(*) FROM sms_records WHERE push=? GROUP BY status", (push,)).fetchall())
     no_phone = c.execute("SELECT no_phone_count FROM pushes WHERE id=?", (push,)).fetchone()[0]
     (after_sms,) = c.execute(
@@ -35,29 +33,7 @@ def funnel(c: sqlite3.Connection, push: int) -> Funnel:
         "AND coalesce(t.arrived_at, t.clicked_at) > r.sent_at",
         (push,),
     ).fetchone()
-
-    by_outcome = dict(c.execute("SELECT outcome, count(*) FROM targets WHERE push=? GROUP BY outcome", (push,)))
-    sms = SmsCounts.of({SmsStatus(status): count for status, count in by_status.items()})
-    return Funnel(
-        push_accepted_count=by_outcome.get(int(PushOutcome.ACCEPTED), 0),
-        push_invalid_token_count=by_outcome.get(int(PushOutcome.INVALID_TOKEN), 0),
-        push_failed_count=by_outcome.get(int(PushOutcome.FAILED), 0),
-        push_expired_count=by_outcome.get(int(PushOutcome.EXPIRED), 0),
-        push_no_channel_count=by_outcome.get(int(PushOutcome.NO_CHANNEL), 0),
-        push_pending_count=by_outcome.get(None, 0) + by_outcome.get(int(PushOutcome.PENDING), 0),
-        target_count=targets,
-        arrived_count=arrived,
-        clicked_count=clicked,
-        sms_sent_count=sms.sent,
-        sms_delivered_count=sms.delivered,
-        sms_failed_count=sms.failed,
-        sms_rate_limited_count=sms.rate_limited,
-        no_phone_count=no_phone,
-        arrived_after_sms_count=after_sms,
-        sms_unknown_count=sms.unknown,
-        sms_undelivered_count=sms.undelivered,
-        sms_pending_count=sms.pending,
-    )
+    return funnel_of(by_outcome, by_status, no_phone, after_sms)
 
 
 def statistics(c: sqlite3.Connection, app_id: int, start: float, end: float) -> Statistics:
